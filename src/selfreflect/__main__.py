@@ -1,0 +1,3 @@
+from selfreflect.cli import main
+
+main()

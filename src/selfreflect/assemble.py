@@ -1,0 +1,267 @@
+"""Assemble: records to exchanges, a user prompt and the work that answers it.
+
+The importer feeds records in file order; the :class:`Assembler` hands back
+each exchange as soon as the next one starts, and the open (last) exchange on
+request. Quirks handled here (``reference/claude-code-transcripts.md``):
+
+- one streamed assistant reply is several lines sharing ``message.id``: their
+  blocks are merged into one turn (§6);
+- a record replayed with the same ``uuid`` is kept once (§6, edge case
+  ``duplicate-last-line``);
+- ``tool_result`` blocks are paired with their ``tool_use`` by id (§6);
+- sidechain and sub-agent lines are marked (§7);
+- the project is the record's ``cwd``, never the folder name (§2).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+PART_CHARS = 6000  # one block's text kept at most: the rest is a dump
+RESULT_CHARS = 300  # head of a tool's output
+ERROR_CHARS = 600  # head of a tool's error
+INPUT_CHARS = 300  # head of a tool input we keep (a prompt, a new string)
+RECENT_UUIDS = 4096
+
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
+_BLANKS = re.compile(r"\n{3,}")
+_ERRORISH = re.compile(r"error|exception|traceback|failed|fatal|panic", re.I)
+_INTERRUPT = "[Request interrupted by user"
+
+
+@dataclass
+class Part:
+    """A piece of an exchange that came from lines ``line_start..line_end``."""
+
+    role: str  # user | assistant | thinking | tool | result | error | summary | note
+    text: str
+    line_start: int
+    line_end: int
+    message_id: str | None = None
+    tool: str | None = None
+    files: tuple[str, ...] = ()
+
+
+@dataclass
+class Exchange:
+    """A user prompt and the assistant work that answers it."""
+
+    key: str  # uuid (or line) of its first record: stable across re-reads
+    start_offset: int
+    start_line: int
+    session_id: str
+    cwd: str
+    git_branch: str
+    timestamp: str
+    sidechain: bool
+    agent_id: str | None
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def line_end(self) -> int:
+        return max((p.line_end for p in self.parts), default=self.start_line)
+
+
+class Assembler:
+    """Turns the records of one transcript, in file order, into exchanges.
+
+    Args:
+        session_id: used when records carry none (the file stem).
+        agent_id: set for sub-agent files.
+    """
+
+    def __init__(self, session_id: str, agent_id: str | None = None) -> None:
+        self.default_session = session_id
+        self.agent_id = agent_id
+        self.open: Exchange | None = None
+        self.cwd = ""
+        self.git_branch = ""
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._tool_names: dict[str, str] = {}
+
+    def feed(self, line: int, offset: int, record: dict[str, Any]) -> Exchange | None:
+        """Take one record; return the exchange it closed, if any."""
+        kind = record.get("type")
+        if kind not in ("user", "assistant"):
+            return None  # metadata, progress (duplicates sub-agents), system
+        uuid = record.get("uuid")
+        if isinstance(uuid, str):
+            if uuid in self._seen:
+                return None
+            self._seen[uuid] = None
+            if len(self._seen) > RECENT_UUIDS:
+                self._seen.popitem(last=False)
+        message = record.get("message")
+        if not isinstance(message, dict):
+            return None
+        if isinstance(record.get("cwd"), str) and record["cwd"]:
+            self.cwd = record["cwd"]
+        if isinstance(record.get("gitBranch"), str):
+            self.git_branch = record["gitBranch"]
+        parts = self.parts_of(line, record)
+        if not parts:
+            return None
+        starts = kind == "user" and parts[0].role in ("user", "summary")
+        sidechain = bool(record.get("isSidechain"))
+        session = _str(record.get("sessionId")) or self.default_session
+        closed = None
+        current = self.open
+        if (
+            current is None
+            or starts
+            or current.sidechain != sidechain
+            or current.session_id != session
+        ):
+            closed, self.open = current, Exchange(
+                key=uuid if isinstance(uuid, str) else f"line-{line}",
+                start_offset=offset,
+                start_line=line,
+                session_id=session,
+                cwd=self.cwd,
+                git_branch=self.git_branch,
+                timestamp=_str(record.get("timestamp")) or (current.timestamp if current else ""),
+                sidechain=sidechain,
+                agent_id=_str(record.get("agentId")) or self.agent_id,
+            )
+            if closed is not None:
+                self._tool_names.clear()
+        assert self.open is not None
+        for part in parts:
+            _append(self.open.parts, part)
+        return closed
+
+    def parts_of(self, line: int, record: dict[str, Any]) -> list[Part]:
+        """The parts one record contributes (remembering its tool calls, so a
+        later result is named after its call)."""
+        kind, message = record.get("type"), record.get("message")
+        if kind not in ("user", "assistant") or not isinstance(message, dict):
+            return []
+        return list(self._parts(str(kind), line, record, message))
+
+    def _parts(self, kind: str, line: int, record: dict[str, Any], message: dict[str, Any]) -> Iterator[Part]:
+        content = message.get("content")
+        blocks: list[Any] = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(blocks, list):
+            return
+        message_id = _str(message.get("id")) if kind == "assistant" else None
+        if kind == "user" and record.get("isCompactSummary"):
+            text = _join_text(blocks)
+            if text:
+                yield Part("summary", text, line, line)
+            return
+        for block in blocks:
+            if not isinstance(block, dict):
+                continue
+            btype = block.get("type")
+            if btype == "text":
+                text = _clean(block.get("text"))
+                if not text:
+                    continue
+                if kind == "assistant":
+                    yield Part("assistant", text, line, line, message_id)
+                elif record.get("isMeta"):
+                    # Injected reminders repeat every turn; keep them only
+                    # when they carry a real error (a hook's compiler output).
+                    if _ERRORISH.search(text):
+                        yield Part("note", text[:ERROR_CHARS], line, line)
+                elif text.startswith(_INTERRUPT):
+                    yield Part("note", text, line, line)
+                else:
+                    yield Part("user", text, line, line)
+            elif btype == "thinking":
+                text = _clean(block.get("thinking"))
+                if text:
+                    yield Part("thinking", text, line, line, message_id)
+            elif btype == "tool_use":
+                name = _str(block.get("name")) or "tool"
+                tool_id = _str(block.get("id"))
+                if tool_id:
+                    self._tool_names[tool_id] = name
+                text, files = describe_tool_use(name, block.get("input"))
+                yield Part("tool", text, line, line, message_id, tool=name, files=files)
+            elif btype == "tool_result":
+                name = self._tool_names.get(_str(block.get("tool_use_id")) or "", "tool")
+                output = _clean(_join_text(_as_blocks(block.get("content"))))
+                if block.get("is_error"):
+                    yield Part("error", output[:ERROR_CHARS], line, line, tool=name)
+                elif output:
+                    yield Part("result", output[:RESULT_CHARS], line, line, tool=name)
+
+
+def describe_tool_use(name: str, tool_input: Any) -> tuple[str, tuple[str, ...]]:
+    """A short line for a tool call: its name and key inputs, and the files it touches."""
+    args = tool_input if isinstance(tool_input, dict) else {}
+    files = tuple(
+        v for k in ("file_path", "notebook_path", "path") if isinstance(v := args.get(k), str) and v
+    )
+
+    def arg(key: str, limit: int = INPUT_CHARS) -> str:
+        value = args.get(key)
+        return value[:limit] if isinstance(value, str) else ""
+
+    if name == "Bash":
+        text = " ".join(filter(None, [arg("description"), "$ " + arg("command", 1000)]))
+    elif name in ("Read", "Write", "NotebookEdit", "MultiEdit"):
+        text = arg("file_path") or arg("notebook_path")
+    elif name == "Edit":
+        text = f"{arg('file_path')}\n{arg('new_string', 200)}"
+    elif name in ("Grep", "Glob"):
+        text = " ".join(filter(None, [arg("pattern"), arg("path") and "in " + arg("path")]))
+    elif name in ("Task", "Agent"):
+        text = " ".join(filter(None, [arg("subagent_type"), arg("description"), arg("prompt")]))
+    elif name == "WebSearch":
+        text = arg("query")
+    elif name == "WebFetch":
+        text = " ".join(filter(None, [arg("url"), arg("prompt")]))
+    elif name == "TodoWrite":
+        todos = args.get("todos") if isinstance(args.get("todos"), list) else []
+        text = "; ".join(str(t.get("content", "")) for t in todos if isinstance(t, dict))[:INPUT_CHARS]
+    else:
+        text = " ".join(
+            f"{k}={v if isinstance(v, str) else v!r}"[:INPUT_CHARS] for k, v in args.items()
+        )[: INPUT_CHARS * 2]
+    return _clean(text), files
+
+
+def _append(parts: list[Part], part: Part) -> None:
+    """Merge the blocks of one streamed reply (same message id, same role)."""
+    last = parts[-1] if parts else None
+    if (
+        last is not None
+        and part.message_id is not None
+        and last.message_id == part.message_id
+        and last.role == part.role
+        and part.role in ("assistant", "thinking")
+    ):
+        last.text = (last.text + "\n" + part.text)[:PART_CHARS]
+        last.line_end = max(last.line_end, part.line_end)
+        return
+    parts.append(part)
+
+
+def _as_blocks(content: Any) -> list[Any]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return content if isinstance(content, list) else []
+
+
+def _join_text(blocks: list[Any]) -> str:
+    return "\n".join(
+        b["text"] for b in blocks if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
+
+
+def _clean(text: Any) -> str:
+    if not isinstance(text, str):
+        return ""
+    text = _REMINDER.sub("", text)
+    text = _BLANKS.sub("\n\n", text).strip()
+    return text[:PART_CHARS]
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,103 @@
+"""Chunk: an exchange cut into pieces the embedder sees whole.
+
+all-MiniLM-L6-v2 silently drops every word-piece past its window (256 with
+[CLS] and [SEP]), so chunks are sized in the model's own word-pieces, not in
+characters. Parts are packed in order; a part longer than a chunk is split at
+word-piece boundaries. Every chunk knows the lines its text came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from selfreflect.assemble import Exchange, Part
+
+LABELS = {
+    "user": "User",
+    "assistant": "Assistant",
+    "thinking": "Assistant (thinking)",
+    "summary": "Summary of earlier conversation",
+    "note": "Note",
+}
+
+TokenCounter = Callable[[Sequence[str]], list[int]]
+TokenSpans = Callable[[str], list[tuple[int, int]]]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What is embedded and stored: text plus where it came from."""
+
+    exchange: str
+    ordinal: int
+    text: str
+    line_start: int
+    line_end: int
+    tools: tuple[str, ...]
+    files: tuple[str, ...]
+
+
+def render(part: Part) -> str:
+    """The text of one part as it appears in a chunk."""
+    if part.role == "tool":
+        return f"[{part.tool}] {part.text}".rstrip()
+    if part.role == "result":
+        return f"[{part.tool} output] {part.text}"
+    if part.role == "error":
+        return f"[{part.tool} error] {part.text}"
+    return f"{LABELS.get(part.role, part.role)}: {part.text}"
+
+
+def chunk_exchange(
+    exchange: Exchange, budget: int, count_tokens: TokenCounter, token_spans: TokenSpans
+) -> list[Chunk]:
+    """Cut ``exchange`` into chunks of at most ``budget`` word-pieces each.
+
+    Args:
+        exchange: the exchange.
+        budget: word-pieces per chunk, without [CLS] and [SEP].
+        count_tokens: word-pieces of each of a list of texts.
+        token_spans: character span of each word-piece of a text.
+    """
+    texts = [render(p) for p in exchange.parts]
+    sizes = count_tokens(texts) if texts else []
+    pieces: list[tuple[Part, str, int]] = []
+    for part, text, size in zip(exchange.parts, texts, sizes):
+        if size <= budget:
+            pieces.append((part, text, size))
+            continue
+        spans = token_spans(text)
+        for i in range(0, len(spans), budget):
+            window = spans[i : i + budget]
+            pieces.append((part, text[window[0][0] : window[-1][1]], len(window)))
+
+    chunks: list[Chunk] = []
+    group: list[tuple[Part, str, int]] = []
+    used = 0
+
+    def close() -> None:
+        parts = [p for p, _, _ in group]
+        chunks.append(
+            Chunk(
+                exchange=exchange.key,
+                ordinal=len(chunks),
+                text="\n".join(t for _, t, _ in group),
+                line_start=min(p.line_start for p in parts),
+                line_end=max(p.line_end for p in parts),
+                tools=tuple(dict.fromkeys(p.tool for p in parts if p.tool and p.role == "tool")),
+                files=tuple(dict.fromkeys(f for p in parts for f in p.files)),
+            )
+        )
+
+    for piece in pieces:
+        # +1: the newline that joins pieces is a word-piece boundary, not a token,
+        # but keep a margin for the tokenizer merging across the seam.
+        if group and used + piece[2] + 1 > budget:
+            close()
+            group, used = [], 0
+        group.append(piece)
+        used += piece[2] + 1
+    if group:
+        close()
+    return chunks

@@ -1,0 +1,32 @@
+"""Domain errors. The library raises these; only the CLI turns them into
+messages and exit codes."""
+
+from __future__ import annotations
+
+
+class SelfReflectError(Exception):
+    """Base of every error selfreflect reports to a user."""
+
+
+class ClaudeDirMissing(SelfReflectError):
+    """There is no Claude Code folder (or no ``projects/`` in it) where we looked."""
+
+
+class StoreLocked(SelfReflectError):
+    """Another process owns the embedded store."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class ModelMismatch(SelfReflectError):
+    """The store was built with another embedding model or dimension."""
+
+
+class ConfigError(SelfReflectError):
+    """A setting has a value we cannot use."""
+
+
+class TranscriptNotFound(SelfReflectError):
+    """No indexed transcript matches what was asked for."""

@@ -1,0 +1,228 @@
+"""The importer: runs the pipeline over transcripts and commits positions.
+
+discover -> tail -> parse -> assemble -> chunk -> redact -> embed -> store,
+then state. Positions are saved only after the store confirmed the batch,
+and point ids are deterministic, so a crash at any moment loses nothing and
+duplicates nothing: the next run re-reads from the last saved position and
+overwrites what it had already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from selfreflect.assemble import Assembler, Exchange
+from selfreflect.chunk import Chunk, chunk_exchange
+from selfreflect.discover import TranscriptFile, discover
+from selfreflect.embed import Embedder
+from selfreflect.parse import BadLine, parse_line
+from selfreflect.redact import redact
+from selfreflect.settings import Settings
+from selfreflect.state import State, TranscriptPosition
+from selfreflect.store import Record, Store
+from selfreflect.tail import FileIdentity, read_lines
+
+log = logging.getLogger("selfreflect")
+
+ID_NAMESPACE = uuid.UUID("6f1c3c7e-5b7a-4c1e-9a55-2f4f0d1c5e11")
+EMBED_TOKENS = 4096  # word-pieces per model call: bigger batches run slower per token here
+
+
+@dataclass
+class ImportSummary:
+    """What one pass did (the CLI prints it, the daemon exports it)."""
+
+    files: int = 0
+    files_read: int = 0
+    lines: int = 0
+    chunks: int = 0
+    bad_lines: int = 0
+    oversized_lines: int = 0
+    failed_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def point_id(transcript_key: str, session_id: str, exchange: str, ordinal: int) -> str:
+    """Deterministic: the same chunk of the same exchange always gets the same id."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"{session_id}|{transcript_key}|{exchange}|{ordinal}"))
+
+
+def project_name(cwd: str, fallback: str) -> str:
+    return PurePosixPath(cwd).name or fallback if cwd else fallback
+
+
+class Importer:
+    """Indexes transcripts into a store.
+
+    Args:
+        settings: the settings (folders, batch size, line limit).
+        store: an open store.
+        embedder: a loaded embedder (its name and dim match the store).
+        state: the positions (saved after every confirmed batch).
+    """
+
+    def __init__(self, settings: Settings, store: Store, embedder: Embedder, state: State) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.state = state
+        self.budget = embedder.max_tokens - 2  # [CLS] and [SEP]
+
+    def run(self, progress: Callable[[TranscriptFile], None] | None = None) -> ImportSummary:
+        """Catch up on every transcript: index whatever is not indexed yet."""
+        started = time.monotonic()
+        summary = ImportSummary()
+        files = discover(self.settings.projects_dir)
+        summary.files = len(files)
+        for transcript in files:
+            self.import_file(transcript, summary)
+            if progress:
+                progress(transcript)
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def import_file(self, transcript: TranscriptFile, summary: ImportSummary) -> None:
+        """Index what is new in one transcript. A file that vanished or cannot
+        be read is reported in ``summary.failed_files``; nothing else is lost."""
+        path = str(transcript.path)
+        try:
+            self._import(transcript, summary)
+        except OSError as exc:
+            log.warning("%s: cannot read: %s", path, exc.strerror or exc)
+            summary.failed_files.append(path)
+
+    def _import(self, transcript: TranscriptFile, summary: ImportSummary) -> None:
+        path = str(transcript.path)
+        identity = FileIdentity.of(transcript.path)
+        position = self.state.get(path)
+        if position.inode and (
+            (identity.inode, identity.device) != (position.inode, position.device) or identity.size < position.end
+        ):
+            log.info("%s: replaced or truncated, indexing it again", path)
+            self.store.delete_transcript(path)
+            position = TranscriptPosition()
+        if position.inode and (identity.size, identity.mtime) == (position.size, position.mtime):
+            return  # not touched since the last read
+        summary.files_read += 1
+        seen_end = position.end
+        assembler = Assembler(transcript.session_id, transcript.agent_id)
+        pending: list[tuple[Exchange, list[Chunk]]] = []
+        pending_chunks = 0
+        end, end_line = position.offset, position.line
+        for line in read_lines(transcript.path, position.offset, position.line, self.settings.max_line_bytes):
+            end, end_line = line.end, line.number + 1
+            new = line.end > seen_end
+            summary.lines += new
+            if line.oversized:
+                if new:
+                    position.oversized_lines += 1
+                    summary.oversized_lines += 1
+                    log.warning("%s:%d: line longer than %.0f MB skipped", path, line.number, self.settings.max_line_mb)
+                continue
+            record = parse_line(line.data)
+            if isinstance(record, BadLine):
+                if new:
+                    position.bad_lines += 1
+                    summary.bad_lines += 1
+                    log.warning("%s:%d: bad line skipped (%s)", path, line.number, record.reason)
+                continue
+            if record is None:
+                continue
+            closed = assembler.feed(line.number, line.start, record)
+            if closed is not None:
+                chunks = self._chunk(closed)
+                pending.append((closed, chunks))
+                pending_chunks += len(chunks)
+                if pending_chunks >= self.settings.chunk_size:
+                    assert assembler.open is not None
+                    self._commit(transcript, pending, identity, position, seen_end,
+                                 assembler.open.start_offset, assembler.open.start_line, end, summary)
+                    pending, pending_chunks = [], 0
+        if assembler.open is not None:
+            pending.append((assembler.open, self._chunk(assembler.open)))
+            offset, line_no = assembler.open.start_offset, assembler.open.start_line
+        else:
+            offset, line_no = end, end_line
+        self._commit(transcript, pending, identity, position, seen_end, offset, line_no, end, summary)
+
+    def _chunk(self, exchange: Exchange) -> list[Chunk]:
+        return chunk_exchange(exchange, self.budget, self.embedder.count_tokens, self.embedder.token_spans)
+
+    def _commit(
+        self,
+        transcript: TranscriptFile,
+        pending: list[tuple[Exchange, list[Chunk]]],
+        identity: FileIdentity,
+        position: TranscriptPosition,
+        seen_end: int,
+        offset: int,
+        line: int,
+        end: int,
+        summary: ImportSummary,
+    ) -> None:
+        """Write the pending exchanges, then (only then) save the position."""
+        records = [self._record(transcript, ex, chunk) for ex, chunks in pending for chunk in chunks]
+        known = self.store.text_hashes([r.id for r, _ in records])
+        changed = [(r, text) for r, text in records if known.get(r.id) != r.payload["text_hash"]]
+        step = self.settings.chunk_size
+        for i in range(0, len(changed), step):
+            batch = changed[i : i + step]
+            vectors = self._embed([text for _, text in batch])
+            self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(batch, vectors)])
+        for exchange, chunks in pending:
+            if exchange.start_offset < seen_end:  # seen before: it may have been cut differently
+                self.store.delete_exchange_tail(str(transcript.path), exchange.key, len(chunks))
+        summary.chunks += len(changed)
+        position.offset, position.line, position.end = offset, line, max(end, position.end)
+        position.inode, position.device = identity.inode, identity.device
+        position.size, position.mtime = identity.size, identity.mtime
+        self.state.set(str(transcript.path), position)
+        self.state.save()
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed in model calls of at most EMBED_TOKENS word-pieces."""
+        per_call = max(1, EMBED_TOKENS // self.embedder.max_tokens)
+        vectors: list[list[float]] = []
+        for i in range(0, len(texts), per_call):
+            vectors.extend(self.embedder.embed(texts[i : i + per_call]).tolist())
+        return vectors
+
+    def _record(self, transcript: TranscriptFile, exchange: Exchange, chunk: Chunk) -> tuple[Record, str]:
+        text = redact(chunk.text)
+        project_dir = transcript.key.split("/", 1)[0]
+        payload = {
+            "kind": "conversation",
+            "project": project_name(exchange.cwd, project_dir),
+            "project_path": exchange.cwd or project_dir,
+            "session_id": exchange.session_id,
+            "transcript": str(transcript.path),
+            "line_start": chunk.line_start,
+            "line_end": chunk.line_end,
+            "timestamp": exchange.timestamp or None,
+            "git_branch": exchange.git_branch,
+            "sidechain": exchange.sidechain,
+            "thread": "sidechain" if exchange.sidechain or exchange.agent_id else "main",
+            "agent_id": exchange.agent_id,
+            "exchange": exchange.key,
+            "ordinal": chunk.ordinal,
+            "text": text,
+            "tools": list(chunk.tools),
+            "files": list(chunk.files),
+            "file_suffixes": sorted({s for f in chunk.files for s in path_suffixes(f)}),
+        }
+        digest = hashlib.sha1(repr(sorted(payload.items())).encode("utf-8", "replace")).hexdigest()
+        payload["text_hash"] = digest
+        pid = point_id(transcript.key, exchange.session_id, exchange.key, chunk.ordinal)
+        return Record(pid, (), text, payload), text
+
+
+def path_suffixes(path: str) -> list[str]:
+    """Every trailing part of a path, so ``src/app.py`` finds ``/home/x/proj/src/app.py``."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    return ["/".join(parts[i:]) for i in range(len(parts))]

@@ -1,0 +1,148 @@
+"""Search: the one function every face (CLI, HTTP, MCP) calls.
+
+Hybrid retrieval: the query is embedded with the same model as the chunks,
+and the dense list and the BM25 list are fused with reciprocal rank fusion
+(RRF) inside the engine. The result is the stable JSON of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from selfreflect.embed import Embedder
+from selfreflect.errors import ConfigError
+from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
+
+SNIPPET_CHARS = 240
+_WORD = re.compile(r"[\w./@:-]{2,}", re.U)
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdwy])\s*$", re.I)
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A search: the words, where to look, how many results."""
+
+    text: str
+    where: SearchFilter = field(default_factory=SearchFilter)
+    limit: int = 10
+    min_score: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit with its citation (the result schema of DESIGN.md)."""
+
+    score: float
+    project: str
+    session_id: str
+    transcript: str
+    line_start: int
+    line_end: int
+    timestamp: str | None
+    git_branch: str
+    text: str
+    snippet: str
+    tools: list[str]
+    files: list[str]
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    query: str
+    took_ms: float
+    results: list[SearchResult]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPlan | None = None) -> SearchResponse:
+    """Run a hybrid search.
+
+    Args:
+        store: an open store.
+        embedder: the store's model.
+        query: what to look for and where.
+        plan: fusion depth and weights (defaults: :class:`FusionPlan`).
+    """
+    started = time.perf_counter()
+    text = query.text.strip()
+    hits: list[Hit] = []
+    if text and query.limit > 0:
+        vector = embedder.embed([text])[0]
+        hits = store.hybrid(vector.tolist(), text, query.where, query.limit, plan or FusionPlan())
+    if query.min_score is not None:
+        hits = [h for h in hits if h.score >= query.min_score]
+    results = [to_result(h, text) for h in hits[: query.limit]]
+    return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results)
+
+
+def to_result(hit: Hit, query: str) -> SearchResult:
+    p = hit.payload
+    text = p.get("text", "")
+    return SearchResult(
+        score=round(hit.score, 6),
+        project=p.get("project", ""),
+        session_id=p.get("session_id", ""),
+        transcript=p.get("transcript", ""),
+        line_start=int(p.get("line_start", 0)),
+        line_end=int(p.get("line_end", 0)),
+        timestamp=p.get("timestamp"),
+        git_branch=p.get("git_branch", ""),
+        text=text,
+        snippet=snippet(text, query),
+        tools=list(p.get("tools", [])),
+        files=list(p.get("files", [])),
+    )
+
+
+def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """The window of ``text`` that holds the most query words."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    words = {w.lower() for w in _WORD.findall(query)}
+    best, best_hits = 0, -1
+    if words:
+        lowered = flat.lower()
+        starts = sorted({m.start() for w in words for m in re.finditer(re.escape(w), lowered)})
+        for start in starts:
+            begin = max(0, start - width // 4)
+            window = lowered[begin : begin + width]
+            hits = sum(1 for w in words if w in window)
+            if hits > best_hits:
+                best, best_hits = begin, hits
+    begin = flat.rfind(" ", 0, best) + 1 if best else 0
+    piece = flat[begin : begin + width]
+    cut = piece.rfind(" ")
+    if begin + width < len(flat) and cut > width // 2:
+        piece = piece[:cut]
+    return ("…" if begin else "") + piece + ("…" if begin + len(piece) < len(flat) else "")
+
+
+def parse_when(value: str | None, now: datetime | None = None) -> str | None:
+    """An ISO 8601 instant from ``7d``, ``12h``, ``2w``, ``2026-01-31`` or a full timestamp.
+
+    Raises:
+        ConfigError: the value is neither.
+    """
+    if not value:
+        return None
+    now = now or datetime.now(timezone.utc)
+    relative = _RELATIVE.match(value)
+    if relative:
+        amount, unit = int(relative[1]), relative[2].lower()
+        delta = timedelta(days=365 * amount) if unit == "y" else timedelta(**{_UNITS[unit]: amount})
+        return (now - delta).isoformat().replace("+00:00", "Z")
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"not a date or a duration: {value!r} (try 2026-01-31 or 7d)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

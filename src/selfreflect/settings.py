@@ -1,0 +1,159 @@
+"""Settings: one typed object, built once at the entry point, passed down.
+
+Precedence: command-line flags > environment > TOML config file > defaults.
+Every environment name is resolved here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from selfreflect.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# setting name -> environment variable. The seed's names keep their meaning.
+ENV = {
+    "claude_dir": "CLAUDE_CONFIG_DIR",
+    "data_dir": "SELFREFLECT_HOME",
+    "chunk_size": "CHUNK_SIZE",
+    "max_memory_mb": "MAX_MEMORY_MB",
+    "watch_interval": "WATCH_INTERVAL",
+    "prefer_local_embeddings": "PREFER_LOCAL_EMBEDDINGS",
+    "qdrant_url": "QDRANT_URL",
+    "max_line_mb": "SELFREFLECT_MAX_LINE_MB",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and how much work one batch may hold.
+
+    Attributes:
+        claude_dir: Claude Code's folder (its ``projects/`` holds the transcripts).
+        data_dir: our folder: the store, the read positions, the config.
+        chunk_size: chunks embedded and written per batch (CHUNK_SIZE). Read
+            positions are saved after each batch, so it also bounds the work
+            redone after a crash.
+        max_memory_mb: the daemon's memory cap (MAX_MEMORY_MB).
+        watch_interval: seconds between full rescans in the daemon (WATCH_INTERVAL).
+        prefer_local_embeddings: use the bundled model (PREFER_LOCAL_EMBEDDINGS).
+        qdrant_url: a Qdrant server instead of the embedded store (QDRANT_URL).
+        max_line_mb: longer transcript lines are skipped and reported.
+    """
+
+    claude_dir: Path
+    data_dir: Path
+    chunk_size: int = 32
+    max_memory_mb: int = 200
+    watch_interval: float = 60.0
+    prefer_local_embeddings: bool = True
+    qdrant_url: str | None = None
+    max_line_mb: float = 8.0
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.claude_dir / "projects"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "state.json"
+
+    @property
+    def max_line_bytes(self) -> int:
+        return int(self.max_line_mb * 1024 * 1024)
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        config_file: Path | None = None,
+    ) -> Settings:
+        """Build the settings from flags, environment, config file and defaults.
+
+        Args:
+            flags: values given on the command line (``None`` values are ignored).
+            env: the environment (``os.environ`` by default).
+            config_file: a TOML file; default ``$SELFREFLECT_CONFIG`` or
+                ``<user config dir>/selfreflect/config.toml`` when it exists.
+        """
+        env = os.environ if env is None else env
+        flags = {k: v for k, v in (flags or {}).items() if v is not None}
+        path = config_file or _path(env.get("SELFREFLECT_CONFIG")) or _default_config_file()
+        from_file: dict[str, Any] = {}
+        if path is not None and path.exists():
+            try:
+                from_file = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        elif config_file is not None:
+            raise ConfigError(f"config file {config_file} does not exist")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in flags:
+                raw = flags[f.name]
+            elif ENV.get(f.name) and env.get(ENV[f.name], "") != "":
+                raw = env[ENV[f.name]]
+            elif f.name in from_file:
+                raw = from_file[f.name]
+            else:
+                continue
+            values[f.name] = _convert(f.name, raw)
+        values.setdefault("claude_dir", Path.home() / ".claude")
+        values.setdefault("data_dir", _default_data_dir())
+        unknown = set(from_file) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _convert(name: str, raw: Any) -> Any:
+    try:
+        if name in ("claude_dir", "data_dir"):
+            return Path(os.path.expanduser(str(raw)))
+        if name in ("chunk_size", "max_memory_mb"):
+            value = int(raw)
+            if value <= 0:
+                raise ValueError("must be positive")
+            return value
+        if name in ("watch_interval", "max_line_mb"):
+            value = float(raw)
+            if value <= 0:
+                raise ValueError("must be positive")
+            return value
+        if name == "prefer_local_embeddings":
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        return str(raw)
+    except ValueError as exc:
+        raise ConfigError(f"setting {name}={raw!r}: {exc}") from exc
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(os.path.expanduser(value)) if value else None
+
+
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("selfreflect", appauthor=False))
+
+
+def _default_config_file() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("selfreflect", appauthor=False)) / "config.toml"

@@ -1,0 +1,145 @@
+"""Store: where chunks live, behind one small interface.
+
+The embedded default is Qdrant Edge (:mod:`selfreflect.store.edge`): the
+Qdrant engine in-process, on disk. One collection holds every project; the
+payload fields below are indexed for filtering. Each point has a dense vector
+(the embedding of ``text``) and a sparse BM25 vector (of ``lexical``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from selfreflect.settings import Settings
+
+# payload field -> index kind (keyword, datetime, integer)
+INDEXED_FIELDS = {
+    "kind": "keyword",
+    "project": "keyword",
+    "project_path": "keyword",
+    "session_id": "keyword",
+    "transcript": "keyword",
+    "exchange": "keyword",
+    "git_branch": "keyword",
+    "tools": "keyword",
+    "file_suffixes": "keyword",
+    "timestamp": "datetime",
+    "ordinal": "integer",
+    # "main" or "sidechain": a keyword, because qdrant-edge-py 0.9 turns a
+    # bool MatchValue into an integer that never matches a bool payload.
+    "thread": "keyword",
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One point to write: deterministic id, dense vector, BM25 text, payload."""
+
+    id: str
+    vector: Sequence[float]
+    lexical: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which points a search or listing may return. Empty means no limit.
+
+    Attributes:
+        projects: project names (last folder of ``cwd``) or full paths.
+        since, until: ISO 8601 bounds on the chunk's timestamp.
+        session_id, transcript: one session, one transcript file (absolute path).
+        file: a path or path suffix the conversation read or edited.
+        git_branch, tool: exact values.
+        include_sidechains: sub-agent and sidechain conversations too.
+        kinds: ``conversation``, ``reflection``.
+    """
+
+    projects: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    session_id: str | None = None
+    transcript: str | None = None
+    file: str | None = None
+    git_branch: str | None = None
+    tool: str | None = None
+    include_sidechains: bool = True
+    kinds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FusionPlan:
+    """How the dense and BM25 lists are fused (RRF).
+
+    Attributes:
+        depth: candidates each list contributes.
+        k: the RRF constant: score = sum(weight / (k + rank)).
+        dense_weight, lexical_weight: the weight of each list.
+    """
+
+    depth: int = 40
+    k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+
+
+class Store(Protocol):
+    """What the importer and the search core need from a store."""
+
+    model: str
+    dim: int
+
+    def upsert(self, records: Sequence[Record]) -> None: ...
+
+    def text_hashes(self, ids: Sequence[str]) -> dict[str, str]: ...
+
+    def delete_transcript(self, transcript: str) -> None: ...
+
+    def delete_exchange_tail(self, transcript: str, exchange: str, keep: int) -> None: ...
+
+    def hybrid(
+        self, vector: Sequence[float], text: str, where: SearchFilter, limit: int, plan: FusionPlan
+    ) -> list[Hit]: ...
+
+    def dense(self, vector: Sequence[float], where: SearchFilter, limit: int) -> list[Hit]: ...
+
+    def lexical(self, text: str, where: SearchFilter, limit: int) -> list[Hit]: ...
+
+    def scroll(self, where: SearchFilter, limit: int) -> list[dict[str, Any]]: ...
+
+    def count(self, where: SearchFilter) -> int: ...
+
+    def facet(self, key: str, where: SearchFilter, limit: int) -> list[tuple[Any, int]]: ...
+
+    def latest(self, where: SearchFilter) -> dict[str, Any] | None: ...
+
+    def size_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(settings: Settings, model: str, dim: int) -> Store:
+    """Open the store the settings choose (the embedded one by default).
+
+    Raises:
+        StoreLocked, ModelMismatch, ConfigError: as the store reports them.
+    """
+    if settings.qdrant_url:
+        from selfreflect.errors import ConfigError
+
+        raise ConfigError(
+            "QDRANT_URL is set, but this version only has the embedded store: unset QDRANT_URL"
+        )
+    from selfreflect.store.edge import EdgeStore
+
+    return EdgeStore(settings.store_dir, model, dim).open()

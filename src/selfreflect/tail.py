@@ -1,0 +1,93 @@
+"""Tail: complete lines of a transcript, read from a byte offset.
+
+Lines are split on ``b"\\n"`` only (never ``str.splitlines``, which also splits
+on U+2028 and friends inside JSON strings). A last line without its newline is
+still being written, or was torn by a crash: it is held back, and the offset
+does not move past it. A line longer than ``max_line_bytes`` is streamed past
+in blocks and reported, never held in memory whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BLOCK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Line:
+    """One complete line of a transcript.
+
+    Attributes:
+        number: 1-based physical line number in the file.
+        start: byte offset of the line's first byte.
+        end: byte offset just past its newline (where the next line starts).
+        data: the bytes without the newline; empty when ``oversized``.
+        oversized: the line was longer than the limit and was skipped.
+    """
+
+    number: int
+    start: int
+    end: int
+    data: bytes
+    oversized: bool = False
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What tells a file that grew from a file that was replaced or cut."""
+
+    inode: int
+    device: int
+    size: int
+    mtime: float
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity:
+        st = os.stat(path)
+        return cls(inode=st.st_ino, device=st.st_dev, size=st.st_size, mtime=st.st_mtime)
+
+
+def read_lines(
+    path: Path, offset: int = 0, first_line: int = 1, max_line_bytes: int = 8 << 20
+) -> Iterator[Line]:
+    """Yield the complete lines of ``path`` from byte ``offset`` on.
+
+    Args:
+        path: the transcript.
+        offset: byte offset of the start of a line (0 for the top).
+        first_line: the line number of the line that starts at ``offset``.
+        max_line_bytes: longer lines are yielded with ``oversized=True`` and no data.
+
+    Raises:
+        OSError: the file vanished or cannot be read (the caller reports it).
+    """
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        number, start = first_line, offset
+        pending = bytearray()
+        skipping = False  # inside a line that outgrew max_line_bytes
+        while True:
+            block = handle.read(BLOCK)
+            if not block:
+                return  # whatever is pending has no newline yet: hold it back
+            block_start = handle.tell() - len(block)
+            cut = 0
+            while (newline := block.find(b"\n", cut)) >= 0:
+                end = block_start + newline + 1
+                if skipping:
+                    yield Line(number, start, end, b"", oversized=True)
+                else:
+                    pending += block[cut:newline]
+                    yield Line(number, start, end, bytes(pending))
+                number, start, cut = number + 1, end, newline + 1
+                pending.clear()
+                skipping = False
+            if not skipping:
+                pending += block[cut:]
+                if len(pending) > max_line_bytes:
+                    pending.clear()
+                    skipping = True
