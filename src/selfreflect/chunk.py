@@ -49,6 +49,29 @@ def render(part: Part) -> str:
     return f"{LABELS.get(part.role, part.role)}: {part.text}"
 
 
+def split_text(text: str, budget: int, count_tokens: TokenCounter, token_spans: TokenSpans) -> list[tuple[str, int]]:
+    """Cut a text longer than ``budget`` word-pieces into pieces that fit,
+    cutting between words: a word cut in half tokenizes into more pieces."""
+    spans = token_spans(text)
+    pieces: list[tuple[str, int]] = []
+    i = 0
+    while i < len(spans):
+        j = min(i + budget, len(spans))
+        while True:
+            cut = j
+            # back off to a word boundary (a gap before the next word-piece)
+            while cut < len(spans) and cut > i + budget // 2 and spans[cut][0] == spans[cut - 1][1]:
+                cut -= 1
+            piece = text[spans[i][0] : spans[cut - 1][1]]
+            (size,) = count_tokens([piece])
+            if size <= budget or cut - i <= 1:
+                break
+            j = max(i + 1, cut - (size - budget))  # still too long: drop the surplus, retry
+        pieces.append((piece, size))
+        i = cut
+    return pieces
+
+
 def chunk_exchange(
     exchange: Exchange, budget: int, count_tokens: TokenCounter, token_spans: TokenSpans
 ) -> list[Chunk]:
@@ -67,10 +90,7 @@ def chunk_exchange(
         if size <= budget:
             pieces.append((part, text, size))
             continue
-        spans = token_spans(text)
-        for i in range(0, len(spans), budget):
-            window = spans[i : i + budget]
-            pieces.append((part, text[window[0][0] : window[-1][1]], len(window)))
+        pieces += [(part, piece, n) for piece, n in split_text(text, budget, count_tokens, token_spans)]
 
     chunks: list[Chunk] = []
     group: list[tuple[Part, str, int]] = []

@@ -107,7 +107,8 @@ class Importer:
             log.info("%s: replaced or truncated, indexing it again", path)
             self.store.delete_transcript(path)
             position = TranscriptPosition()
-        if position.inode and (identity.size, identity.mtime) == (position.size, position.mtime):
+        untouched = (identity.size, identity.mtime) == (position.size, position.mtime)
+        if position.inode and untouched and (position.end == identity.size or position.final):
             return  # not touched since the last read
         summary.files_read += 1
         seen_end = position.end
@@ -115,10 +116,14 @@ class Importer:
         pending: list[tuple[Exchange, list[Chunk]]] = []
         pending_chunks = 0
         end, end_line = position.offset, position.line
-        for line in read_lines(transcript.path, position.offset, position.line, self.settings.max_line_bytes):
-            end, end_line = line.end, line.number + 1
-            new = line.end > seen_end
-            summary.lines += new
+        # A quiet file will not finish its last line: take it if it is whole.
+        quiet = not transcript.active(time.time())
+        lines = read_lines(transcript.path, position.offset, position.line, self.settings.max_line_bytes, final=quiet)
+        for line in lines:
+            new = line.terminated and line.end > seen_end
+            if line.terminated:  # never move past an unterminated line
+                end, end_line = line.end, line.number + 1
+                summary.lines += new
             if line.oversized:
                 if new:
                     position.oversized_lines += 1
@@ -149,6 +154,7 @@ class Importer:
             offset, line_no = assembler.open.start_offset, assembler.open.start_line
         else:
             offset, line_no = end, end_line
+        position.final = quiet
         self._commit(transcript, pending, identity, position, seen_end, offset, line_no, end, summary)
 
     def _chunk(self, exchange: Exchange) -> list[Chunk]:

@@ -45,8 +45,17 @@ def redact(text: str) -> str:
     return _ASSIGNMENT.sub(_mask_assignment, text)
 
 
+# ``process.env.API_KEY``, ``this.config.apiKey``: code that reads a secret, not one.
+_REFERENCE = re.compile(r"^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+$")
+
+
 def _mask_assignment(match: re.Match[str]) -> str:
     value = match["value"]
-    if value.startswith("[REDACTED") or value.startswith("$") or value.startswith("<"):
-        return match[0]  # already masked, or a reference such as $TOKEN / <token>
+    if (
+        value.startswith(("[REDACTED", "$", "<"))  # already masked, or $TOKEN / <token>
+        or "(" in value  # os.getenv('TOKEN'), getpass.getpass()
+        or "[" in value  # os.environ["TOKEN"]
+        or _REFERENCE.match(value)
+    ):
+        return match[0]
     return f"{match['name']}{match['sep']}[REDACTED:secret]"

@@ -92,15 +92,16 @@ class Settings:
         """
         env = os.environ if env is None else env
         flags = {k: v for k, v in (flags or {}).items() if v is not None}
-        path = config_file or _path(env.get("SELFREFLECT_CONFIG")) or _default_config_file()
+        explicit = config_file or _path(env.get("SELFREFLECT_CONFIG"))
+        path = explicit or _default_config_file()
         from_file: dict[str, Any] = {}
-        if path is not None and path.exists():
+        if path.exists():
             try:
                 from_file = tomllib.loads(path.read_text(encoding="utf-8"))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        elif config_file is not None:
-            raise ConfigError(f"config file {config_file} does not exist")
+        elif explicit is not None:
+            raise ConfigError(f"config file {explicit} does not exist")
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in flags:
@@ -125,6 +126,8 @@ def _convert(name: str, raw: Any) -> Any:
         if name in ("claude_dir", "data_dir"):
             return Path(os.path.expanduser(str(raw)))
         if name in ("chunk_size", "max_memory_mb"):
+            if isinstance(raw, bool):
+                raise ValueError("must be a whole number")
             value = int(raw)
             if value <= 0:
                 raise ValueError("must be positive")

@@ -30,7 +30,8 @@ class TranscriptPosition:
             from replacement or truncation.
         bad_lines: lines that were not JSON objects (NUL, torn, not objects).
         oversized_lines: lines skipped for being longer than the limit.
-        chunks: chunks this transcript has in the store.
+        final: the last read took the file as finished (it had stopped
+            growing), so an unterminated last line was used if it was whole.
     """
 
     offset: int = 0
@@ -42,7 +43,7 @@ class TranscriptPosition:
     mtime: float = 0.0
     bad_lines: int = 0
     oversized_lines: int = 0
-    chunks: int = 0
+    final: bool = False
 
 
 class State:

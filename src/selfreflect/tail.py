@@ -27,6 +27,8 @@ class Line:
         end: byte offset just past its newline (where the next line starts).
         data: the bytes without the newline; empty when ``oversized``.
         oversized: the line was longer than the limit and was skipped.
+        terminated: ``False`` for a last line without its newline (only
+            yielded when asked for with ``final``).
     """
 
     number: int
@@ -34,6 +36,7 @@ class Line:
     end: int
     data: bytes
     oversized: bool = False
+    terminated: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class FileIdentity:
 
 
 def read_lines(
-    path: Path, offset: int = 0, first_line: int = 1, max_line_bytes: int = 8 << 20
+    path: Path, offset: int = 0, first_line: int = 1, max_line_bytes: int = 8 << 20, final: bool = False
 ) -> Iterator[Line]:
     """Yield the complete lines of ``path`` from byte ``offset`` on.
 
@@ -61,6 +64,9 @@ def read_lines(
         offset: byte offset of the start of a line (0 for the top).
         first_line: the line number of the line that starts at ``offset``.
         max_line_bytes: longer lines are yielded with ``oversized=True`` and no data.
+        final: the file stopped growing: yield a last line that has no newline
+            too (``terminated=False``), so a file whose writer died mid-line or
+            never wrote the last newline still gives its last record.
 
     Raises:
         OSError: the file vanished or cannot be read (the caller reports it).
@@ -73,12 +79,16 @@ def read_lines(
         while True:
             block = handle.read(BLOCK)
             if not block:
-                return  # whatever is pending has no newline yet: hold it back
+                # No newline yet: still being written, or torn. Held back,
+                # unless the caller knows the file stopped growing.
+                if final and pending and not skipping:
+                    yield Line(number, start, start + len(pending), bytes(pending), terminated=False)
+                return
             block_start = handle.tell() - len(block)
             cut = 0
             while (newline := block.find(b"\n", cut)) >= 0:
                 end = block_start + newline + 1
-                if skipping:
+                if skipping or len(pending) + newline - cut > max_line_bytes:
                     yield Line(number, start, end, b"", oversized=True)
                 else:
                     pending += block[cut:newline]

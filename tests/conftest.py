@@ -1,0 +1,122 @@
+"""Fixtures: a Claude home built from the shared corpus, the real model, a
+real Qdrant Edge store on tmp dirs.
+
+``SELFREFLECT_SHARED`` points at the shared folder (default: ``../shared``
+next to the repository).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from selfreflect.embed import OnnxEmbedder
+from selfreflect.importer import Importer, ImportSummary
+from selfreflect.settings import Settings
+from selfreflect.state import State
+from selfreflect.store.edge import EdgeStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SELFREFLECT_SHARED", ROOT.parent / "shared"))
+REAL = SHARED / "corpus" / "real"
+EDGE = SHARED / "corpus" / "edge-cases"
+
+
+@pytest.fixture(autouse=True)
+def env_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point every folder at tmp dirs, so no test touches a real home."""
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude"))
+    monkeypatch.setenv("SELFREFLECT_HOME", str(tmp_path / "data"))
+    (tmp_path / "config.toml").write_text("")
+    monkeypatch.setenv("SELFREFLECT_CONFIG", str(tmp_path / "config.toml"))
+    for name in ("QDRANT_URL", "CHUNK_SIZE", "MAX_MEMORY_MB", "WATCH_INTERVAL", "SELFREFLECT_MAX_LINE_MB"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def first_session_id(path: Path) -> str:
+    for raw in path.read_bytes().split(b"\n"):
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("sessionId"):
+            return str(record["sessionId"])
+    return path.stem
+
+
+def build_claude_home(root: Path) -> dict[str, Path]:
+    """A Claude home laid out as Claude Code lays it out, from the corpus.
+
+    Each source repository is a project folder; 2.1.x sub-agent transcripts go
+    under ``<session>/subagents/``; the edge cases are one more project.
+    Returns each corpus file name -> where it now lives.
+    """
+    projects = root / "projects"
+    placed: dict[str, Path] = {}
+    for source in sorted(REAL.glob("*.jsonl")):
+        owner, repo, name = source.name.split("__", 2)
+        folder = projects / f"-home-dev-{owner}-{repo}"
+        if name.startswith("agent-a") and "spotter" in repo:
+            target = folder / first_session_id(source) / "subagents" / name
+        else:
+            target = folder / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        placed[source.name] = target
+    for source in sorted(EDGE.glob("*.jsonl")):
+        target = projects / "-home-dev-edge-cases" / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        placed[source.name] = target
+    return placed
+
+
+@pytest.fixture(scope="session")
+def embedder() -> OnnxEmbedder:
+    model = OnnxEmbedder()
+    model.load()
+    return model
+
+
+class Corpus:
+    """The shared corpus imported once: its settings, files and first summary."""
+
+    def __init__(self, settings: Settings, files: dict[str, Path], summary: ImportSummary) -> None:
+        self.settings = settings
+        self.files = files
+        self.summary = summary
+
+    def open(self, embedder: OnnxEmbedder) -> EdgeStore:
+        return EdgeStore(self.settings.store_dir, embedder.name, embedder.dim).open()
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory, embedder: OnnxEmbedder) -> Corpus:
+    """The whole shared corpus, imported with the real model into a real store."""
+    root = tmp_path_factory.mktemp("corpus")
+    files = build_claude_home(root / "claude")
+    settings = make_settings(root)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
+    return Corpus(settings, files, summary)
+
+
+@pytest.fixture
+def corpus_store(corpus: Corpus, embedder: OnnxEmbedder) -> Iterator[EdgeStore]:
+    with corpus.open(embedder) as store:
+        yield store
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for folders under ``tmp_path``, blind to the environment and
+    to any config file of the machine's user."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    empty = tmp_path / "empty-config.toml"
+    empty.write_text("")
+    values = {"claude_dir": tmp_path / "claude", "data_dir": tmp_path / "data", **overrides}
+    return Settings.load(values, env={}, config_file=empty)

@@ -1,0 +1,148 @@
+"""assemble.Assembler: real transcripts, read with tail and parse, to exchanges."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from selfreflect.assemble import Assembler, Exchange, Part
+from selfreflect.parse import parse_line
+from selfreflect.tail import read_lines
+
+SHARED = Path(os.environ.get("SELFREFLECT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+REAL = SHARED / "corpus" / "real"
+EDGE = SHARED / "corpus" / "edge-cases"
+MAIN = REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl"
+SIDECHAIN = REAL / "oneryalcin__fasthooks__sample_agent_sidechain.jsonl"
+TINY = REAL / "obra__episodic-memory__tiny-conversation.jsonl"
+DUPLICATE = EDGE / "duplicate-last-line__obra__episodic-memory__tiny-conversation.jsonl"
+
+
+def records(path: Path) -> list[tuple[int, int, dict[str, Any]]]:
+    """(line number, byte offset, record) of every record of ``path``."""
+    out = []
+    for line in read_lines(path):
+        record = parse_line(line.data)
+        if isinstance(record, dict):
+            out.append((line.number, line.start, record))
+    return out
+
+
+def assemble(path: Path, rows: list[tuple[int, int, dict[str, Any]]] | None = None) -> list[Exchange]:
+    assembler = Assembler(path.stem)
+    exchanges = [closed for row in (rows or records(path)) if (closed := assembler.feed(*row))]
+    if assembler.open is not None:
+        exchanges.append(assembler.open)
+    return exchanges
+
+
+def parts_at(exchanges: list[Exchange], line: int) -> list[Part]:
+    return [p for e in exchanges for p in e.parts if p.line_start <= line <= p.line_end]
+
+
+def blocks(record: dict[str, Any]) -> list[dict[str, Any]]:
+    content = (record.get("message") or {}).get("content")
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def test_streamed_reply_lines_are_covered_by_parts_of_that_message() -> None:
+    message_id = "msg_019c8sE19uDEeyHX9xxTLt8Y"
+    lines = {n for n, _, r in records(MAIN) if (r.get("message") or {}).get("id") == message_id}
+    assert len(lines) == 3
+
+    parts = [p for e in assemble(MAIN) for p in e.parts if p.message_id == message_id]
+
+    assert [p.role for p in parts] == ["thinking", "tool", "tool"]
+    assert {n for p in parts for n in range(p.line_start, p.line_end + 1)} == lines
+    assert [p.tool for p in parts if p.role == "tool"] == ["Write", "Write"]
+    assert parts[1].files == ("/workspace/number_generator.py",)
+
+
+def test_tool_results_are_named_after_their_tool_use() -> None:
+    rows = records(MAIN)
+    tool_names = {b["id"]: b["name"] for _, _, r in rows for b in blocks(r) if b.get("type") == "tool_use"}
+    results = [(n, b) for n, _, r in rows for b in blocks(r) if b.get("type") == "tool_result"]
+    assert len(results) == 10
+    exchanges = assemble(MAIN)
+
+    for line, block in results:
+        (part,) = parts_at(exchanges, line)
+        assert part.tool == tool_names[block["tool_use_id"]]
+        assert part.role == ("error" if block.get("is_error") else "result")
+
+    errors = [p for e in exchanges for p in e.parts if p.role == "error"]
+    assert [p.tool for p in errors] == ["Bash", "Bash"]
+    assert "No such file or directory" in errors[0].text
+
+
+def test_project_is_the_records_cwd_not_the_file_name() -> None:
+    rows = records(MAIN)
+    moved = [(n, o, {**r, "cwd": "/srv/elsewhere"} if n >= 35 else r) for n, o, r in rows]
+
+    exchanges = assemble(MAIN, moved)
+
+    assert {e.start_line: e.cwd for e in exchanges} == {
+        2: "/workspace",
+        10: "/workspace",
+        19: "/workspace",
+        27: "/workspace",
+        35: "/srv/elsewhere",
+        60: "/srv/elsewhere",
+        62: "/srv/elsewhere",
+        63: "/srv/elsewhere",
+    }
+    assert all(e.session_id == "c45af7b1-cb7c-4e51-93db-8cbb250a877a" for e in exchanges)
+
+
+def test_compact_summary_line_is_a_summary_part() -> None:
+    (summary_line,) = [n for n, _, r in records(MAIN) if r.get("isCompactSummary")]
+    parts = parts_at(assemble(MAIN), summary_line)
+    assert [p.role for p in parts] == ["summary"]
+    assert parts[0].text.startswith("This session is being continued from a previous conversation")
+
+
+def test_duplicated_last_line_adds_nothing() -> None:
+    original, duplicated = assemble(TINY), assemble(DUPLICATE)
+    assert len(records(DUPLICATE)) == len(records(TINY)) + 1
+    assert [(e.key, e.start_line, e.parts) for e in duplicated] == [(e.key, e.start_line, e.parts) for e in original]
+    assert sum(len(e.parts) for e in original) > 0
+
+
+def test_sidechain_records_make_sidechain_exchanges() -> None:
+    exchanges = assemble(SIDECHAIN)
+    assert exchanges
+    assert all(e.sidechain and e.agent_id == "af1ff21" for e in exchanges)
+    assert [p.role for e in exchanges for p in e.parts] == ["user", "assistant"]
+    assert not any(e.sidechain for e in assemble(MAIN))
+
+
+def test_tool_results_continue_an_exchange_and_typed_prompts_start_one() -> None:
+    rows = records(MAIN)
+    prompts = {
+        n for n, _, r in rows if r.get("type") == "user" and isinstance(r["message"]["content"], str) and not r.get("isMeta")
+    }
+    only_results = {
+        n for n, _, r in rows if r.get("type") == "user" and blocks(r) and all(b["type"] == "tool_result" for b in blocks(r))
+    }
+    assert len(prompts) == 8 and len(only_results) == 10
+
+    exchanges = assemble(MAIN)
+
+    assert {e.start_line for e in exchanges} == prompts
+    for line in only_results:
+        (owner,) = [e for e in exchanges if e.start_line < line <= e.line_end]
+        assert owner.parts[0].role in ("user", "summary")
+    assert [e.key for e in exchanges] == [r["uuid"] for n, _, r in rows if n in prompts]
+
+
+def test_feed_hands_back_an_exchange_when_the_next_prompt_arrives() -> None:
+    assembler = Assembler(MAIN.stem)
+    closed_at = {}
+    for number, offset, record in records(MAIN):
+        closed = assembler.feed(number, offset, record)
+        if closed is not None:
+            closed_at[number] = closed.start_line
+            assert assembler.open is not None and assembler.open.start_line == number
+            assert assembler.open.start_offset == offset
+    assert closed_at == {10: 2, 19: 10, 27: 19, 35: 27, 60: 35, 62: 60, 63: 62}
