@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-PART_CHARS = 6000  # one block's text kept at most: the rest is a dump
+PART_CHARS = 32_000  # one block's text kept at most (about 8k word-pieces): the rest is a dump
 RESULT_CHARS = 300  # head of a tool's output
 ERROR_CHARS = 600  # head of a tool's error
 INPUT_CHARS = 300  # head of a tool input we keep (a prompt, a new string)

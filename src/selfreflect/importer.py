@@ -21,6 +21,7 @@ from selfreflect.assemble import Assembler, Exchange
 from selfreflect.chunk import Chunk, chunk_exchange
 from selfreflect.discover import TranscriptFile, discover
 from selfreflect.embed import Embedder
+from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.redact import redact
 from selfreflect.settings import Settings
@@ -225,7 +226,7 @@ class Importer:
         digest = hashlib.sha1(repr(sorted(payload.items())).encode("utf-8", "replace")).hexdigest()
         payload["text_hash"] = digest
         pid = point_id(transcript.key, exchange.session_id, exchange.key, chunk.ordinal)
-        return Record(pid, (), text, payload), text
+        return Record(pid, (), lexical_text(text), payload), text
 
 
 def path_suffixes(path: str) -> list[str]:

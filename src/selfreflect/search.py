@@ -15,6 +15,7 @@ from typing import Any
 
 from selfreflect.embed import Embedder
 from selfreflect.errors import ConfigError
+from selfreflect.lexical import lexical_text
 from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
 
 SNIPPET_CHARS = 240
@@ -75,7 +76,7 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     hits: list[Hit] = []
     if text and query.limit > 0:
         vector = embedder.embed([text])[0]
-        hits = store.hybrid(vector.tolist(), text, query.where, query.limit, plan or FusionPlan())
+        hits = store.hybrid(vector.tolist(), lexical_text(text), query.where, query.limit, plan or FusionPlan())
     if query.min_score is not None:
         hits = [h for h in hits if h.score >= query.min_score]
     results = [to_result(h, text) for h in hits[: query.limit]]

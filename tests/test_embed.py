@@ -1,0 +1,46 @@
+"""The bundled model against fp32 reference embeddings (golden test)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from selfreflect.embed import OnnxEmbedder, bundled_model_dir
+
+REFERENCE = json.loads((SHARED / "models" / "all-MiniLM-L6-v2-int8" / "reference-embeddings.json").read_text())
+
+
+def test_model_ships_inside_the_package_with_its_attribution() -> None:
+    folder = bundled_model_dir()
+    assert (folder / "model.onnx").stat().st_size > 20_000_000
+    assert (folder / "tokenizer.json").is_file()
+    assert "Apache License 2.0" in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("item", [i for i in REFERENCE["items"] if i["text"]], ids=lambda i: i["text"][:30])
+def test_embedding_matches_the_fp32_reference(embedder: OnnxEmbedder, item: dict) -> None:
+    (vector,) = embedder.embed([item["text"]])
+    reference = np.asarray(item["embedding"], dtype=np.float32)
+    cosine = float(vector @ reference / np.linalg.norm(reference))
+    assert cosine >= 0.98
+
+
+def test_vectors_are_unit_length_and_batch_independent(embedder: OnnxEmbedder) -> None:
+    texts = [i["text"] for i in REFERENCE["items"] if i["text"]]
+    together = embedder.embed(texts)
+    assert together.shape == (len(texts), embedder.dim)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    alone = np.stack([embedder.embed([t])[0] for t in texts])
+    # Dynamic int8 quantisation scales activations per batch, so a batch
+    # shifts a vector slightly; padding itself must not change its meaning.
+    assert (np.sum(together * alone, axis=1) >= 0.985).all()
+
+
+def test_text_beyond_the_window_is_cut_not_an_error(embedder: OnnxEmbedder) -> None:
+    long_text = "the importer survives restarts " * 400
+    assert embedder.count_tokens([long_text])[0] > embedder.max_tokens
+    (vector,) = embedder.embed([long_text])
+    assert np.isfinite(vector).all()

@@ -1,0 +1,102 @@
+"""Search over the real corpus: by meaning, by identifier, with filters."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import Corpus
+from selfreflect.embed import OnnxEmbedder
+from selfreflect.errors import ConfigError
+from selfreflect.search import SearchQuery, parse_when, search, snippet
+from selfreflect.store import SearchFilter
+from selfreflect.store.edge import EdgeStore
+
+
+def hits(store: EdgeStore, embedder: OnnxEmbedder, text: str, limit: int = 5, **where: object) -> list[tuple[str, int, int]]:
+    response = search(store, embedder, SearchQuery(text, SearchFilter(**where), limit))  # type: ignore[arg-type]
+    return [(Path(r.transcript).name, r.line_start, r.line_end) for r in response.results]
+
+
+def found(results: list[tuple[str, int, int]], name: str, line: int) -> bool:
+    """``name`` or one of its edge-case copies (``<case>__<name>``) holds ``line``."""
+    return any(n.endswith(name) and start <= line <= end for n, start, end in results)
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "line"),
+    [
+        # by meaning: few words in common with the transcript
+        ("list the files in the current directory", "oneryalcin__fasthooks__sample_main_transcript.jsonl", 4),
+        ("why does the assistant keep asking permission before fixing obvious problems",
+         "obra__episodic-memory__tiny-conversation.jsonl", 2),
+        # by exact identifier
+        ("useSimpleTodos", "d-kimuson__claude-code-viewer__5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl", 40),
+        ("to_relative_path", "agent-a2898e3.jsonl", 144),
+    ],
+)
+def test_known_facts_are_found(corpus_store: EdgeStore, embedder: OnnxEmbedder, query: str, name: str, line: int) -> None:
+    assert found(hits(corpus_store, embedder, query), name, line)
+
+
+def test_result_carries_a_full_citation(corpus: Corpus, corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    response = search(corpus_store, embedder, SearchQuery("ls -la", limit=3))
+    top = response.results[0]
+    assert Path(top.transcript).is_file() and top.transcript in {str(p) for p in corpus.files.values()}
+    assert 1 <= top.line_start <= top.line_end
+    assert top.session_id and top.project and top.timestamp
+    assert top.snippet and len(top.snippet) <= 242
+    assert response.took_ms > 0
+    scores = [r.score for r in response.results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_project_filter_by_name_and_by_path(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    by_name = search(corpus_store, embedder, SearchQuery("tests", SearchFilter(projects=("workspace",)), 20)).results
+    by_path = search(corpus_store, embedder, SearchQuery("tests", SearchFilter(projects=("/workspace",)), 20)).results
+    assert by_name and {r.project for r in by_name} == {"workspace"}
+    assert {(r.transcript, r.line_start) for r in by_name} == {(r.transcript, r.line_start) for r in by_path}
+
+
+def test_since_session_and_file_filters(corpus: Corpus, corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    recent = search(corpus_store, embedder, SearchQuery("tests", SearchFilter(since="2026-01-01T00:00:00Z"), 50)).results
+    assert recent and all(r.timestamp >= "2026-01-01" for r in recent)
+    session = "c45af7b1-cb7c-4e51-93db-8cbb250a877a"
+    in_session = search(corpus_store, embedder, SearchQuery("command", SearchFilter(session_id=session), 50)).results
+    assert in_session and {r.session_id for r in in_session} == {session}
+    edited = search(corpus_store, embedder, SearchQuery("todo", SearchFilter(file="page.tsx"), 50)).results
+    assert edited and all(any(f.endswith("page.tsx") for f in r.files) for r in edited)
+
+
+def test_sidechains_can_be_left_out(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    everything = hits(corpus_store, embedder, "to_relative_path", limit=20)
+    main_only = hits(corpus_store, embedder, "to_relative_path", limit=20, include_sidechains=False)
+    assert any(n == "agent-a2898e3.jsonl" for n, _, _ in everything)
+    assert all(n != "agent-a2898e3.jsonl" for n, _, _ in main_only)
+
+
+def test_min_score_drops_weak_results(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    all_results = search(corpus_store, embedder, SearchQuery("docker", limit=10)).results
+    cut = all_results[2].score
+    kept = search(corpus_store, embedder, SearchQuery("docker", limit=10, min_score=cut)).results
+    assert kept and all(r.score >= cut for r in kept) and len(kept) < len(all_results)
+
+
+def test_parse_when() -> None:
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+    assert parse_when("7d", now) == "2026-03-03T12:00:00Z"
+    assert parse_when("12h", now) == "2026-03-10T00:00:00Z"
+    assert parse_when("2026-01-31", now) == "2026-01-31T00:00:00Z"
+    assert parse_when("2026-01-31T10:00:00+02:00", now) == "2026-01-31T08:00:00Z"
+    assert parse_when(None) is None
+    with pytest.raises(ConfigError):
+        parse_when("last tuesday", now)
+
+
+def test_snippet_shows_the_part_that_matched() -> None:
+    text = "intro " * 100 + "the docker memory limit was raised to 4g " + "outro " * 100
+    shown = snippet(text, "docker memory limit")
+    assert "docker memory limit" in shown and shown.startswith("…") and shown.endswith("…")
+    assert snippet("short text", "x") == "short text"
