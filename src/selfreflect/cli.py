@@ -50,7 +50,30 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Failure(click.ClickException):
+    """A domain error as the user sees it: ``error: ...`` and an exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class Commands(click.Group):
+    """Turns the library's domain errors into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StoreLocked as exc:
+            raise Failure(str(exc), EXIT_LOCKED) from exc
+        except SelfReflectError as exc:
+            raise Failure(str(exc), EXIT_ERROR) from exc
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="selfreflect")
 @click.option("--claude-dir", type=click.Path(path_type=Path), help="Claude Code's folder [env CLAUDE_CONFIG_DIR; default ~/.claude].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="selfreflect's data folder [env SELFREFLECT_HOME; default: the user data dir].")
@@ -68,28 +91,13 @@ def cli(ctx: click.Context, claude_dir: Path | None, data_dir: Path | None, conf
     try:
         settings = Settings.load({"claude_dir": claude_dir, "data_dir": data_dir}, config_file=config_file)
     except SelfReflectError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise Failure(str(exc), EXIT_ERROR) from exc
     ctx.obj = Context(settings)
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning domain errors into messages."""
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except StoreLocked as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_LOCKED)
-    except SelfReflectError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
+    """Entry point of the ``selfreflect`` command."""
+    cli(prog_name="selfreflect")
 
 
 @cli.command(name="import")

@@ -1,0 +1,159 @@
+"""The command line: exit codes, output, and what ends up in the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from conftest import REAL, build_claude_home
+from selfreflect.cli import cli
+from selfreflect.embed import OnnxEmbedder
+from selfreflect.store import SearchFilter
+from selfreflect.store.edge import EdgeStore
+
+RESULT_KEYS = {
+    "score", "project", "session_id", "transcript", "line_start", "line_end",
+    "timestamp", "git_branch", "text", "snippet", "tools", "files",
+}
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def small_home(tmp_path: Path) -> Path:
+    """A Claude home with three real transcripts, in the env's CLAUDE_CONFIG_DIR."""
+    folder = Path(os.environ["CLAUDE_CONFIG_DIR"]) / "projects" / "-workspace"
+    folder.mkdir(parents=True)
+    for name in (
+        "oneryalcin__fasthooks__sample_main_transcript.jsonl",
+        "obra__episodic-memory__tiny-conversation.jsonl",
+        "marot__spotter__short.jsonl",
+    ):
+        shutil.copyfile(REAL / name, folder / name)
+    return folder
+
+
+def store_points(embedder: OnnxEmbedder) -> list[dict]:
+    data = Path(os.environ["SELFREFLECT_HOME"])
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        return store.scroll(SearchFilter(), 100_000)
+
+
+def test_import_indexes_then_reports_nothing_new(small_home: Path, embedder: OnnxEmbedder) -> None:
+    code, out, _ = run("import")
+    assert code == 0
+    assert out.startswith("Imported 3 of 3 files:") and " chunks, 0 bad lines skipped in " in out
+    points = store_points(embedder)
+    assert {Path(p["transcript"]).name for p in points} == {p.name for p in small_home.iterdir()}
+    assert f"{len(points)} chunks" in out
+    code, out, _ = run("import")
+    assert code == 0 and "Imported 0 of 3 files: 0 new lines, 0 chunks" in out
+    assert len(store_points(embedder)) == len(points)
+
+
+def test_search_json_is_exactly_the_result_schema(small_home: Path) -> None:
+    run("import")
+    code, out, _ = run("search", "--json", "--limit", "3", "--", "run", "a", "command", "ls", "-la")
+    assert code == 0
+    doc = json.loads(out)
+    assert set(doc) == {"query", "took_ms", "results"}
+    assert doc["query"] == "run a command ls -la"
+    assert 1 <= len(doc["results"]) <= 3
+    for result in doc["results"]:
+        assert set(result) == RESULT_KEYS
+        assert Path(result["transcript"]).parent == small_home
+    assert doc["results"][0]["session_id"] == "c45af7b1-cb7c-4e51-93db-8cbb250a877a"
+
+
+def test_search_human_output_and_filters(small_home: Path) -> None:
+    run("import")
+    code, out, _ = run("search", "Proactiveness", "--limit", "2")
+    assert code == 0
+    assert "/obra__episodic-memory__tiny-conversation.jsonl:2-2" in out
+    code, out, _ = run("search", "Proactiveness", "--project", "no-such-project")
+    assert code == 0 and out.strip() == "No results."
+    code, out, _ = run("search", "--json", "anything", "--since", "2026-01-01")
+    assert all(r["timestamp"] >= "2026-01-01" for r in json.loads(out)["results"])
+    code, out, _ = run("search", "x", "--since", "someday")
+    assert code == 1 and "not a date or a duration" in out + _
+
+
+def test_status_per_project(small_home: Path) -> None:
+    code, out, _ = run("status")
+    assert code == 0 and "Nothing indexed yet" in out
+    run("import")
+    code, out, _ = run("status", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["chunks"] > 0 and report["transcripts"] == 3 and report["dim"] == 384
+    projects = {p["path"]: p for p in report["projects"]}
+    assert projects["/workspace"]["sessions"] == 1
+    assert projects["/workspace"]["last_activity"].startswith("2026-01-02")
+    assert sum(p["chunks"] for p in projects.values()) == report["chunks"]
+    code, out, _ = run("status")
+    assert "workspace" in out and "chunks" in out
+
+
+def test_show_prints_the_lines_around(small_home: Path) -> None:
+    run("import")
+    code, out, _ = run("show", "c45af7b1-cb7c-4e51-93db-8cbb250a877a", "--line", "4", "--context", "1")
+    assert code == 0
+    assert "sample_main_transcript.jsonl" in out.splitlines()[0]
+    assert ">     4  assistant" in out and "$ ls -la" in out
+    assert "     3 " in out and "     5 " in out and "     6 " not in out
+    code, out, _ = run("show", str(small_home / "marot__spotter__short.jsonl"), "--line", "2", "--context", "0")
+    assert code == 0 and ">     2" in out
+    code, out, err = run("show", "no-such-session")
+    assert code == 1 and "no transcript for 'no-such-session'" in out + err
+
+
+def test_missing_claude_dir_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    env = dict(os.environ, CLAUDE_CONFIG_DIR=str(tmp_path / "nowhere"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "selfreflect", "import"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "no Claude Code transcripts at" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_second_owner_of_the_store_is_refused(small_home: Path, embedder: OnnxEmbedder) -> None:
+    run("import")
+    data = Path(os.environ["SELFREFLECT_HOME"])
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open():
+        code, out, err = run("search", "anything")
+    assert code == 3
+    assert f"in use by process {os.getpid()}" in out + err
+
+
+def test_other_model_is_refused(small_home: Path) -> None:
+    run("import")
+    meta = Path(os.environ["SELFREFLECT_HOME"]) / "store" / "meta.json"
+    meta.write_bytes(orjson.dumps({"model": "voyage-3", "dim": 1024, "schema": 1}))
+    code, out, err = run("search", "anything")
+    assert code == 1 and "built with 'voyage-3' (1024 dimensions)" in out + err
+
+
+def test_bad_lines_are_counted_in_summary_and_status(tmp_path: Path) -> None:
+    build_claude_home(Path(os.environ["CLAUDE_CONFIG_DIR"]))
+    code, out, _ = run("import")
+    assert code == 0 and "3 bad lines skipped" in out
+    code, out, _ = run("status", "--json")
+    assert json.loads(out)["bad_lines"] == 3
+
+
+def test_help_lists_every_command() -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    for command in ("import", "search", "status", "show"):
+        assert f"  {command}" in out
