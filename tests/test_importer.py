@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import shutil
 from pathlib import Path
 from typing import Any
@@ -240,3 +242,28 @@ def test_secrets_are_masked_before_storing(tmp_path: Path, embedder: OnnxEmbedde
         (point,) = all_points(store).values()
     assert secret not in point["text"] and "correcthorsebattery" not in point["text"]
     assert "DB_PASSWORD=" in point["text"] and "[REDACTED" in point["text"]
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_last_line_without_newline_is_used_only_once_the_file_is_quiet(
+    tmp_path: Path, embedder: OnnxEmbedder, quiet: bool
+) -> None:
+    settings = make_settings(tmp_path)
+    full = (REAL / "obra__episodic-memory__tiny-conversation.jsonl").read_bytes().rstrip(b"\n")
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(full)  # the writer never wrote the last newline
+    if quiet:
+        os.utime(target, (time.time() - 3600, time.time() - 3600))
+    import_once(settings, embedder)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        last = max(p["line_end"] for p in all_points(store).values())
+    assert last == (7 if quiet else 6)
+    # the newline arrives later: nothing is indexed twice
+    target.write_bytes(full + b"\n")
+    import_once(settings, embedder)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        points = all_points(store)
+    assert max(p["line_end"] for p in points.values()) == 7
+    texts = [p["text"] for p in points.values()]
+    assert len(texts) == len(set(texts))

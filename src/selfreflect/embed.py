@@ -119,3 +119,27 @@ class OnnxEmbedder:
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+# Word-pieces per model call (padding included). Measured here on 2 cores:
+# 2 x 256 ran 9.7k word-pieces/s at 190 MB peak RSS, 16 x 256 ran 4.9k at
+# 440 MB: the attention buffers of a big call cost memory and speed.
+EMBED_TOKENS = 512
+
+
+def embed_batched(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Embed many texts in calls of at most EMBED_TOKENS padded word-pieces,
+    texts of similar length together; rows come back in the order given."""
+    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    if not texts:
+        return out
+    lengths = [min(n + 2, embedder.max_tokens) for n in embedder.count_tokens(texts)]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    group: list[int] = []
+    for index in [*order, None]:
+        if group and (index is None or (len(group) + 1) * lengths[index] > EMBED_TOKENS):
+            out[group] = embedder.embed([texts[i] for i in group])
+            group = []
+        if index is not None:
+            group.append(index)
+    return out

@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from selfreflect.assemble import Assembler, Exchange
 from selfreflect.chunk import Chunk, chunk_exchange
 from selfreflect.discover import TranscriptFile, discover
-from selfreflect.embed import Embedder
+from selfreflect.embed import Embedder, embed_batched
 from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.redact import redact
@@ -32,7 +32,6 @@ from selfreflect.tail import FileIdentity, read_lines
 log = logging.getLogger("selfreflect")
 
 ID_NAMESPACE = uuid.UUID("6f1c3c7e-5b7a-4c1e-9a55-2f4f0d1c5e11")
-EMBED_TOKENS = 4096  # word-pieces per model call: bigger batches run slower per token here
 
 
 @dataclass
@@ -180,7 +179,7 @@ class Importer:
         step = self.settings.chunk_size
         for i in range(0, len(changed), step):
             batch = changed[i : i + step]
-            vectors = self._embed([text for _, text in batch])
+            vectors = embed_batched(self.embedder, [text for _, text in batch]).tolist()
             self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(batch, vectors)])
         for exchange, chunks in pending:
             if exchange.start_offset < seen_end:  # seen before: it may have been cut differently
@@ -191,14 +190,6 @@ class Importer:
         position.size, position.mtime = identity.size, identity.mtime
         self.state.set(str(transcript.path), position)
         self.state.save()
-
-    def _embed(self, texts: list[str]) -> list[list[float]]:
-        """Embed in model calls of at most EMBED_TOKENS word-pieces."""
-        per_call = max(1, EMBED_TOKENS // self.embedder.max_tokens)
-        vectors: list[list[float]] = []
-        for i in range(0, len(texts), per_call):
-            vectors.extend(self.embedder.embed(texts[i : i + per_call]).tolist())
-        return vectors
 
     def _record(self, transcript: TranscriptFile, exchange: Exchange, chunk: Chunk) -> tuple[Record, str]:
         text = redact(chunk.text)
