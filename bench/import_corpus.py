@@ -44,7 +44,9 @@ def main() -> None:
                     shutil.copyfile(source, folder / source.name)
             empty = root / "config.toml"
             empty.write_text("")
-            settings = Settings.load({"claude_dir": root / "claude", "data_dir": root / "data"}, env={}, config_file=empty)
+            settings = Settings.load(
+                {"claude_dir": root / "claude", "data_dir": root / "data"}, env={}, config_file=empty
+            )
             size = sum(p.stat().st_size for p in (root / "claude").rglob("*.jsonl"))
             with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
                 started = time.perf_counter()
@@ -55,7 +57,10 @@ def main() -> None:
             for i in range(0, len(texts), settings.chunk_size):  # the import's batches
                 embed_batched(embedder, texts[i : i + settings.chunk_size])
             bare_s = time.perf_counter() - started
-            print(f"round {round_no}: {summary.files} files, {size / 1e6:.1f} MB, {summary.lines} lines, {summary.chunks} chunks")
+            print(
+                f"round {round_no}: {summary.files} files, {size / 1e6:.1f} MB, "
+                f"{summary.lines} lines, {summary.chunks} chunks"
+            )
             print(f"  import          {import_s:7.1f} s   {summary.chunks / import_s:6.1f} chunks/s")
             print(f"  bare embedder   {bare_s:7.1f} s   {len(texts) / bare_s:6.1f} chunks/s  (same {len(texts)} texts)")
             print(f"  import / bare   {bare_s / import_s:7.1%}   (bar: >= 85 %)")

@@ -120,10 +120,14 @@ def test_sidechain_records_make_sidechain_exchanges() -> None:
 def test_tool_results_continue_an_exchange_and_typed_prompts_start_one() -> None:
     rows = records(MAIN)
     prompts = {
-        n for n, _, r in rows if r.get("type") == "user" and isinstance(r["message"]["content"], str) and not r.get("isMeta")
+        n
+        for n, _, r in rows
+        if r.get("type") == "user" and isinstance(r["message"]["content"], str) and not r.get("isMeta")
     }
     only_results = {
-        n for n, _, r in rows if r.get("type") == "user" and blocks(r) and all(b["type"] == "tool_result" for b in blocks(r))
+        n
+        for n, _, r in rows
+        if r.get("type") == "user" and blocks(r) and all(b["type"] == "tool_result" for b in blocks(r))
     }
     assert len(prompts) == 8 and len(only_results) == 10
 

@@ -62,16 +62,14 @@ def test_every_chunk_of_a_real_transcript_fits_the_model_window(path: Path, embe
     too_long = {}
     for ex in exchanges_of(path):
         chunks = chunks_of(ex, embedder)
-        for chunk, size in zip(chunks, embedder.count_tokens([c.text for c in chunks])):
+        for chunk, size in zip(chunks, embedder.count_tokens([c.text for c in chunks]), strict=True):
             if size > BUDGET:
                 too_long[(ex.key, chunk.ordinal)] = size
     assert too_long == {}
 
 
 @pytest.mark.parametrize("path", sorted(REAL.glob("*.jsonl")), ids=lambda p: p.name)
-def test_chunks_of_a_real_transcript_are_numbered_and_within_their_exchange(
-    path: Path, embedder: OnnxEmbedder
-) -> None:
+def test_chunks_of_a_real_transcript_are_numbered_and_within_their_exchange(path: Path, embedder: OnnxEmbedder) -> None:
     for ex in exchanges_of(path):  # medium-conversation holds none: only snapshots
         chunks = chunks_of(ex, embedder)
         assert chunks

@@ -12,16 +12,26 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-
 from conftest import REAL, build_claude_home
+
 from selfreflect.cli import cli
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
 RESULT_KEYS = {
-    "score", "project", "session_id", "transcript", "line_start", "line_end",
-    "timestamp", "git_branch", "text", "snippet", "tools", "files",
+    "score",
+    "project",
+    "session_id",
+    "transcript",
+    "line_start",
+    "line_end",
+    "timestamp",
+    "git_branch",
+    "text",
+    "snippet",
+    "tools",
+    "files",
 }
 
 

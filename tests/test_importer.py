@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-
 from conftest import EDGE, REAL, Corpus, make_settings
+
 from selfreflect.discover import discover
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.importer import Importer, ImportSummary
 from selfreflect.state import State
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
-
 
 # what chunk rendering adds: "Assistant (thinking): ...", "[TodoWrite output] ..."
 LABEL = re.compile(r"^\[[\w.-]+(?: output| error)?\] ", re.M)
@@ -231,7 +230,11 @@ def test_secrets_are_masked_before_storing(tmp_path: Path, embedder: OnnxEmbedde
     settings = make_settings(tmp_path)
     secret = "sk-ant-api03-" + "Q7x" * 15
     record = {
-        "type": "user", "uuid": "u1", "sessionId": "s", "cwd": "/home/me/app", "timestamp": "2026-01-01T00:00:00Z",
+        "type": "user",
+        "uuid": "u1",
+        "sessionId": "s",
+        "cwd": "/home/me/app",
+        "timestamp": "2026-01-01T00:00:00Z",
         "message": {"role": "user", "content": f"my key is {secret}, and DB_PASSWORD=correcthorsebattery"},
     }
     target = settings.projects_dir / "-p" / "s.jsonl"

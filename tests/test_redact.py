@@ -76,7 +76,9 @@ def test_every_secret_in_one_env_file_is_masked() -> None:
     )
     out = redact(env_file).splitlines()
     assert out[:3] == ["# local settings", "DEBUG=true", "PORT=8080"]
-    for line, name in zip(out[3:], ["DATABASE_PASSWORD=", "ANTHROPIC_API_KEY=", "GITHUB_TOKEN=", "DATABASE_URL="]):
+    for line, name in zip(
+        out[3:], ["DATABASE_PASSWORD=", "ANTHROPIC_API_KEY=", "GITHUB_TOKEN=", "DATABASE_URL="], strict=True
+    ):
         assert line.startswith(name) and "[REDACTED" in line
     for secret in ("hunter2hunter2", ANTHROPIC_KEY, GITHUB_TOKEN, "pa55word"):
         assert secret not in "\n".join(out)

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from conftest import Corpus
+
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.errors import ConfigError
 from selfreflect.search import SearchQuery, parse_when, search, snippet
@@ -15,7 +15,9 @@ from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
 
-def hits(store: EdgeStore, embedder: OnnxEmbedder, text: str, limit: int = 5, **where: object) -> list[tuple[str, int, int]]:
+def hits(
+    store: EdgeStore, embedder: OnnxEmbedder, text: str, limit: int = 5, **where: object
+) -> list[tuple[str, int, int]]:
     response = search(store, embedder, SearchQuery(text, SearchFilter(**where), limit))  # type: ignore[arg-type]
     return [(Path(r.transcript).name, r.line_start, r.line_end) for r in response.results]
 
@@ -30,14 +32,19 @@ def found(results: list[tuple[str, int, int]], name: str, line: int) -> bool:
     [
         # by meaning: few words in common with the transcript
         ("list the files in the current directory", "oneryalcin__fasthooks__sample_main_transcript.jsonl", 4),
-        ("why does the assistant keep asking permission before fixing obvious problems",
-         "obra__episodic-memory__tiny-conversation.jsonl", 2),
+        (
+            "why does the assistant keep asking permission before fixing obvious problems",
+            "obra__episodic-memory__tiny-conversation.jsonl",
+            2,
+        ),
         # by exact identifier
         ("useSimpleTodos", "d-kimuson__claude-code-viewer__5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl", 40),
         ("to_relative_path", "agent-a2898e3.jsonl", 144),
     ],
 )
-def test_known_facts_are_found(corpus_store: EdgeStore, embedder: OnnxEmbedder, query: str, name: str, line: int) -> None:
+def test_known_facts_are_found(
+    corpus_store: EdgeStore, embedder: OnnxEmbedder, query: str, name: str, line: int
+) -> None:
     assert found(hits(corpus_store, embedder, query), name, line)
 
 
@@ -61,7 +68,9 @@ def test_project_filter_by_name_and_by_path(corpus_store: EdgeStore, embedder: O
 
 
 def test_since_session_and_file_filters(corpus: Corpus, corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
-    recent = search(corpus_store, embedder, SearchQuery("tests", SearchFilter(since="2026-01-01T00:00:00Z"), 50)).results
+    recent = search(
+        corpus_store, embedder, SearchQuery("tests", SearchFilter(since="2026-01-01T00:00:00Z"), 50)
+    ).results
     assert recent and all(r.timestamp >= "2026-01-01" for r in recent)
     session = "c45af7b1-cb7c-4e51-93db-8cbb250a877a"
     in_session = search(corpus_store, embedder, SearchQuery("command", SearchFilter(session_id=session), 50)).results

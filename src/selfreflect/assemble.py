@@ -16,8 +16,8 @@ request. Quirks handled here (``reference/claude-code-transcripts.md``):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,22 +110,20 @@ class Assembler:
         session = _str(record.get("sessionId")) or self.default_session
         closed = None
         current = self.open
-        if (
-            current is None
-            or starts
-            or current.sidechain != sidechain
-            or current.session_id != session
-        ):
-            closed, self.open = current, Exchange(
-                key=uuid if isinstance(uuid, str) else f"line-{line}",
-                start_offset=offset,
-                start_line=line,
-                session_id=session,
-                cwd=self.cwd,
-                git_branch=self.git_branch,
-                timestamp=_str(record.get("timestamp")) or (current.timestamp if current else ""),
-                sidechain=sidechain,
-                agent_id=_str(record.get("agentId")) or self.agent_id,
+        if current is None or starts or current.sidechain != sidechain or current.session_id != session:
+            closed, self.open = (
+                current,
+                Exchange(
+                    key=uuid if isinstance(uuid, str) else f"line-{line}",
+                    start_offset=offset,
+                    start_line=line,
+                    session_id=session,
+                    cwd=self.cwd,
+                    git_branch=self.git_branch,
+                    timestamp=_str(record.get("timestamp")) or (current.timestamp if current else ""),
+                    sidechain=sidechain,
+                    agent_id=_str(record.get("agentId")) or self.agent_id,
+                ),
             )
             if closed is not None:
                 self._tool_names.clear()
@@ -144,9 +142,7 @@ class Assembler:
 
     def _parts(self, kind: str, line: int, record: dict[str, Any], message: dict[str, Any]) -> Iterator[Part]:
         content = message.get("content")
-        blocks: list[Any] = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        if not isinstance(blocks, list):
-            return
+        blocks = _as_blocks(content)
         message_id = _str(message.get("id")) if kind == "assistant" else None
         if kind == "user" and record.get("isCompactSummary"):
             text = _join_text(blocks)
@@ -195,9 +191,7 @@ class Assembler:
 def describe_tool_use(name: str, tool_input: Any) -> tuple[str, tuple[str, ...]]:
     """A short line for a tool call: its name and key inputs, and the files it touches."""
     args = tool_input if isinstance(tool_input, dict) else {}
-    files = tuple(
-        v for k in ("file_path", "notebook_path", "path") if isinstance(v := args.get(k), str) and v
-    )
+    files = tuple(v for k in ("file_path", "notebook_path", "path") if isinstance(v := args.get(k), str) and v)
 
     def arg(key: str, limit: int = INPUT_CHARS) -> str:
         value = args.get(key)
@@ -218,12 +212,12 @@ def describe_tool_use(name: str, tool_input: Any) -> tuple[str, tuple[str, ...]]
     elif name == "WebFetch":
         text = " ".join(filter(None, [arg("url"), arg("prompt")]))
     elif name == "TodoWrite":
-        todos = args.get("todos") if isinstance(args.get("todos"), list) else []
+        todos = _as_blocks(args.get("todos"))
         text = "; ".join(str(t.get("content", "")) for t in todos if isinstance(t, dict))[:INPUT_CHARS]
     else:
-        text = " ".join(
-            f"{k}={v if isinstance(v, str) else v!r}"[:INPUT_CHARS] for k, v in args.items()
-        )[: INPUT_CHARS * 2]
+        text = " ".join(f"{k}={v if isinstance(v, str) else v!r}"[:INPUT_CHARS] for k, v in args.items())[
+            : INPUT_CHARS * 2
+        ]
     return _clean(text), files
 
 
@@ -244,6 +238,7 @@ def _append(parts: list[Part], part: Part) -> None:
 
 
 def _as_blocks(content: Any) -> list[Any]:
+    """Message or tool-result content as a list of blocks (a string is one text block)."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     return content if isinstance(content, list) else []

@@ -72,9 +72,7 @@ def split_text(text: str, budget: int, count_tokens: TokenCounter, token_spans: 
     return pieces
 
 
-def chunk_exchange(
-    exchange: Exchange, budget: int, count_tokens: TokenCounter, token_spans: TokenSpans
-) -> list[Chunk]:
+def chunk_exchange(exchange: Exchange, budget: int, count_tokens: TokenCounter, token_spans: TokenSpans) -> list[Chunk]:
     """Cut ``exchange`` into chunks of at most ``budget`` word-pieces each.
 
     Args:
@@ -86,7 +84,7 @@ def chunk_exchange(
     texts = [render(p) for p in exchange.parts]
     sizes = count_tokens(texts) if texts else []
     pieces: list[tuple[Part, str, int]] = []
-    for part, text, size in zip(exchange.parts, texts, sizes):
+    for part, text, size in zip(exchange.parts, texts, sizes, strict=True):
         if size <= budget:
             pieces.append((part, text, size))
             continue

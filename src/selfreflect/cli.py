@@ -55,7 +55,7 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click sets it per class
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.message}", err=True)
@@ -75,12 +75,24 @@ class Commands(click.Group):
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="selfreflect")
-@click.option("--claude-dir", type=click.Path(path_type=Path), help="Claude Code's folder [env CLAUDE_CONFIG_DIR; default ~/.claude].")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="selfreflect's data folder [env SELFREFLECT_HOME; default: the user data dir].")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML config file [env SELFREFLECT_CONFIG].")
+@click.option(
+    "--claude-dir",
+    type=click.Path(path_type=Path),
+    help="Claude Code's folder [env CLAUDE_CONFIG_DIR; default ~/.claude].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="selfreflect's data folder [env SELFREFLECT_HOME; default: the user data dir].",
+)
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="TOML config file [env SELFREFLECT_CONFIG]."
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_context
-def cli(ctx: click.Context, claude_dir: Path | None, data_dir: Path | None, config_file: Path | None, verbose: int) -> None:
+def cli(
+    ctx: click.Context, claude_dir: Path | None, data_dir: Path | None, config_file: Path | None, verbose: int
+) -> None:
     """selfreflect: search Claude Code's own past conversations.
 
     Import the transcripts under ~/.claude/projects once with `selfreflect
@@ -227,12 +239,13 @@ def status(ctx: Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("target")
 @click.option("--line", "line", type=click.IntRange(min=1), default=1, show_default=True, help="The line to centre on.")
-@click.option("--context", "context", type=click.IntRange(min=0), default=5, show_default=True, help="Lines before and after.")
+@click.option(
+    "--context", "context", type=click.IntRange(min=0), default=5, show_default=True, help="Lines before and after."
+)
 @pass_context
 def show(ctx: Context, target: str, line: int, context: int) -> None:
     """Show the conversation around a line: TARGET is a session id or a transcript path."""
-    from selfreflect.conversation import excerpt
-    from selfreflect.conversation import find_transcript
+    from selfreflect.conversation import excerpt, find_transcript
 
     settings = ctx.settings
     path = Path(target)

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfreflect.assemble import Assembler, Part
+from selfreflect.chunk import render
 from selfreflect.discover import discover
 from selfreflect.errors import TranscriptNotFound
+from selfreflect.parse import BadLine, parse_line
 from selfreflect.settings import Settings
 from selfreflect.store import SearchFilter, Store
-from selfreflect.chunk import render
-from selfreflect.parse import BadLine, parse_line
 from selfreflect.tail import read_lines
 
 EXCERPT_CHARS = 2000
@@ -93,7 +93,9 @@ def find_transcript(settings: Settings, target: str, store: Store | None) -> Pat
             if candidates:
                 break
     if not candidates and settings.projects_dir.is_dir():
-        candidates = [f.path for f in discover(settings.projects_dir) if target in (f.session_id, f.path.stem, f.path.name)]
+        candidates = [
+            f.path for f in discover(settings.projects_dir) if target in (f.session_id, f.path.stem, f.path.name)
+        ]
     if not candidates:
         raise TranscriptNotFound(f"no transcript for {target!r} (give a session id or a transcript path)")
     candidates.sort(key=lambda p: (p.stem != target, "subagents" in p.parts, p.stem.startswith("agent-"), str(p)))

@@ -146,8 +146,17 @@ class Importer:
                 pending_chunks += len(chunks)
                 if pending_chunks >= self.settings.chunk_size:
                     assert assembler.open is not None
-                    self._commit(transcript, pending, identity, position, seen_end,
-                                 assembler.open.start_offset, assembler.open.start_line, end, summary)
+                    self._commit(
+                        transcript,
+                        pending,
+                        identity,
+                        position,
+                        seen_end,
+                        assembler.open.start_offset,
+                        assembler.open.start_line,
+                        end,
+                        summary,
+                    )
                     pending, pending_chunks = [], 0
         if assembler.open is not None:
             pending.append((assembler.open, self._chunk(assembler.open)))
@@ -180,7 +189,7 @@ class Importer:
         for i in range(0, len(changed), step):
             batch = changed[i : i + step]
             vectors = embed_batched(self.embedder, [text for _, text in batch]).tolist()
-            self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(batch, vectors)])
+            self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(batch, vectors, strict=True)])
         for exchange, chunks in pending:
             if exchange.start_offset < seen_end:  # seen before: it may have been cut differently
                 self.store.delete_exchange_tail(str(transcript.path), exchange.key, len(chunks))

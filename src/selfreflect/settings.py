@@ -133,10 +133,10 @@ def _convert(name: str, raw: Any) -> Any:
                 raise ValueError("must be positive")
             return value
         if name in ("watch_interval", "max_line_mb"):
-            value = float(raw)
-            if value <= 0:
+            seconds_or_mb = float(raw)
+            if seconds_or_mb <= 0:
                 raise ValueError("must be positive")
-            return value
+            return seconds_or_mb
         if name == "prefer_local_embeddings":
             if isinstance(raw, bool):
                 return raw

@@ -83,9 +83,7 @@ class State:
     def save(self) -> None:
         """Write atomically: a reader sees the old state or the new one, whole."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = orjson.dumps(
-            {"version": self.VERSION, "positions": {k: asdict(v) for k, v in self.positions.items()}}
-        )
+        data = orjson.dumps({"version": self.VERSION, "positions": {k: asdict(v) for k, v in self.positions.items()}})
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:

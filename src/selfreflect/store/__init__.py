@@ -137,9 +137,7 @@ def open_store(settings: Settings, model: str, dim: int) -> Store:
     if settings.qdrant_url:
         from selfreflect.errors import ConfigError
 
-        raise ConfigError(
-            "QDRANT_URL is set, but this version only has the embedded store: unset QDRANT_URL"
-        )
+        raise ConfigError("QDRANT_URL is set, but this version only has the embedded store: unset QDRANT_URL")
     from selfreflect.store.edge import EdgeStore
 
     return EdgeStore(settings.store_dir, model, dim).open()

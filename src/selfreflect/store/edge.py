@@ -174,9 +174,7 @@ class EdgeStore:
         self, vector: Sequence[float], text: str, where: SearchFilter, limit: int, plan: FusionPlan
     ) -> list[Hit]:
         flt = to_filter(where)
-        prefetches = [
-            qe.Prefetch(limit=plan.depth, query=qe.Query.Nearest(list(vector), using=DENSE), filter=flt)
-        ]
+        prefetches = [qe.Prefetch(limit=plan.depth, query=qe.Query.Nearest(list(vector), using=DENSE), filter=flt)]
         weights = [plan.dense_weight]
         sparse = self._bm25.embed_query(text)
         if sparse.indices:
@@ -185,7 +183,7 @@ class EdgeStore:
         request = qe.QueryRequest(
             limit=limit,
             prefetches=prefetches,
-            query=qe.Fusion.Rrf(k=plan.k, weights=weights),
+            query=qe.Fusion.Rrf(k=plan.k, weights=weights),  # type: ignore[arg-type]  # stub lists Fusion, not Rrf
             filter=flt,
             with_payload=True,
         )
