@@ -128,8 +128,9 @@ def import_(ctx: Context) -> None:
     with ctx.store() as (store, embedder):
         importer = Importer(ctx.settings, store, embedder, State.load(ctx.settings.state_file))
         if sys.stderr.isatty():
-            with click.progressbar(length=len(files), label="Indexing", file=sys.stderr, show_pos=True) as bar:
-                summary = importer.run(progress=lambda _: bar.update(1))
+            total = sum(f.size for f in files)
+            with click.progressbar(length=total, label="Indexing", file=sys.stderr, show_percent=True) as bar:
+                summary = importer.run(progress=lambda transcript: bar.update(transcript.size))
         else:
             summary = importer.run()
     failed = f", {len(summary.failed_files)} unreadable" if summary.failed_files else ""
