@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from conftest import EDGE, REAL
 
 from selfreflect.assemble import Assembler, Exchange, Part
 from selfreflect.parse import parse_line
 from selfreflect.tail import read_lines
 
-SHARED = Path(os.environ.get("SELFREFLECT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-REAL = SHARED / "corpus" / "real"
-EDGE = SHARED / "corpus" / "edge-cases"
 MAIN = REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl"
 SIDECHAIN = REAL / "oneryalcin__fasthooks__sample_agent_sidechain.jsonl"
 TINY = REAL / "obra__episodic-memory__tiny-conversation.jsonl"

@@ -3,10 +3,10 @@ window and know the lines they came from."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from conftest import REAL
 
 from selfreflect.assemble import Assembler, Exchange, Part
 from selfreflect.chunk import Chunk, chunk_exchange
@@ -14,8 +14,6 @@ from selfreflect.embed import OnnxEmbedder
 from selfreflect.parse import parse_line
 from selfreflect.tail import read_lines
 
-SHARED = Path(os.environ.get("SELFREFLECT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-REAL = SHARED / "corpus" / "real"
 BUDGET = 254  # 256 word-pieces minus [CLS] and [SEP]
 
 

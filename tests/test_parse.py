@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from conftest import EDGE, REAL
 
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.tail import read_lines
-
-SHARED = Path(os.environ.get("SELFREFLECT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-REAL = SHARED / "corpus" / "real"
-EDGE = SHARED / "corpus" / "edge-cases"
 
 
 @pytest.mark.parametrize("data", [b"", b"   ", b"\t\r", b"\r\n"])

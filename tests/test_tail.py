@@ -8,12 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import EDGE, REAL
 
 from selfreflect.tail import BLOCK, FileIdentity, Line, read_lines
 
-SHARED = Path(os.environ.get("SELFREFLECT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-REAL = SHARED / "corpus" / "real"
-EDGE = SHARED / "corpus" / "edge-cases"
 TINY = REAL / "obra__episodic-memory__tiny-conversation.jsonl"
 TRUNCATED = EDGE / "truncated-last-line__obra__episodic-memory__tiny-conversation.jsonl"
 NUL_PADDED = EDGE / "nul-padded-tail__obra__episodic-memory__tiny-conversation.jsonl"

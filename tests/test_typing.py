@@ -11,8 +11,9 @@ import selfreflect
 
 def test_package_type_checks() -> None:
     package = Path(selfreflect.__file__).parent
+    config = Path(__file__).parents[1] / "pyproject.toml"
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(Path(__file__).parents[1] / "pyproject.toml"), str(package)],
+        [sys.executable, "-m", "mypy", "--config-file", str(config), str(package)],
         capture_output=True,
         text=True,
         timeout=300,
