@@ -134,19 +134,27 @@ def comparable(points: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     }
 
 
-@pytest.mark.parametrize("cut_fraction", [0.2, 0.5, 0.83])
-def test_import_in_pieces_equals_clean_import(tmp_path: Path, embedder: OnnxEmbedder, cut_fraction: float) -> None:
-    """A transcript imported while it was being written ends up exactly as a
-    clean import of the finished file: nothing lost, nothing duplicated."""
-    full = (REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl").read_bytes()
-    cut = int(len(full) * cut_fraction)  # mid-line on purpose: a torn tail
+@pytest.mark.parametrize(
+    "name",
+    [
+        "oneryalcin__fasthooks__sample_main_transcript.jsonl",  # many short exchanges
+        "marot__spotter__agent-a2898e3.jsonl",  # one long exchange: sealed as it goes
+    ],
+)
+def test_import_in_pieces_equals_clean_import(tmp_path: Path, embedder: OnnxEmbedder, name: str) -> None:
+    """A transcript imported while it was being written, several times, ends
+    up exactly as a clean import of the finished file: nothing lost, nothing
+    duplicated, every chunk cut the same way."""
+    full = (REAL / name).read_bytes()
     settings = make_settings(tmp_path / "pieces", chunk_size=4)
     target = settings.projects_dir / "-p" / "s.jsonl"
     target.parent.mkdir(parents=True)
-    target.write_bytes(full[:cut])
-    import_once(settings, embedder)
-    target.write_bytes(full)
-    import_once(settings, embedder)
+    mid_exchange = False
+    for fraction in (0.2, 0.35, 0.5, 0.83, 1.0):
+        target.write_bytes(full[: int(len(full) * fraction)])  # mostly mid-line: a torn tail
+        import_once(settings, embedder)
+        position = State.load(settings.state_file).get(str(target))
+        mid_exchange |= position.context is not None
     clean = make_settings(tmp_path / "clean")
     (clean.projects_dir / "-p").mkdir(parents=True)
     (clean.projects_dir / "-p" / "s.jsonl").write_bytes(full)
@@ -156,6 +164,8 @@ def test_import_in_pieces_equals_clean_import(tmp_path: Path, embedder: OnnxEmbe
     with EdgeStore(clean.store_dir, embedder.name, embedder.dim).open() as b:
         whole = all_points(b)
     assert comparable(pieces) == comparable(whole)
+    if "agent-" in name:
+        assert mid_exchange  # the long exchange was resumed from inside, not from its start
 
 
 def test_replaced_file_is_indexed_again_without_stale_chunks(tmp_path: Path, embedder: OnnxEmbedder) -> None:

@@ -26,6 +26,8 @@ RESULT_CHARS = 300  # head of a tool's output
 ERROR_CHARS = 600  # head of a tool's error
 INPUT_CHARS = 300  # head of a tool input we keep (a prompt, a new string)
 RECENT_UUIDS = 4096
+SNAPSHOT_UUIDS = 64  # uuids carried across a resume (replays sit next to their original)
+TOOL_NAMES = 64  # tool calls remembered to name their results (parallel calls are a few)
 
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
 _BLANKS = re.compile(r"\n{3,}")
@@ -44,11 +46,18 @@ class Part:
     message_id: str | None = None
     tool: str | None = None
     files: tuple[str, ...] = ()
+    offset: int = 0  # byte offset of line_start, where a re-read can begin
 
 
 @dataclass
 class Exchange:
-    """A user prompt and the assistant work that answers it."""
+    """A user prompt and the assistant work that answers it.
+
+    A long exchange is sealed as it goes (see :func:`selfreflect.chunk.seal`):
+    its final chunks are written and its parts dropped, ``ordinal_base``
+    counts them, and ``resume_offset``/``resume_line`` say where a re-read of
+    what is left begins.
+    """
 
     key: str  # uuid (or line) of its first record: stable across re-reads
     start_offset: int
@@ -60,10 +69,17 @@ class Exchange:
     sidechain: bool
     agent_id: str | None
     parts: list[Part] = field(default_factory=list)
+    ordinal_base: int = 0
+    resume_offset: int = -1
+    resume_line: int = -1
+
+    def __post_init__(self) -> None:
+        if self.resume_offset < 0:
+            self.resume_offset, self.resume_line = self.start_offset, self.start_line
 
     @property
     def line_end(self) -> int:
-        return max((p.line_end for p in self.parts), default=self.start_line)
+        return max((p.line_end for p in self.parts), default=self.resume_line)
 
 
 class Assembler:
@@ -80,8 +96,38 @@ class Assembler:
         self.open: Exchange | None = None
         self.cwd = ""
         self.git_branch = ""
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, int] = OrderedDict()  # uuid -> byte offset of its line
         self._tool_names: dict[str, str] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a re-read from the open exchange's resume point needs to carry
+        on exactly where this assembler is (saved with the read position)."""
+        exchange = None
+        resume = self.open.resume_offset if self.open is not None else None
+        if self.open is not None:
+            exchange = {k: v for k, v in vars(self.open).items() if k != "parts"}
+        # only records before the resume point: the ones after it are read again
+        seen = [u for u, offset in self._seen.items() if resume is None or offset < resume]
+        return {
+            "exchange": exchange,
+            "cwd": self.cwd,
+            "git_branch": self.git_branch,
+            "seen": seen[-SNAPSHOT_UUIDS:],
+            "tools": dict(self._tool_names),
+        }
+
+    @classmethod
+    def restore(cls, session_id: str, agent_id: str | None, snapshot: dict[str, Any] | None) -> Assembler:
+        """An assembler that continues from a :meth:`snapshot`."""
+        assembler = cls(session_id, agent_id)
+        if snapshot:
+            if snapshot.get("exchange"):
+                assembler.open = Exchange(**snapshot["exchange"])
+            assembler.cwd = snapshot.get("cwd", "")
+            assembler.git_branch = snapshot.get("git_branch", "")
+            assembler._seen.update(dict.fromkeys(snapshot.get("seen", []), -1))
+            assembler._tool_names.update(snapshot.get("tools", {}))
+        return assembler
 
     def feed(self, line: int, offset: int, record: dict[str, Any]) -> Exchange | None:
         """Take one record; return the exchange it closed, if any."""
@@ -92,7 +138,7 @@ class Assembler:
         if isinstance(uuid, str):
             if uuid in self._seen:
                 return None
-            self._seen[uuid] = None
+            self._seen[uuid] = offset
             if len(self._seen) > RECENT_UUIDS:
                 self._seen.popitem(last=False)
         message = record.get("message")
@@ -102,7 +148,7 @@ class Assembler:
             self.cwd = record["cwd"]
         if isinstance(record.get("gitBranch"), str):
             self.git_branch = record["gitBranch"]
-        parts = self.parts_of(line, record)
+        parts = self.parts_of(line, record, offset)
         if not parts:
             return None
         starts = kind == "user" and parts[0].role in ("user", "summary")
@@ -125,20 +171,21 @@ class Assembler:
                     agent_id=_str(record.get("agentId")) or self.agent_id,
                 ),
             )
-            if closed is not None:
-                self._tool_names.clear()
         assert self.open is not None
         for part in parts:
             _append(self.open.parts, part)
         return closed
 
-    def parts_of(self, line: int, record: dict[str, Any]) -> list[Part]:
+    def parts_of(self, line: int, record: dict[str, Any], offset: int = 0) -> list[Part]:
         """The parts one record contributes (remembering its tool calls, so a
         later result is named after its call)."""
         kind, message = record.get("type"), record.get("message")
         if kind not in ("user", "assistant") or not isinstance(message, dict):
             return []
-        return list(self._parts(str(kind), line, record, message))
+        parts = list(self._parts(str(kind), line, record, message))
+        for part in parts:
+            part.offset = offset
+        return parts
 
     def _parts(self, kind: str, line: int, record: dict[str, Any], message: dict[str, Any]) -> Iterator[Part]:
         content = message.get("content")
@@ -177,6 +224,8 @@ class Assembler:
                 tool_id = _str(block.get("id"))
                 if tool_id:
                     self._tool_names[tool_id] = name
+                    if len(self._tool_names) > TOOL_NAMES:
+                        del self._tool_names[next(iter(self._tool_names))]
                 text, files = describe_tool_use(name, block.get("input"))
                 yield Part("tool", text, line, line, message_id, tool=name, files=files)
             elif btype == "tool_result":

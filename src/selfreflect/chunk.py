@@ -36,6 +36,8 @@ class Chunk:
     line_end: int
     tools: tuple[str, ...]
     files: tuple[str, ...]
+    first_part: int = 0  # index in the exchange's parts of the part it starts with
+    starts_part: bool = True  # it starts with the beginning of that part, not a later piece
 
 
 def render(part: Part) -> str:
@@ -83,39 +85,61 @@ def chunk_exchange(exchange: Exchange, budget: int, count_tokens: TokenCounter, 
     """
     texts = [render(p) for p in exchange.parts]
     sizes = count_tokens(texts) if texts else []
-    pieces: list[tuple[Part, str, int]] = []
-    for part, text, size in zip(exchange.parts, texts, sizes, strict=True):
+    # (part index, first piece of its part?, text, word-pieces)
+    pieces: list[tuple[int, bool, str, int]] = []
+    for index, (text, size) in enumerate(zip(texts, sizes, strict=True)):
         if size <= budget:
-            pieces.append((part, text, size))
+            pieces.append((index, True, text, size))
             continue
-        pieces += [(part, piece, n) for piece, n in split_text(text, budget, count_tokens, token_spans)]
+        split = split_text(text, budget, count_tokens, token_spans)
+        pieces += [(index, n == 0, piece, count) for n, (piece, count) in enumerate(split)]
 
     chunks: list[Chunk] = []
-    group: list[tuple[Part, str, int]] = []
+    group: list[tuple[int, bool, str, int]] = []
     used = 0
 
     def close() -> None:
-        parts = [p for p, _, _ in group]
+        parts = [exchange.parts[i] for i in dict.fromkeys(i for i, _, _, _ in group)]
         chunks.append(
             Chunk(
                 exchange=exchange.key,
-                ordinal=len(chunks),
-                text="\n".join(t for _, t, _ in group),
+                ordinal=exchange.ordinal_base + len(chunks),
+                text="\n".join(t for _, _, t, _ in group),
                 line_start=min(p.line_start for p in parts),
                 line_end=max(p.line_end for p in parts),
                 tools=tuple(dict.fromkeys(p.tool for p in parts if p.tool and p.role == "tool")),
                 files=tuple(dict.fromkeys(f for p in parts for f in p.files)),
+                first_part=group[0][0],
+                starts_part=group[0][1],
             )
         )
 
     for piece in pieces:
         # +1: the newline that joins pieces is a word-piece boundary, not a token,
         # but keep a margin for the tokenizer merging across the seam.
-        if group and used + piece[2] + 1 > budget:
+        if group and used + piece[3] + 1 > budget:
             close()
             group, used = [], 0
         group.append(piece)
-        used += piece[2] + 1
+        used += piece[3] + 1
     if group:
         close()
     return chunks
+
+
+def seal(exchange: Exchange, chunks: list[Chunk]) -> int:
+    """How many leading chunks of a still-open exchange are final.
+
+    Packing is greedy and only the last part can still grow (a streamed reply
+    merging its next line), so a chunk boundary is final where the next chunk
+    starts a part of its own, on a line of its own: a re-read from that line,
+    with the exchange's identity and ordinal carried over, rebuilds exactly
+    the chunks a read from the exchange's start would. Returns 0 when there is
+    no such boundary (re-read from the exchange's start).
+    """
+    for c in range(len(chunks) - 1, 0, -1):
+        chunk = chunks[c]
+        p = chunk.first_part
+        if chunk.starts_part and p > 0 and exchange.parts[p - 1].line_end < exchange.parts[p].line_start:
+            return c
+    return 0

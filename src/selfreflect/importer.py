@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from selfreflect.assemble import Assembler, Exchange
-from selfreflect.chunk import Chunk, chunk_exchange
+from selfreflect.chunk import Chunk, chunk_exchange, seal
 from selfreflect.discover import TranscriptFile, discover
 from selfreflect.embed import Embedder, embed_batched
 from selfreflect.lexical import lexical_text
@@ -87,17 +87,29 @@ class Importer:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def import_file(self, transcript: TranscriptFile, summary: ImportSummary) -> None:
-        """Index what is new in one transcript. A file that vanished or cannot
-        be read is reported in ``summary.failed_files``; nothing else is lost."""
-        path = str(transcript.path)
-        try:
-            self._import(transcript, summary)
-        except OSError as exc:
-            log.warning("%s: cannot read: %s", path, exc.strerror or exc)
-            summary.failed_files.append(path)
+    def import_file(self, transcript: TranscriptFile, summary: ImportSummary, max_batches: int | None = None) -> bool:
+        """Index what is new in one transcript.
 
-    def _import(self, transcript: TranscriptFile, summary: ImportSummary) -> None:
+        A file that vanished or cannot be read is reported in
+        ``summary.failed_files``; nothing else is lost.
+
+        Args:
+            transcript: the file.
+            summary: counts to add to.
+            max_batches: stop after this many committed batches (the daemon
+                interleaves a long backfill with live files this way).
+
+        Returns:
+            ``True`` when it stopped early and more is left to read.
+        """
+        try:
+            return self._import(transcript, summary, max_batches)
+        except OSError as exc:
+            log.warning("%s: cannot read: %s", transcript.path, exc.strerror or exc)
+            summary.failed_files.append(str(transcript.path))
+            return False
+
+    def _import(self, transcript: TranscriptFile, summary: ImportSummary, max_batches: int | None) -> bool:
         path = str(transcript.path)
         identity = FileIdentity.of(transcript.path)
         position = self.state.get(path)
@@ -109,20 +121,19 @@ class Importer:
             position = TranscriptPosition()
         untouched = (identity.size, identity.mtime) == (position.size, position.mtime)
         if position.inode and untouched and (position.end == identity.size or position.final):
-            return  # not touched since the last read
+            return False  # not touched since the last read
         summary.files_read += 1
         seen_end = position.end
-        assembler = Assembler(transcript.session_id, transcript.agent_id)
-        pending: list[tuple[Exchange, list[Chunk]]] = []
-        pending_chunks = 0
-        end, end_line = position.offset, position.line
+        assembler = Assembler.restore(transcript.session_id, transcript.agent_id, position.context)
+        batch = Batch(transcript, identity, position, seen_end)
         # A quiet file will not finish its last line: take it if it is whole.
         quiet = not transcript.active(time.time())
         lines = read_lines(transcript.path, position.offset, position.line, self.settings.max_line_bytes, final=quiet)
+        batches = 0
         for line in lines:
             new = line.terminated and line.end > seen_end
             if line.terminated:  # never move past an unterminated line
-                end, end_line = line.end, line.number + 1
+                batch.end, batch.end_line = line.end, line.number + 1
                 summary.lines += new
             if line.oversized:
                 if new:
@@ -141,62 +152,66 @@ class Importer:
                 continue
             closed = assembler.feed(line.number, line.start, record)
             if closed is not None:
-                chunks = self._chunk(closed)
-                pending.append((closed, chunks))
-                pending_chunks += len(chunks)
-                if pending_chunks >= self.settings.chunk_size:
-                    assert assembler.open is not None
-                    self._commit(
-                        transcript,
-                        pending,
-                        identity,
-                        position,
-                        seen_end,
-                        assembler.open.start_offset,
-                        assembler.open.start_line,
-                        end,
-                        summary,
-                    )
-                    pending, pending_chunks = [], 0
+                batch.add(closed, self._chunk(closed))
+            if batch.size + len(assembler.open.parts if assembler.open else ()) >= self.settings.chunk_size:
+                self._seal_open(assembler, batch)
+                if batch.size >= self.settings.chunk_size:
+                    self._commit(batch, assembler, summary)
+                    batch = Batch(transcript, identity, position, seen_end, batch.end, batch.end_line)
+                    batches += 1
+                    if max_batches is not None and batches >= max_batches:
+                        return True
         if assembler.open is not None:
-            pending.append((assembler.open, self._chunk(assembler.open)))
-            offset, line_no = assembler.open.start_offset, assembler.open.start_line
-        else:
-            offset, line_no = end, end_line
+            final = self._seal_open(assembler, batch)
+            batch.add(assembler.open, final)  # the tail: written now, rebuilt on the next read
         position.final = quiet
-        self._commit(transcript, pending, identity, position, seen_end, offset, line_no, end, summary)
+        self._commit(batch, assembler, summary)
+        return False
+
+    def _seal_open(self, assembler: Assembler, batch: Batch) -> list[Chunk]:
+        """Move the final chunks of the open exchange into the batch and drop
+        their parts; return the chunks of what stays open."""
+        exchange = assembler.open
+        if exchange is None or not exchange.parts:
+            return []
+        chunks = self._chunk(exchange)
+        done = seal(exchange, chunks)
+        if done:
+            batch.add(exchange, chunks[:done])
+            rest = exchange.parts[chunks[done].first_part :]
+            exchange.parts = rest
+            exchange.ordinal_base += done
+            exchange.resume_offset, exchange.resume_line = rest[0].offset, rest[0].line_start
+        return chunks[done:]
 
     def _chunk(self, exchange: Exchange) -> list[Chunk]:
         return chunk_exchange(exchange, self.budget, self.embedder.count_tokens, self.embedder.token_spans)
 
-    def _commit(
-        self,
-        transcript: TranscriptFile,
-        pending: list[tuple[Exchange, list[Chunk]]],
-        identity: FileIdentity,
-        position: TranscriptPosition,
-        seen_end: int,
-        offset: int,
-        line: int,
-        end: int,
-        summary: ImportSummary,
-    ) -> None:
-        """Write the pending exchanges, then (only then) save the position."""
-        records = [self._record(transcript, ex, chunk) for ex, chunks in pending for chunk in chunks]
+    def _commit(self, batch: Batch, assembler: Assembler, summary: ImportSummary) -> None:
+        """Write the batch, then (only then) save the read position."""
+        transcript, position = batch.transcript, batch.position
+        records = [self._record(transcript, ex, chunk) for ex, chunk in batch.chunks]
         known = self.store.text_hashes([r.id for r, _ in records])
         changed = [(r, text) for r, text in records if known.get(r.id) != r.payload["text_hash"]]
         step = self.settings.chunk_size
         for i in range(0, len(changed), step):
-            batch = changed[i : i + step]
-            vectors = embed_batched(self.embedder, [text for _, text in batch]).tolist()
-            self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(batch, vectors, strict=True)])
-        for exchange, chunks in pending:
-            if exchange.start_offset < seen_end:  # seen before: it may have been cut differently
-                self.store.delete_exchange_tail(str(transcript.path), exchange.key, len(chunks))
+            part = changed[i : i + step]
+            vectors = embed_batched(self.embedder, [text for _, text in part]).tolist()
+            self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(part, vectors, strict=True)])
+        for exchange, last in batch.reread.items():
+            # an exchange read before may have been cut into fewer chunks now
+            self.store.delete_exchange_tail(str(transcript.path), exchange, last + 1)
         summary.chunks += len(changed)
-        position.offset, position.line, position.end = offset, line, max(end, position.end)
-        position.inode, position.device = identity.inode, identity.device
-        position.size, position.mtime = identity.size, identity.mtime
+        open_exchange = assembler.open
+        if open_exchange is not None:
+            position.offset, position.line = open_exchange.resume_offset, open_exchange.resume_line
+        else:
+            position.offset, position.line = batch.end, batch.end_line
+        sealed = open_exchange is not None and open_exchange.resume_offset != open_exchange.start_offset
+        position.context = assembler.snapshot() if sealed else None
+        position.end = max(batch.end, position.end)
+        position.inode, position.device = batch.identity.inode, batch.identity.device
+        position.size, position.mtime = batch.identity.size, batch.identity.mtime
         self.state.set(str(transcript.path), position)
         self.state.save()
 
@@ -227,6 +242,38 @@ class Importer:
         payload["text_hash"] = digest
         pid = point_id(transcript.key, exchange.session_id, exchange.key, chunk.ordinal)
         return Record(pid, (), lexical_text(text), payload), text
+
+
+class Batch:
+    """Chunks on their way to the store, and the file they came from."""
+
+    def __init__(
+        self,
+        transcript: TranscriptFile,
+        identity: FileIdentity,
+        position: TranscriptPosition,
+        seen_end: int,
+        end: int | None = None,
+        end_line: int | None = None,
+    ) -> None:
+        self.transcript = transcript
+        self.identity = identity
+        self.position = position
+        self.seen_end = seen_end
+        self.end = position.offset if end is None else end
+        self.end_line = position.line if end_line is None else end_line
+        self.chunks: list[tuple[Exchange, Chunk]] = []
+        self.reread: dict[str, int] = {}  # exchange read before -> last ordinal now
+
+    @property
+    def size(self) -> int:
+        return len(self.chunks)
+
+    def add(self, exchange: Exchange, chunks: list[Chunk]) -> None:
+        self.chunks += [(exchange, c) for c in chunks]
+        if exchange.start_offset < self.seen_end:
+            last = chunks[-1].ordinal if chunks else exchange.ordinal_base - 1
+            self.reread[exchange.key] = max(last, self.reread.get(exchange.key, -1))
 
 
 def path_suffixes(path: str) -> list[str]:

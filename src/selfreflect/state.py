@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -32,6 +33,8 @@ class TranscriptPosition:
         oversized_lines: lines skipped for being longer than the limit.
         final: the last read took the file as finished (it had stopped
             growing), so an unterminated last line was used if it was whole.
+        context: where the open exchange stands when ``offset`` is inside it
+            (its final chunks are written): :meth:`Assembler.snapshot`.
     """
 
     offset: int = 0
@@ -44,6 +47,7 @@ class TranscriptPosition:
     bad_lines: int = 0
     oversized_lines: int = 0
     final: bool = False
+    context: dict[str, Any] | None = None
 
 
 class State:
