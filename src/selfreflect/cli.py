@@ -32,6 +32,19 @@ class Context:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    def from_daemon(self, path: str, params: list[tuple[str, str]] | None = None) -> Any:
+        """The daemon's answer, or ``None`` when no daemon serves this data dir."""
+        from selfreflect.client import DaemonUnavailable, get_json
+        from selfreflect.daemon import running_daemon
+
+        daemon = running_daemon(self.settings.data_dir)
+        if daemon is None:
+            return None
+        try:
+            return get_json(daemon.url, path, params)
+        except DaemonUnavailable:
+            return None  # gone or still starting: the store decides (it may be locked)
+
     @contextmanager
     def store(self, load_model: bool = True) -> Iterator[tuple[Any, Any]]:
         from selfreflect.embed import OnnxEmbedder
@@ -171,23 +184,24 @@ def search(
     min_score: float | None,
     as_json: bool,
 ) -> None:
-    """Search all projects' conversations (hybrid: meaning + exact words)."""
-    from selfreflect.search import SearchQuery, parse_when
-    from selfreflect.search import search as run_search
-    from selfreflect.store import SearchFilter
+    """Search all projects' conversations (hybrid: meaning + exact words).
 
-    where = SearchFilter(
-        projects=projects,
-        since=parse_when(since),
-        until=parse_when(until),
-        session_id=session,
-        file=file_,
-        git_branch=branch,
-        tool=tool,
-        include_sidechains=not no_sidechains,
-    )
-    with ctx.store() as (store, embedder):
-        response = run_search(store, embedder, SearchQuery(" ".join(query), where, limit, min_score))
+    Uses the running daemon when there is one (it owns the store).
+    """
+    from selfreflect.search import SearchResponse, make_query
+    from selfreflect.search import search as run_search
+
+    text = " ".join(query)
+    options: dict[str, Any] = {"projects": projects, "since": since, "until": until, "session": session}
+    options |= {"file": file_, "branch": branch, "tool": tool}
+    options |= {"include_sidechains": not no_sidechains, "min_score": min_score}
+    search_query = make_query(text, limit=limit, **options)  # validates before any I/O
+    doc = ctx.from_daemon("/api/search", [("q", text), ("limit", str(limit)), *search_params(options)])
+    if doc is not None:
+        response = SearchResponse.from_json(doc)
+    else:
+        with ctx.store() as (store, embedder):
+            response = run_search(store, embedder, search_query)
     if as_json:
         click.echo(json.dumps(response.to_json(), ensure_ascii=False, indent=2))
         return
@@ -205,6 +219,41 @@ def search(
     click.echo(f"{len(response.results)} results in {response.took_ms:.0f} ms", err=True)
 
 
+def search_params(options: dict[str, Any]) -> list[tuple[str, str]]:
+    """Search options as the daemon's ``/api/search`` parameters."""
+    params = [("project", p) for p in options["projects"]]
+    params += [
+        (k, str(options[k]))
+        for k in ("since", "until", "session", "file", "branch", "tool", "min_score")
+        if options[k] is not None
+    ]
+    if not options["include_sidechains"]:
+        params.append(("no_sidechains", "1"))
+    return params
+
+
+@cli.command()
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="HTTP port on 127.0.0.1 [env SELFREFLECT_PORT; default 7718]."
+)
+@pass_context
+def serve(ctx: Context, port: int | None) -> None:
+    """Run the daemon: stream new transcript lines into the index, serve HTTP.
+
+    Owns the store while it runs; `search` and `status` go through it.
+    SIGTERM or Ctrl-C stops it cleanly; a second Ctrl-C forces the exit.
+    """
+    import dataclasses
+
+    from selfreflect.daemon import Daemon
+    from selfreflect.http import serve as run_server
+
+    settings = ctx.settings if port is None else dataclasses.replace(ctx.settings, port=port)
+    level = logging.getLogger().getEffectiveLevel()
+    logging.getLogger("selfreflect").setLevel(min(level, logging.INFO))
+    run_server(Daemon(settings), log_level="info" if level <= logging.INFO else "warning")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
@@ -213,8 +262,11 @@ def status(ctx: Context, as_json: bool) -> None:
     from selfreflect.status import status_report
 
     settings = ctx.settings
-    if not (settings.store_dir / "meta.json").exists():
-        report: dict[str, Any] = status_report(settings, None)
+    report: dict[str, Any] | None = ctx.from_daemon("/api/status")
+    if report is not None:
+        pass
+    elif not (settings.store_dir / "meta.json").exists():
+        report = status_report(settings, None)
     else:
         with ctx.store(load_model=False) as (store, _):
             report = status_report(settings, store)

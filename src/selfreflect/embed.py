@@ -127,8 +127,8 @@ class OnnxEmbedder:
 EMBED_TOKENS = 512
 
 
-def embed_batched(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
-    """Embed many texts in calls of at most EMBED_TOKENS padded word-pieces,
+def embed_batched(embedder: Embedder, texts: Sequence[str], budget: int = EMBED_TOKENS) -> np.ndarray:
+    """Embed many texts in calls of at most ``budget`` padded word-pieces,
     texts of similar length together; rows come back in the order given."""
     out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     if not texts:
@@ -137,7 +137,7 @@ def embed_batched(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     group: list[int] = []
     for index in [*order, None]:
-        if group and (index is None or (len(group) + 1) * lengths[index] > EMBED_TOKENS):
+        if group and (index is None or (len(group) + 1) * lengths[index] > budget):
             out[group] = embedder.embed([texts[i] for i in group])
             group = []
         if index is not None:

@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from selfreflect.assemble import Assembler, Exchange
 from selfreflect.chunk import Chunk, chunk_exchange, seal
 from selfreflect.discover import TranscriptFile, discover
-from selfreflect.embed import Embedder, embed_batched
+from selfreflect.embed import EMBED_TOKENS, Embedder, embed_batched
 from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.redact import redact
@@ -73,6 +73,9 @@ class Importer:
         self.embedder = embedder
         self.state = state
         self.budget = embedder.max_tokens - 2  # [CLS] and [SEP]
+        self.default_embed_tokens = EMBED_TOKENS
+        self.embed_tokens = EMBED_TOKENS  # word-pieces per model call (the memory guard lowers it)
+        self.embed_seconds = 0.0
 
     def run(self, progress: Callable[[TranscriptFile], None] | None = None) -> ImportSummary:
         """Catch up on every transcript: index whatever is not indexed yet."""
@@ -196,7 +199,9 @@ class Importer:
         step = self.settings.chunk_size
         for i in range(0, len(changed), step):
             part = changed[i : i + step]
-            vectors = embed_batched(self.embedder, [text for _, text in part]).tolist()
+            started = time.perf_counter()
+            vectors = embed_batched(self.embedder, [text for _, text in part], self.embed_tokens).tolist()
+            self.embed_seconds += time.perf_counter() - started
             self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(part, vectors, strict=True)])
         for exchange, last in batch.reread.items():
             # an exchange read before may have been cut into fewer chunks now

@@ -19,6 +19,7 @@ from selfreflect.lexical import lexical_text
 from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
 
 SNIPPET_CHARS = 240
+MAX_LIMIT = 200
 _WORD = re.compile(r"[\w./@:-]{2,}", re.U)
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdwy])\s*$", re.I)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -60,6 +61,45 @@ class SearchResponse:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SearchResponse:
+        return cls(doc["query"], doc["took_ms"], [SearchResult(**r) for r in doc["results"]])
+
+
+def make_query(
+    text: str,
+    *,
+    limit: int = 10,
+    projects: tuple[str, ...] | list[str] = (),
+    since: str | None = None,
+    until: str | None = None,
+    session: str | None = None,
+    file: str | None = None,
+    branch: str | None = None,
+    tool: str | None = None,
+    include_sidechains: bool = True,
+    min_score: float | None = None,
+) -> SearchQuery:
+    """A query from what a face received (CLI options, HTTP parameters, MCP
+    arguments): one place that validates and converts them.
+
+    Raises:
+        ConfigError: a value that cannot be used (a bad date, a bad limit).
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    where = SearchFilter(
+        projects=tuple(p for p in projects if p),
+        since=parse_when(since),
+        until=parse_when(until),
+        session_id=session or None,
+        file=file or None,
+        git_branch=branch or None,
+        tool=tool or None,
+        include_sidechains=include_sidechains,
+    )
+    return SearchQuery(text, where, limit, min_score)
 
 
 def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPlan | None = None) -> SearchResponse:

@@ -30,7 +30,10 @@ ENV = {
     "prefer_local_embeddings": "PREFER_LOCAL_EMBEDDINGS",
     "qdrant_url": "QDRANT_URL",
     "max_line_mb": "SELFREFLECT_MAX_LINE_MB",
+    "port": "SELFREFLECT_PORT",
 }
+
+DEFAULT_PORT = 7718
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Settings:
         prefer_local_embeddings: use the bundled model (PREFER_LOCAL_EMBEDDINGS).
         qdrant_url: a Qdrant server instead of the embedded store (QDRANT_URL).
         max_line_mb: longer transcript lines are skipped and reported.
+        port: the daemon's HTTP port on 127.0.0.1 (SELFREFLECT_PORT; 0 picks a free one).
     """
 
     claude_dir: Path
@@ -58,6 +62,7 @@ class Settings:
     prefer_local_embeddings: bool = True
     qdrant_url: str | None = None
     max_line_mb: float = 8.0
+    port: int = DEFAULT_PORT
 
     @property
     def projects_dir(self) -> Path:
@@ -125,12 +130,12 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if name in ("claude_dir", "data_dir"):
             return Path(os.path.expanduser(str(raw)))
-        if name in ("chunk_size", "max_memory_mb"):
+        if name in ("chunk_size", "max_memory_mb", "port"):
             if isinstance(raw, bool):
                 raise ValueError("must be a whole number")
             value = int(raw)
-            if value <= 0:
-                raise ValueError("must be positive")
+            if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
+                raise ValueError("out of range")
             return value
         if name in ("watch_interval", "max_line_mb"):
             seconds_or_mb = float(raw)

@@ -1,0 +1,235 @@
+"""The streaming importer: file events in, new lines searchable within a second.
+
+File events (watchfiles: inotify on Linux, FSEvents on macOS) make a changed
+transcript "live"; a full rescan every ``watch_interval`` seconds catches what
+events missed (new project folders, network filesystems, dropped events).
+Live files are read first, each a few batches at a time, so a backlog of old
+files never delays the session being written now. A memory guard keeps the
+process under ``max_memory_mb``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from selfreflect.discover import describe, discover
+from selfreflect.errors import ClaudeDirMissing
+from selfreflect.importer import Importer, ImportSummary
+
+log = logging.getLogger("selfreflect")
+
+BATCHES_PER_TURN = 2  # batches one file gets before the scheduler looks again
+GUARD_PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
+
+
+@dataclass
+class StreamStats:
+    """Counters and gauges the daemon exports (``/metrics``, ``/healthz``)."""
+
+    lines_read: int = 0
+    chunks_indexed: int = 0
+    bad_lines: int = 0
+    oversized_lines: int = 0
+    failed_reads: int = 0
+    embed_seconds: float = 0.0
+    files_pending: int = 0
+    lag_seconds: float = 0.0
+    memory_pauses: int = 0
+    rescans: int = 0
+    last_indexed: float = 0.0
+
+
+class Streamer:
+    """Keeps the index current with the transcripts on disk.
+
+    Args:
+        importer: the pipeline (it owns the store and the positions).
+        projects_dir: the folder to watch.
+        watch_interval: seconds between full rescans.
+        max_memory_mb: the memory cap of the process.
+    """
+
+    def __init__(self, importer: Importer, projects_dir: Path, watch_interval: float, max_memory_mb: int) -> None:
+        self.importer = importer
+        self.projects_dir = projects_dir
+        self.watch_interval = watch_interval
+        self.max_memory = max_memory_mb * 1024 * 1024
+        self.stats = StreamStats()
+        self.stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._live: dict[str, float] = {}  # path -> when it was first seen changed
+        self._backlog: dict[str, float] = {}
+        self._process = psutil.Process()
+        self._trim = _malloc_trim()
+
+    # -- events in ---------------------------------------------------------------
+
+    def notify(self, paths: set[str]) -> None:
+        """Files that changed (from the watcher): read them next."""
+        now = time.time()
+        with self._lock:
+            for path in paths:
+                self._live.setdefault(path, now)
+                self._backlog.pop(path, None)
+        self._wake.set()
+
+    def watch(self) -> None:
+        """Feed file events to :meth:`notify` until :attr:`stop` is set (a thread)."""
+        import watchfiles
+
+        while not self.stop.is_set():
+            if not self.projects_dir.is_dir():
+                self.stop.wait(1.0)
+                continue
+            try:
+                for changes in watchfiles.watch(
+                    self.projects_dir,
+                    watch_filter=lambda _change, path: path.endswith(".jsonl"),
+                    debounce=50,
+                    step=20,
+                    stop_event=self.stop,
+                    rust_timeout=1000,
+                    yield_on_timeout=False,
+                    raise_interrupt=False,
+                ):
+                    self.notify({path for _change, path in changes})
+            except (FileNotFoundError, RuntimeError, OSError) as exc:
+                log.warning("watching %s failed (%s); retrying", self.projects_dir, exc)
+                self.stop.wait(1.0)
+
+    # -- the loop ----------------------------------------------------------------
+
+    def run(self, on_batch: Callable[[], None] | None = None) -> None:
+        """Index until :attr:`stop` is set (a thread): live files first, then the backlog."""
+        next_scan = 0.0
+        while not self.stop.is_set():
+            if time.monotonic() >= next_scan:
+                self.rescan()
+                next_scan = time.monotonic() + self.watch_interval
+            path, live = self._next()
+            if path is None:
+                self._update_gauges()
+                self._wake.wait(timeout=max(0.0, min(next_scan - time.monotonic(), 1.0)))
+                self._wake.clear()
+                continue
+            self._guard_memory()
+            more = self._read(path)
+            with self._lock:
+                queue = self._live if live else self._backlog
+                if more:  # not done: back of its queue, behind the others
+                    since = queue.pop(path, time.time())
+                    queue[path] = since
+                else:
+                    queue.pop(path, None)
+            self._update_gauges()
+            if on_batch:
+                on_batch()
+
+    def rescan(self) -> None:
+        """Queue every transcript whose size or time differs from what was read."""
+        try:
+            files = discover(self.projects_dir)
+        except ClaudeDirMissing:
+            return
+        now = time.time()
+        positions = self.importer.state.positions
+        with self._lock:
+            for transcript in files:
+                path = str(transcript.path)
+                known = positions.get(path)
+                changed = known is None or (transcript.size, transcript.mtime) != (known.size, known.mtime)
+                if changed and path not in self._live:
+                    if transcript.active(now):
+                        self._live.setdefault(path, now)
+                    else:
+                        self._backlog.setdefault(path, now)
+            self.stats.rescans += 1
+
+    def _next(self) -> tuple[str | None, bool]:
+        with self._lock:
+            if self._live:
+                return next(iter(self._live)), True
+            if self._backlog:
+                return next(iter(self._backlog)), False
+        return None, False
+
+    def _read(self, path: str) -> bool:
+        transcript = describe(self.projects_dir, Path(path))
+        if transcript is None:
+            return False  # deleted (what was indexed stays), or not a transcript
+        summary = ImportSummary()
+        started = time.perf_counter()
+        more = self.importer.import_file(transcript, summary, max_batches=BATCHES_PER_TURN)
+        with self._lock:
+            stats = self.stats
+            stats.lines_read += summary.lines
+            stats.chunks_indexed += summary.chunks
+            stats.bad_lines += summary.bad_lines
+            stats.oversized_lines += summary.oversized_lines
+            stats.failed_reads += len(summary.failed_files)
+            stats.embed_seconds += self.importer.embed_seconds
+            self.importer.embed_seconds = 0.0
+            if summary.chunks:
+                stats.last_indexed = time.time()
+        log.debug(
+            "%s: %d lines, %d chunks in %.3f s", path, summary.lines, summary.chunks, time.perf_counter() - started
+        )
+        return more
+
+    def _update_gauges(self) -> None:
+        now = time.time()
+        with self._lock:
+            pending = {**self._backlog, **self._live}
+            self.stats.files_pending = len(pending)
+            self.stats.lag_seconds = round(now - min(pending.values()), 3) if pending else 0.0
+
+    # -- memory ------------------------------------------------------------------
+
+    def rss(self) -> int:
+        return int(self._process.memory_info().rss)
+
+    def _guard_memory(self) -> None:
+        """Near the cap: shrink batches and give memory back; over it: pause
+        intake until back under (at most GUARD_PAUSE_SECONDS, then go on with
+        the smallest batches rather than stall forever)."""
+        rss = self.rss()
+        if rss < 0.85 * self.max_memory:
+            self.importer.embed_tokens = self.importer.default_embed_tokens
+            return
+        self.importer.embed_tokens = self.importer.embedder.max_tokens  # one text per model call
+        gc.collect()
+        self._trim()
+        deadline = time.monotonic() + GUARD_PAUSE_SECONDS
+        paused = False
+        while self.rss() > self.max_memory and time.monotonic() < deadline and not self.stop.is_set():
+            if not paused:
+                paused = True
+                self.stats.memory_pauses += 1
+                log.warning("memory %.0f MB over the %.0f MB cap: pausing intake", rss / 2**20, self.max_memory / 2**20)
+            self.stop.wait(0.2)
+            gc.collect()
+            self._trim()
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim: hands freed heap back to the system (a no-op elsewhere)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = libc.malloc_trim if libc is not None else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+    return lambda: None if trim(0) else None
