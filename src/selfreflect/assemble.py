@@ -171,6 +171,13 @@ class Assembler:
                     agent_id=_str(record.get("agentId")) or self.agent_id,
                 ),
             )
+            # Replays and tool results are matched within an exchange only, so
+            # a re-read that starts at an exchange sees what a full read sees.
+            self._seen.clear()
+            self._tool_names.clear()
+            if isinstance(uuid, str):
+                self._seen[uuid] = offset
+            parts = self.parts_of(line, record, offset)  # its own tool calls, again
         assert self.open is not None
         for part in parts:
             _append(self.open.parts, part)

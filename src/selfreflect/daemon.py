@@ -29,7 +29,7 @@ from selfreflect.importer import Importer
 from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import Store, open_store
-from selfreflect.stream import Streamer
+from selfreflect.stream import Streamer, limit_malloc_arenas
 
 log = logging.getLogger("selfreflect")
 
@@ -93,6 +93,7 @@ class Daemon:
             PortInUse: the port is taken.
         """
         settings = self.settings
+        limit_malloc_arenas()
         try:
             self.store = open_store(settings, self.embedder.name, self.embedder.dim)
         except StoreLocked as exc:
@@ -116,6 +117,7 @@ class Daemon:
         _write_atomic(settings.data_dir / INFO_FILE, orjson.dumps(asdict(self.info)))
         if not settings.projects_dir.is_dir():
             log.warning("no Claude Code transcripts at %s yet: watching for them", settings.projects_dir)
+        self.streamer.rescan()  # what is behind is known (and reported) from the first request on
         for target, name in ((self.streamer.run, "importer"), (self.streamer.watch, "watcher")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

@@ -122,8 +122,7 @@ class Importer:
             log.info("%s: replaced or truncated, indexing it again", path)
             self.store.delete_transcript(path)
             position = TranscriptPosition()
-        untouched = (identity.size, identity.mtime) == (position.size, position.mtime)
-        if position.inode and untouched and (position.end == identity.size or position.final):
+        if position.inode and is_current(position, identity.size, identity.mtime):
             return False  # not touched since the last read
         summary.files_read += 1
         seen_end = position.end
@@ -247,6 +246,12 @@ class Importer:
         payload["text_hash"] = digest
         pid = point_id(transcript.key, exchange.session_id, exchange.key, chunk.ordinal)
         return Record(pid, (), lexical_text(text), payload), text
+
+
+def is_current(position: TranscriptPosition, size: int, mtime: float) -> bool:
+    """The file was read to its end and has not changed since."""
+    untouched = (size, mtime) == (position.size, position.mtime)
+    return untouched and (position.end == size or position.final)
 
 
 class Batch:

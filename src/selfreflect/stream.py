@@ -24,7 +24,7 @@ import psutil
 
 from selfreflect.discover import describe, discover
 from selfreflect.errors import ClaudeDirMissing
-from selfreflect.importer import Importer, ImportSummary
+from selfreflect.importer import Importer, ImportSummary, is_current
 
 log = logging.getLogger("selfreflect")
 
@@ -70,8 +70,10 @@ class Streamer:
         self._lock = threading.Lock()
         self._live: dict[str, float] = {}  # path -> when it was first seen changed
         self._backlog: dict[str, float] = {}
+        self._changed: set[str] = set()  # changed again while being read
         self._process = psutil.Process()
         self._trim = _malloc_trim()
+        self._no_pause_until = 0.0
 
     # -- events in ---------------------------------------------------------------
 
@@ -82,6 +84,8 @@ class Streamer:
             for path in paths:
                 self._live.setdefault(path, now)
                 self._backlog.pop(path, None)
+                self._changed.add(path)
+        self._update_gauges()
         self._wake.set()
 
     def watch(self) -> None:
@@ -112,7 +116,7 @@ class Streamer:
 
     def run(self, on_batch: Callable[[], None] | None = None) -> None:
         """Index until :attr:`stop` is set (a thread): live files first, then the backlog."""
-        next_scan = 0.0
+        next_scan = time.monotonic() + self.watch_interval  # the daemon scanned at startup
         while not self.stop.is_set():
             if time.monotonic() >= next_scan:
                 self.rescan()
@@ -124,10 +128,12 @@ class Streamer:
                 self._wake.clear()
                 continue
             self._guard_memory()
+            with self._lock:
+                self._changed.discard(path)
             more = self._read(path)
             with self._lock:
                 queue = self._live if live else self._backlog
-                if more:  # not done: back of its queue, behind the others
+                if more or path in self._changed:  # not done: back of its queue, behind the others
                     since = queue.pop(path, time.time())
                     queue[path] = since
                 else:
@@ -148,13 +154,14 @@ class Streamer:
             for transcript in files:
                 path = str(transcript.path)
                 known = positions.get(path)
-                changed = known is None or (transcript.size, transcript.mtime) != (known.size, known.mtime)
+                changed = known is None or not is_current(known, transcript.size, transcript.mtime)
                 if changed and path not in self._live:
                     if transcript.active(now):
                         self._live.setdefault(path, now)
                     else:
                         self._backlog.setdefault(path, now)
             self.stats.rescans += 1
+        self._update_gauges()
 
     def _next(self) -> tuple[str | None, bool]:
         with self._lock:
@@ -200,9 +207,10 @@ class Streamer:
         return int(self._process.memory_info().rss)
 
     def _guard_memory(self) -> None:
-        """Near the cap: shrink batches and give memory back; over it: pause
-        intake until back under (at most GUARD_PAUSE_SECONDS, then go on with
-        the smallest batches rather than stall forever)."""
+        """Near the cap: shrink batches and give freed memory back; over it:
+        pause intake until back under. A pause that brings nothing back (the
+        model and the store alone are over the cap) is not repeated for a
+        minute: intake goes on with the smallest batches rather than stall."""
         rss = self.rss()
         if rss < 0.85 * self.max_memory:
             self.importer.embed_tokens = self.importer.default_embed_tokens
@@ -210,16 +218,37 @@ class Streamer:
         self.importer.embed_tokens = self.importer.embedder.max_tokens  # one text per model call
         gc.collect()
         self._trim()
+        rss = self.rss()
+        if rss <= self.max_memory or time.monotonic() < self._no_pause_until:
+            return
+        self.stats.memory_pauses += 1
+        log.warning("memory %.0f MB over the %.0f MB cap: pausing intake", rss / 2**20, self.max_memory / 2**20)
         deadline = time.monotonic() + GUARD_PAUSE_SECONDS
-        paused = False
         while self.rss() > self.max_memory and time.monotonic() < deadline and not self.stop.is_set():
-            if not paused:
-                paused = True
-                self.stats.memory_pauses += 1
-                log.warning("memory %.0f MB over the %.0f MB cap: pausing intake", rss / 2**20, self.max_memory / 2**20)
             self.stop.wait(0.2)
             gc.collect()
             self._trim()
+        if self.rss() > 0.95 * rss:
+            log.warning(
+                "memory stays at %.0f MB, over the %.0f MB cap, while idle: going on with the smallest batches "
+                "(raise MAX_MEMORY_MB)",
+                self.rss() / 2**20,
+                self.max_memory / 2**20,
+            )
+            self._no_pause_until = time.monotonic() + 60
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives every thread that allocates its own heap arena, and freed
+    memory in one is not reused by another: with the importer, the watcher and
+    HTTP worker threads that inflates RSS. Two arenas are plenty here."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None:
+            libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def _malloc_trim() -> Callable[[], None]:

@@ -64,7 +64,10 @@ class EdgeStore:
             self._check_meta()
             shard_dir = self.folder / "shard"
             config = qe.EdgeConfig(
-                vectors={DENSE: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
+                # Cold: vectors stay on disk, read through the page cache when a
+                # search touches them; Cached (the default) loaded them all into
+                # memory at open (measured: +33 MB RSS for a 640-point store).
+                vectors={DENSE: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine, memory=qe.Memory.Cold)},
                 sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             )
             try:

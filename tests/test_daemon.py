@@ -1,0 +1,183 @@
+"""The real daemon in a subprocess: streaming, file changes, lifecycle, HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import REAL, build_claude_home, make_settings
+from daemon_process import DaemonProcess, eventually
+from selfreflect.assemble import Assembler
+from selfreflect.embed import OnnxEmbedder
+from selfreflect.importer import Importer
+from selfreflect.state import State
+from selfreflect.store import SearchFilter
+from selfreflect.store.edge import EdgeStore
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def covers(results: list[dict], path: Path, line: int) -> bool:
+    return any(r["transcript"] == str(path) and r["line_start"] <= line <= r["line_end"] for r in results)
+
+
+def mentions(results: list[dict], path: Path, words: str) -> bool:
+    return any(r["transcript"] == str(path) and words in r["text"] for r in results)
+
+
+def snapshot(data_dir: Path, embedder: OnnxEmbedder) -> dict[str, tuple]:
+    """Every point in a store as (text, lines, exchange, ordinal), by id."""
+    with EdgeStore(data_dir / "store", embedder.name, embedder.dim).open() as store:
+        points = store.scroll(SearchFilter(), 1_000_000)
+    return {
+        p["id"]: (p["transcript"], p["text"], p["line_start"], p["line_end"], p["exchange"], p["ordinal"])
+        for p in points
+    }
+
+
+def clean_import(claude_dir: Path, tmp: Path, embedder: OnnxEmbedder) -> dict[str, tuple]:
+    settings = make_settings(tmp, claude_dir=claude_dir)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        Importer(settings, store, embedder, State.load(settings.state_file)).run()
+    return snapshot(settings.data_dir, embedder)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "claude" / "projects" / "-live").mkdir(parents=True)
+    return tmp_path / "claude"
+
+
+@pytest.mark.parametrize("name", ["obra__episodic-memory__tiny-conversation.jsonl", "marot__spotter__short.jsonl"])
+def test_each_appended_line_becomes_searchable(tmp_path: Path, home: Path, name: str) -> None:
+    target = home / "projects" / "-live" / "session.jsonl"
+    target.touch()
+    assembler = Assembler("session")
+    with DaemonProcess(home, tmp_path / "data") as daemon:
+        for number, raw in enumerate((REAL / name).read_bytes().splitlines(keepends=True), start=1):
+            with open(target, "ab") as handle:
+                handle.write(raw)
+            record = orjson.loads(raw)
+            parts = assembler.parts_of(number, record)
+            if not parts:
+                continue  # metadata, progress: nothing to find
+            words = " ".join(parts[0].text.split()[:12])
+            session = record.get("sessionId", "session")
+            eventually(lambda: covers(daemon.search(words, session=session, limit=20), target, number))
+        assert daemon.stop() == 0
+
+
+def test_torn_line_waits_and_is_indexed_once(tmp_path: Path, home: Path, embedder: OnnxEmbedder) -> None:
+    lines = (REAL / "obra__episodic-memory__tiny-conversation.jsonl").read_bytes().splitlines(keepends=True)
+    target = home / "projects" / "-live" / "session.jsonl"
+    target.write_bytes(b"".join(lines[:4]) + lines[4][:200])  # line 5 half written
+    with DaemonProcess(home, tmp_path / "data") as daemon:
+        eventually(lambda: covers(daemon.search("fix the instructions"), target, 3))
+        time.sleep(1.0)
+        assert not covers(daemon.search("bureaucrat tentative annoyingly", limit=50), target, 5)
+        with open(target, "ab") as handle:
+            handle.write(lines[4][200:])
+        eventually(lambda: covers(daemon.search("bureaucrat tentative annoyingly", limit=50), target, 5))
+        with open(target, "ab") as handle:
+            handle.write(b"".join(lines[5:]))
+        daemon.wait_idle()
+        assert daemon.stop() == 0
+    assert snapshot(tmp_path / "data", embedder) == clean_import(home, tmp_path / "clean", embedder)
+
+
+def test_truncated_replaced_and_deleted_files(tmp_path: Path, home: Path) -> None:
+    folder = home / "projects" / "-live"
+    first, second = folder / "a.jsonl", folder / "b.jsonl"
+    shutil.copyfile(REAL / "obra__episodic-memory__tiny-conversation.jsonl", first)
+    shutil.copyfile(REAL / "marot__spotter__short.jsonl", second)
+    with DaemonProcess(home, tmp_path / "data") as daemon:
+        eventually(lambda: daemon.search("Proactiveness", limit=20) and covers(daemon.search("Proactiveness"), first, 2))
+        # replaced: a new file (new inode) renamed over the old one
+        staged = folder / "staged.tmp"
+        shutil.copyfile(REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl", staged)
+        staged.replace(first)
+        eventually(lambda: covers(daemon.search("run a command ls -la", limit=5), first, 2))
+        eventually(lambda: not mentions(daemon.search("Proactiveness", limit=50), first, "Proactiveness"))
+        # truncated in place, then rewritten shorter
+        with open(first, "r+b") as handle:
+            handle.truncate(0)
+            handle.write((REAL / "obra__episodic-memory__tiny-conversation.jsonl").read_bytes())
+        eventually(lambda: covers(daemon.search("Proactiveness", limit=20), first, 2))
+        eventually(lambda: not mentions(daemon.search("run a command ls -la", limit=50), first, "ls -la"))
+        # deleted: what was indexed stays findable, and the daemon stays up
+        before = daemon.search("spotter", limit=50)
+        assert any(r["transcript"] == str(second) for r in before)
+        second.unlink()
+        time.sleep(1.0)
+        assert daemon.get("/healthz")["status"] == "ok"
+        assert any(r["transcript"] == str(second) for r in daemon.search("spotter", limit=50))
+        assert daemon.stop() == 0
+
+
+def test_second_daemon_is_refused_naming_the_first(tmp_path: Path, home: Path) -> None:
+    with DaemonProcess(home, tmp_path / "data") as first:
+        second = DaemonProcess(home, tmp_path / "data").start(wait=False)
+        assert second.proc is not None
+        code = second.proc.wait(timeout=60)
+        port = first.url.rsplit(":", 1)[1]
+        assert code == 3
+        log = second.log.read_text()
+        assert f"already running for {tmp_path / 'data'} (pid {first.proc.pid}, port {port})" in log
+        assert first.get("/healthz")["status"] == "ok"
+
+
+def test_health_metrics_status_and_search_parameters(tmp_path: Path, home: Path) -> None:
+    build_claude_home(home)
+    with DaemonProcess(home, tmp_path / "data") as daemon:
+        health = daemon.wait_idle()
+        assert health["status"] == "ok" and health["lag_seconds"] == 0 and health["files_pending"] == 0
+        metrics = daemon.get("/metrics")
+        for name in ("lines_read_total", "chunks_indexed_total", "bad_lines_total", "embed_seconds_total",
+                     "queue_depth", "lag_seconds", "rss_bytes"):
+            assert f"\nselfreflect_{name} " in "\n" + metrics
+        assert "\nselfreflect_bad_lines_total 3\n" in "\n" + metrics
+        status = daemon.get("/api/status")
+        assert status["chunks"] > 300 and status["daemon"]["pid"] == daemon.proc.pid
+        found = daemon.get("/api/search", q="ls -la", limit=2, project="workspace")
+        assert set(found) == {"query", "took_ms", "results"} and len(found["results"]) == 2
+        assert {r["project"] for r in found["results"]} == {"workspace"}
+        bad = __import__("httpx").get(daemon.url + "/api/search", params={"q": "x", "since": "someday"})
+        assert bad.status_code == 400 and "not a date" in bad.json()["error"]
+        assert daemon.stop() == 0
+
+
+def test_cli_goes_through_the_running_daemon(tmp_path: Path, home: Path) -> None:
+    shutil.copyfile(REAL / "obra__episodic-memory__tiny-conversation.jsonl", home / "projects" / "-live" / "a.jsonl")
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(home), "SELFREFLECT_HOME": str(tmp_path / "data")}
+    with DaemonProcess(home, tmp_path / "data") as daemon:
+        daemon.wait_idle()
+        search = subprocess.run([sys.executable, "-m", "selfreflect", "search", "--json", "Proactiveness"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert search.returncode == 0, search.stderr
+        assert json.loads(search.stdout)["results"]
+        status = subprocess.run([sys.executable, "-m", "selfreflect", "status", "--json"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0 and json.loads(status.stdout)["daemon"]["pid"] == daemon.proc.pid
+        assert daemon.stop() == 0
+
+
+def test_sigterm_mid_backfill_leaves_a_consistent_state(tmp_path: Path, home: Path, embedder: OnnxEmbedder) -> None:
+    build_claude_home(home)
+    daemon = DaemonProcess(home, tmp_path / "data", CHUNK_SIZE="8")
+    with daemon:
+        eventually(lambda: daemon.get("/healthz")["chunks_indexed"] > 0, timeout=60)
+        assert daemon.stop(signal.SIGTERM) == 0
+    assert not (tmp_path / "data" / "daemon.json").exists()
+    with DaemonProcess(home, tmp_path / "data", CHUNK_SIZE="8") as again:
+        again.wait_idle()
+        assert again.stop() == 0
+    assert snapshot(tmp_path / "data", embedder) == clean_import(home, tmp_path / "clean", embedder)
