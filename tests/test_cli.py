@@ -167,3 +167,30 @@ def test_help_lists_every_command() -> None:
     assert code == 0
     for command in ("import", "search", "status", "show"):
         assert f"  {command}" in out
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_service_install_writes_only_when_asked(tmp_path: Path, platform: str) -> None:
+    from selfreflect.service import install, service_file
+    from selfreflect.settings import Settings
+
+    settings = Settings.load({"port": 9999}, config_file=Path(os.environ["SELFREFLECT_CONFIG"]))
+    unit = service_file(settings, platform=platform, home=tmp_path / "home")
+    assert not unit.path.exists()
+    assert str(unit.path).startswith(str(tmp_path / "home"))
+    for word in (sys.executable, "serve", "--port", "9999", str(settings.data_dir), str(settings.claude_dir)):
+        assert word in unit.text
+    install(unit)
+    assert unit.path.read_text() == unit.text
+    assert ("systemctl --user" if platform == "linux" else "launchctl load") in unit.enable
+
+
+def test_service_install_command_prints_what_it_wrote(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    code, out, _ = run("service", "install", "--print")
+    assert code == 0 and "selfreflect" in out and "serve" in out
+    assert not (tmp_path / "home").exists()
+    code, out, _ = run("service", "install")
+    assert code == 0 and out.startswith("Wrote ")
+    written = Path(out.split()[1].rstrip(":"))
+    assert written.is_file() and str(written).startswith(str(tmp_path / "home"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import REAL, build_claude_home, make_settings
 from daemon_process import DaemonProcess, eventually
+
 from selfreflect.assemble import Assembler
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.importer import Importer
@@ -72,7 +73,7 @@ def test_each_appended_line_becomes_searchable(tmp_path: Path, home: Path, name:
                 continue  # metadata, progress: nothing to find
             words = " ".join(parts[0].text.split()[:12])
             session = record.get("sessionId", "session")
-            eventually(lambda: covers(daemon.search(words, session=session, limit=20), target, number))
+            eventually(lambda w=words, s=session, n=number: covers(daemon.search(w, session=s, limit=20), target, n))
         assert daemon.stop() == 0
 
 
@@ -100,7 +101,9 @@ def test_truncated_replaced_and_deleted_files(tmp_path: Path, home: Path) -> Non
     shutil.copyfile(REAL / "obra__episodic-memory__tiny-conversation.jsonl", first)
     shutil.copyfile(REAL / "marot__spotter__short.jsonl", second)
     with DaemonProcess(home, tmp_path / "data") as daemon:
-        eventually(lambda: daemon.search("Proactiveness", limit=20) and covers(daemon.search("Proactiveness"), first, 2))
+        eventually(
+            lambda: daemon.search("Proactiveness", limit=20) and covers(daemon.search("Proactiveness"), first, 2)
+        )
         # replaced: a new file (new inode) renamed over the old one
         staged = folder / "staged.tmp"
         shutil.copyfile(REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl", staged)
@@ -141,8 +144,15 @@ def test_health_metrics_status_and_search_parameters(tmp_path: Path, home: Path)
         health = daemon.wait_idle()
         assert health["status"] == "ok" and health["lag_seconds"] == 0 and health["files_pending"] == 0
         metrics = daemon.get("/metrics")
-        for name in ("lines_read_total", "chunks_indexed_total", "bad_lines_total", "embed_seconds_total",
-                     "queue_depth", "lag_seconds", "rss_bytes"):
+        for name in (
+            "lines_read_total",
+            "chunks_indexed_total",
+            "bad_lines_total",
+            "embed_seconds_total",
+            "queue_depth",
+            "lag_seconds",
+            "rss_bytes",
+        ):
             assert f"\nselfreflect_{name} " in "\n" + metrics
         assert "\nselfreflect_bad_lines_total 3\n" in "\n" + metrics
         status = daemon.get("/api/status")
@@ -160,12 +170,22 @@ def test_cli_goes_through_the_running_daemon(tmp_path: Path, home: Path) -> None
     env = {**os.environ, "CLAUDE_CONFIG_DIR": str(home), "SELFREFLECT_HOME": str(tmp_path / "data")}
     with DaemonProcess(home, tmp_path / "data") as daemon:
         daemon.wait_idle()
-        search = subprocess.run([sys.executable, "-m", "selfreflect", "search", "--json", "Proactiveness"],
-                                env=env, capture_output=True, text=True, timeout=120)
+        search = subprocess.run(
+            [sys.executable, "-m", "selfreflect", "search", "--json", "Proactiveness"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert search.returncode == 0, search.stderr
         assert json.loads(search.stdout)["results"]
-        status = subprocess.run([sys.executable, "-m", "selfreflect", "status", "--json"],
-                                env=env, capture_output=True, text=True, timeout=120)
+        status = subprocess.run(
+            [sys.executable, "-m", "selfreflect", "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert status.returncode == 0 and json.loads(status.stdout)["daemon"]["pid"] == daemon.proc.pid
         assert daemon.stop() == 0
 
@@ -181,3 +201,36 @@ def test_sigterm_mid_backfill_leaves_a_consistent_state(tmp_path: Path, home: Pa
         again.wait_idle()
         assert again.stop() == 0
     assert snapshot(tmp_path / "data", embedder) == clean_import(home, tmp_path / "clean", embedder)
+
+
+def test_kill_9_at_random_points_loses_and_duplicates_nothing(
+    tmp_path: Path, home: Path, embedder: OnnxEmbedder
+) -> None:
+    """kill -9 at 24 random moments (startup, backfill, while lines are being
+    appended, mid-line), restart each time: the index ends up exactly as a
+    clean import of the same files."""
+    rng = random.Random(20261127)
+    build_claude_home(home)
+    live = home / "projects" / "-live" / "live.jsonl"
+    pending = (REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl").read_bytes()
+    live.write_bytes(b"")
+    data = tmp_path / "data"
+    for _ in range(24):
+        daemon = DaemonProcess(home, data, CHUNK_SIZE="8").start(wait=False)
+        deadline = time.monotonic() + rng.uniform(0.2, 3.0)
+        while time.monotonic() < deadline:
+            if pending and rng.random() < 0.3:
+                cut = min(len(pending), rng.randint(50, 3000))  # often mid-line
+                with open(live, "ab") as handle:
+                    handle.write(pending[:cut])
+                pending = pending[cut:]
+            time.sleep(rng.uniform(0.01, 0.2))
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        assert daemon.proc.wait(timeout=30) == -signal.SIGKILL
+    with open(live, "ab") as handle:
+        handle.write(pending)
+    with DaemonProcess(home, data, CHUNK_SIZE="8") as daemon:
+        daemon.wait_idle(timeout=240)
+        assert daemon.stop() == 0
+    assert snapshot(data, embedder) == clean_import(home, tmp_path / "clean", embedder)

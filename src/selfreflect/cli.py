@@ -254,6 +254,29 @@ def serve(ctx: Context, port: int | None) -> None:
     run_server(Daemon(settings), log_level="info" if level <= logging.INFO else "warning")
 
 
+@cli.group()
+def service() -> None:
+    """Run the daemon at login (systemd user unit, launchd agent)."""
+
+
+@service.command(name="install")
+@click.option("--print", "print_only", is_flag=True, help="Only print the file; write nothing.")
+@pass_context
+def service_install(ctx: Context, print_only: bool) -> None:
+    """Write the service file for this platform and print it.
+
+    Nothing is enabled or started: the command that does it is printed.
+    """
+    from selfreflect.service import install, service_file
+
+    unit = service_file(ctx.settings)
+    if not print_only:
+        install(unit)
+        click.echo(f"Wrote {unit.path}:\n")
+    click.echo(unit.text)
+    click.echo(f"To start it now and at every login: {unit.enable}")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
