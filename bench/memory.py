@@ -1,0 +1,97 @@
+"""Daemon memory while backfilling a large generated corpus.
+
+    python bench/generate_corpus.py /tmp/big --mb 520
+    python bench/memory.py /tmp/big [--max-memory-mb 200]
+
+Starts the real daemon (model, store, HTTP: all in one process) on a fresh
+data dir, samples its resident memory every half second until the backfill
+is done, and prints the peak, the steady level (median of the second half)
+and the level at each quarter of the work, next to a baseline measured in
+the same run: a bare process that only loads the model and embeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BARE = """
+from selfreflect.embed import OnnxEmbedder
+m = OnnxEmbedder(); m.load()
+for _ in range(20):
+    m.embed(["word " * 250] * 2)
+print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+"""
+
+
+def status(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) // 1024
+    return fields
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("claude_dir", type=Path)
+    parser.add_argument("--max-memory-mb", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=7200)
+    args = parser.parse_args()
+    corpus_mb = sum(p.stat().st_size for p in args.claude_dir.rglob("*.jsonl")) / 2**20
+    bare = int(subprocess.run([sys.executable, "-c", BARE], capture_output=True, text=True, check=True).stdout) // 1024
+
+    data = Path(tempfile.mkdtemp(prefix="selfreflect-bench-"))
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(args.claude_dir), "SELFREFLECT_HOME": str(data)}
+    env["MAX_MEMORY_MB"] = str(args.max_memory_mb)
+    log = open(data / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfreflect", "serve", "--port", "0"], env=env, stdout=log, stderr=log
+    )
+    while not (data / "daemon.json").exists():
+        time.sleep(0.1)
+    url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
+    started = time.monotonic()
+    samples: list[tuple[float, int, int]] = []  # seconds, chunks, rss MB
+    try:
+        while time.monotonic() - started < args.timeout:
+            health = json.load(urllib.request.urlopen(url + "/healthz"))
+            rss = status(proc.pid)["VmRSS"]
+            samples.append((time.monotonic() - started, health["chunks_indexed"], rss))
+            if health["files_pending"] == 0 and health["chunks_indexed"] > 0:
+                break
+            time.sleep(0.5)
+        final = status(proc.pid)
+        metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    seconds, chunks = samples[-1][0], samples[-1][1]
+    second_half = [rss for t, _, rss in samples if t >= seconds / 2]
+    print(f"corpus: {corpus_mb:.0f} MB; backfill: {chunks} chunks in {seconds:.0f} s ({chunks / seconds:.1f} chunks/s)")
+    print(f"baseline, bare model process (load + embed):  peak {bare} MB")
+    print(
+        f"daemon, cap {args.max_memory_mb} MB:  peak {final['VmHWM']} MB, steady (median, 2nd half) "
+        f"{statistics.median(second_half):.0f} MB, end {final['VmRSS']} MB "
+        f"(anon {final['RssAnon']} MB, file-backed {final['RssFile']} MB)"
+    )
+    for quarter in (1, 2, 3, 4):
+        target = chunks * quarter / 4
+        t, done, rss = next(s for s in samples if s[1] >= target)
+        print(f"  at {quarter}/4 of the chunks ({done}, {t:.0f} s): {rss} MB")
+    pauses = [line for line in metrics.splitlines() if line.startswith("selfreflect_memory_pauses_total")]
+    oversized = [line for line in metrics.splitlines() if line.startswith("selfreflect_oversized_lines_total")]
+    print("  " + "; ".join(pauses + oversized))
+
+
+if __name__ == "__main__":
+    main()
