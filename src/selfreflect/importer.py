@@ -90,7 +90,14 @@ class Importer:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def import_file(self, transcript: TranscriptFile, summary: ImportSummary, max_batches: int | None = None) -> bool:
+    def import_file(
+        self,
+        transcript: TranscriptFile,
+        summary: ImportSummary,
+        max_batches: int | None = None,
+        batch_chunks: int | None = None,
+        should_yield: Callable[[], bool] | None = None,
+    ) -> bool:
         """Index what is new in one transcript.
 
         A file that vanished or cannot be read is reported in
@@ -101,18 +108,30 @@ class Importer:
             summary: counts to add to.
             max_batches: stop after this many committed batches (the daemon
                 interleaves a long backfill with live files this way).
+            batch_chunks: chunks per batch (default: the CHUNK_SIZE setting).
+            should_yield: asked after every committed batch: ``True`` stops
+                the read there (a live session is waiting).
 
         Returns:
             ``True`` when it stopped early and more is left to read.
         """
         try:
-            return self._import(transcript, summary, max_batches)
+            return self._import(
+                transcript, summary, max_batches, batch_chunks or self.settings.chunk_size, should_yield
+            )
         except OSError as exc:
             log.warning("%s: cannot read: %s", transcript.path, exc.strerror or exc)
             summary.failed_files.append(str(transcript.path))
             return False
 
-    def _import(self, transcript: TranscriptFile, summary: ImportSummary, max_batches: int | None) -> bool:
+    def _import(
+        self,
+        transcript: TranscriptFile,
+        summary: ImportSummary,
+        max_batches: int | None,
+        limit: int,
+        should_yield: Callable[[], bool] | None,
+    ) -> bool:
         path = str(transcript.path)
         identity = FileIdentity.of(transcript.path)
         position = self.state.get(path)
@@ -155,13 +174,13 @@ class Importer:
             closed = assembler.feed(line.number, line.start, record)
             if closed is not None:
                 batch.add(closed, self._chunk(closed))
-            if batch.size + len(assembler.open.parts if assembler.open else ()) >= self.settings.chunk_size:
+            if batch.size + len(assembler.open.parts if assembler.open else ()) >= limit:
                 self._seal_open(assembler, batch)
-                if batch.size >= self.settings.chunk_size:
+                if batch.size >= limit:
                     self._commit(batch, assembler, summary)
                     batch = Batch(transcript, identity, position, seen_end, batch.end, batch.end_line)
                     batches += 1
-                    if max_batches is not None and batches >= max_batches:
+                    if (max_batches is not None and batches >= max_batches) or (should_yield and should_yield()):
                         return True
         if assembler.open is not None:
             final = self._seal_open(assembler, batch)

@@ -29,6 +29,8 @@ from selfreflect.importer import Importer, ImportSummary, is_current
 log = logging.getLogger("selfreflect")
 
 BATCHES_PER_TURN = 2  # batches one file gets before the scheduler looks again
+BACKFILL_CHUNKS = 8  # chunks per batch of a file nobody is writing: a live one waits less
+TIERS = ("event", "active", "backlog")  # file events, written in the last 5 min, the rest
 GUARD_PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
 
 
@@ -68,8 +70,8 @@ class Streamer:
         self.stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._live: dict[str, float] = {}  # path -> when it was first seen changed
-        self._backlog: dict[str, float] = {}
+        # tier -> path -> when it was first seen changed (dicts keep queue order)
+        self._queues: dict[str, dict[str, float]] = {tier: {} for tier in TIERS}
         self._changed: set[str] = set()  # changed again while being read
         self._process = psutil.Process()
         self._trim = _malloc_trim()
@@ -82,8 +84,8 @@ class Streamer:
         now = time.time()
         with self._lock:
             for path in paths:
-                self._live.setdefault(path, now)
-                self._backlog.pop(path, None)
+                since = min([now] + [q.pop(path) for q in self._queues.values() if path in q])
+                self._queues["event"].setdefault(path, since)
                 self._changed.add(path)
         self._update_gauges()
         self._wake.set()
@@ -121,7 +123,7 @@ class Streamer:
             if time.monotonic() >= next_scan:
                 self.rescan()
                 next_scan = time.monotonic() + self.watch_interval
-            path, live = self._next()
+            path, tier = self._next()
             if path is None:
                 self._update_gauges()
                 self._wake.wait(timeout=max(0.0, min(next_scan - time.monotonic(), 1.0)))
@@ -130,14 +132,15 @@ class Streamer:
             self._guard_memory()
             with self._lock:
                 self._changed.discard(path)
-            more = self._read(path)
+            more = self._read(path, tier)
             with self._lock:
-                queue = self._live if live else self._backlog
-                if more or path in self._changed:  # not done: back of its queue, behind the others
-                    since = queue.pop(path, time.time())
-                    queue[path] = since
+                queue = self._queues[tier]
+                if path not in queue:
+                    pass  # an event moved it up a tier meanwhile
+                elif more or path in self._changed:  # not done: back of its queue, behind the others
+                    queue[path] = queue.pop(path)
                 else:
-                    queue.pop(path, None)
+                    del queue[path]
             self._update_gauges()
             if on_batch:
                 on_batch()
@@ -155,29 +158,31 @@ class Streamer:
                 path = str(transcript.path)
                 known = positions.get(path)
                 changed = known is None or not is_current(known, transcript.size, transcript.mtime)
-                if changed and path not in self._live:
-                    if transcript.active(now):
-                        self._live.setdefault(path, now)
-                    else:
-                        self._backlog.setdefault(path, now)
+                if changed and not any(path in q for q in self._queues.values()):
+                    self._queues["active" if transcript.active(now) else "backlog"][path] = now
             self.stats.rescans += 1
         self._update_gauges()
 
-    def _next(self) -> tuple[str | None, bool]:
+    def _next(self) -> tuple[str | None, str]:
         with self._lock:
-            if self._live:
-                return next(iter(self._live)), True
-            if self._backlog:
-                return next(iter(self._backlog)), False
-        return None, False
+            for tier in TIERS:
+                if self._queues[tier]:
+                    return next(iter(self._queues[tier])), tier
+        return None, ""
 
-    def _read(self, path: str) -> bool:
+    def _read(self, path: str, tier: str) -> bool:
         transcript = describe(self.projects_dir, Path(path))
         if transcript is None:
             return False  # deleted (what was indexed stays), or not a transcript
         summary = ImportSummary()
         started = time.perf_counter()
-        more = self.importer.import_file(transcript, summary, max_batches=BATCHES_PER_TURN)
+        if tier == "event":
+            more = self.importer.import_file(transcript, summary, max_batches=BATCHES_PER_TURN)
+        else:  # small batches, and out of the way as soon as a written file has news
+            events = self._queues["event"]
+            more = self.importer.import_file(
+                transcript, summary, BATCHES_PER_TURN, BACKFILL_CHUNKS, should_yield=lambda: bool(events)
+            )
         with self._lock:
             stats = self.stats
             stats.lines_read += summary.lines
@@ -197,7 +202,7 @@ class Streamer:
     def _update_gauges(self) -> None:
         now = time.time()
         with self._lock:
-            pending = {**self._backlog, **self._live}
+            pending = {path: since for q in self._queues.values() for path, since in q.items()}
             self.stats.files_pending = len(pending)
             self.stats.lag_seconds = round(now - min(pending.values()), 3) if pending else 0.0
 
