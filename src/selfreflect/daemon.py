@@ -146,7 +146,7 @@ class Daemon:
             "status": "ok",
             "lag_seconds": stats.lag_seconds,
             "files_pending": stats.files_pending,
-            "chunks_indexed": stats.chunks_indexed,
+            "chunks_indexed": stats.read.chunks,
             "pid": self.info.pid,
             "port": self.info.port,
             "uptime_seconds": round(time.time() - self.started, 1),
@@ -157,10 +157,10 @@ class Daemon:
         assert self.streamer is not None
         stats = self.streamer.stats
         rows = [
-            ("lines_read_total", "counter", "Transcript lines read.", stats.lines_read),
-            ("chunks_indexed_total", "counter", "Chunks embedded and written.", stats.chunks_indexed),
-            ("bad_lines_total", "counter", "Lines skipped as not JSON objects.", stats.bad_lines),
-            ("oversized_lines_total", "counter", "Lines skipped as too long.", stats.oversized_lines),
+            ("lines_read_total", "counter", "Transcript lines read.", stats.read.lines),
+            ("chunks_indexed_total", "counter", "Chunks embedded and written.", stats.read.chunks),
+            ("bad_lines_total", "counter", "Lines skipped as not JSON objects.", stats.read.bad_lines),
+            ("oversized_lines_total", "counter", "Lines skipped as too long.", stats.read.oversized_lines),
             (
                 "failed_reads_total",
                 "counter",

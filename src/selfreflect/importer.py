@@ -47,6 +47,15 @@ class ImportSummary:
     failed_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def add(self, other: ImportSummary) -> None:
+        """Count another pass into this one (the daemon's running totals)."""
+        self.files_read += other.files_read
+        self.lines += other.lines
+        self.chunks += other.chunks
+        self.bad_lines += other.bad_lines
+        self.oversized_lines += other.oversized_lines
+        self.seconds += other.seconds
+
 
 def point_id(transcript_key: str, session_id: str, exchange: str, ordinal: int) -> str:
     """Deterministic: the same chunk of the same exchange always gets the same id."""

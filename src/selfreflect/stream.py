@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -38,17 +38,13 @@ GUARD_PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
 class StreamStats:
     """Counters and gauges the daemon exports (``/metrics``, ``/healthz``)."""
 
-    lines_read: int = 0
-    chunks_indexed: int = 0
-    bad_lines: int = 0
-    oversized_lines: int = 0
+    read: ImportSummary = field(default_factory=ImportSummary)  # totals since startup
     failed_reads: int = 0
     embed_seconds: float = 0.0
     files_pending: int = 0
     lag_seconds: float = 0.0
     memory_pauses: int = 0
     rescans: int = 0
-    last_indexed: float = 0.0
 
 
 class Streamer:
@@ -185,15 +181,10 @@ class Streamer:
             )
         with self._lock:
             stats = self.stats
-            stats.lines_read += summary.lines
-            stats.chunks_indexed += summary.chunks
-            stats.bad_lines += summary.bad_lines
-            stats.oversized_lines += summary.oversized_lines
+            stats.read.add(summary)
             stats.failed_reads += len(summary.failed_files)
             stats.embed_seconds += self.importer.embed_seconds
             self.importer.embed_seconds = 0.0
-            if summary.chunks:
-                stats.last_indexed = time.time()
         log.debug(
             "%s: %d lines, %d chunks in %.3f s", path, summary.lines, summary.chunks, time.perf_counter() - started
         )
