@@ -254,6 +254,26 @@ def serve(ctx: Context, port: int | None) -> None:
     run_server(Daemon(settings), log_level="info" if level <= logging.INFO else "warning")
 
 
+@cli.command(name="mcp")
+@click.option(
+    "--no-daemon",
+    is_flag=True,
+    envvar="SELFREFLECT_NO_DAEMON",
+    help="Never start the daemon: open the store per call instead [env SELFREFLECT_NO_DAEMON=1].",
+)
+@pass_context
+def mcp_command(ctx: Context, no_daemon: bool) -> None:
+    """MCP over stdio, for `claude mcp add selfreflect -- selfreflect mcp`.
+
+    Talks to the running daemon, and starts it (detached) when none runs, so
+    new lines keep being indexed while Claude works. stdout carries protocol
+    only; logs go to stderr.
+    """
+    from selfreflect.mcp import run_stdio
+
+    run_stdio(ctx.settings, start_daemon=not no_daemon)
+
+
 @cli.group()
 def service() -> None:
     """Run the daemon at login (systemd user unit, launchd agent)."""

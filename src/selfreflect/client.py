@@ -15,6 +15,14 @@ class DaemonUnavailable(SelfReflectError):
     """The daemon did not answer."""
 
 
+def post_json(base_url: str, path: str, body: Any, timeout: float = 30.0) -> Any:
+    """POST JSON to the daemon and decode its JSON answer (errors as :func:`get_json`)."""
+    request = urllib.request.Request(
+        f"{base_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    return _fetch(request, base_url, timeout)
+
+
 def get_json(base_url: str, path: str, params: list[tuple[str, str]] | None = None, timeout: float = 30.0) -> Any:
     """GET ``path`` from the daemon and decode its JSON.
 
@@ -25,8 +33,12 @@ def get_json(base_url: str, path: str, params: list[tuple[str, str]] | None = No
     url = f"{base_url}{path}"
     if params:
         url += "?" + urllib.parse.urlencode(params)
+    return _fetch(urllib.request.Request(url), base_url, timeout)
+
+
+def _fetch(request: urllib.request.Request, base_url: str, timeout: float) -> Any:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:

@@ -72,11 +72,12 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
     return ExcerptLine(number, kind, timestamp, text)
 
 
-def find_transcript(settings: Settings, target: str, store: Store | None) -> Path:
+def find_transcript(settings: Settings, target: str, store: Store | None, on_disk: bool = True) -> Path:
     """The transcript a session id (or a file name) names.
 
-    Looks in the index first, then among the files on disk. A session's own
-    file wins over its sub-agents' files.
+    Looks in the index first, then (``on_disk``) among the files on disk. A
+    session's own file wins over its sub-agents' files. With ``on_disk``
+    off, only indexed transcripts are found: what MCP clients may read.
 
     Raises:
         TranscriptNotFound: nothing matches.
@@ -92,11 +93,12 @@ def find_transcript(settings: Settings, target: str, store: Store | None) -> Pat
             candidates = [Path(str(value)) for value, _ in store.facet("transcript", where, 100)]
             if candidates:
                 break
-    if not candidates and settings.projects_dir.is_dir():
+    if not candidates and on_disk and settings.projects_dir.is_dir():
         candidates = [
             f.path for f in discover(settings.projects_dir) if target in (f.session_id, f.path.stem, f.path.name)
         ]
     if not candidates:
-        raise TranscriptNotFound(f"no transcript for {target!r} (give a session id or a transcript path)")
+        indexed = "indexed " if not on_disk else ""
+        raise TranscriptNotFound(f"no {indexed}transcript for {target!r} (give a session id or a transcript path)")
     candidates.sort(key=lambda p: (p.stem != target, "subagents" in p.parts, p.stem.startswith("agent-"), str(p)))
     return candidates[0]

@@ -1,37 +1,56 @@
 """HTTP face of the daemon, on 127.0.0.1 only.
 
 ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /api/search``
-(the parameters and JSON of ``selfreflect search --json``) and
-``GET /api/status`` (the JSON of ``selfreflect status --json``). Thin: it
-translates parameters and formats results; the search core does the work.
+(the parameters and JSON of ``selfreflect search --json``), ``GET
+/api/status`` (the JSON of ``selfreflect status --json``), the MCP tools'
+calls (``/api/by-file``, ``POST /api/reflections``, ``/api/conversation``)
+and MCP itself over streamable HTTP at ``/mcp``. Thin: it translates
+parameters and formats results; the core does the work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
-from selfreflect.errors import SelfReflectError
+from selfreflect.errors import SelfReflectError, TranscriptNotFound
+from selfreflect.mcp import build_server
 from selfreflect.search import make_query, search
-from selfreflect.status import status_report
 
 log = logging.getLogger("selfreflect")
 
 TRUE = {"1", "true", "yes", "on"}
 
 
+def answer(work: Callable[[], Any]) -> JSONResponse:
+    """Run a backend call; domain errors become 400/404 with ``{"error": ...}``."""
+    try:
+        return JSONResponse(work())
+    except TranscriptNotFound as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    except (SelfReflectError, ValueError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+
 def create_app(daemon: Daemon) -> Starlette:
     """The routes over a started daemon."""
+    store = daemon.store
+    assert store is not None
+    backend = LocalBackend(daemon.settings, daemon.embedder, lambda: held(store), daemon.health)
 
     def healthz(request: Request) -> JSONResponse:
         return JSONResponse(daemon.health())
@@ -61,18 +80,48 @@ def create_app(daemon: Daemon) -> Starlette:
         return JSONResponse(search(daemon.store, daemon.embedder, query).to_json())
 
     def api_status(request: Request) -> JSONResponse:
-        assert daemon.store is not None
-        report = status_report(daemon.settings, daemon.store)
-        report["daemon"] = daemon.health()
-        return JSONResponse(report)
+        return JSONResponse(backend.status())
+
+    def api_by_file(request: Request) -> JSONResponse:
+        params = request.query_params
+        return answer(lambda: backend.by_file(params.get("path", ""), int(params.get("limit", "10"))).to_json())
+
+    async def api_reflections(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            content, tags, cwd = str(body["content"]), list(body.get("tags") or []), body.get("cwd")
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"expected JSON with content, tags, cwd: {exc}"}, status_code=400)
+        return await run_in_threadpool(answer, lambda: backend.store_reflection(content, tags, cwd))
+
+    def api_conversation(request: Request) -> JSONResponse:
+        p = request.query_params
+        return answer(
+            lambda: backend.read_conversation(
+                p.get("session_id", ""), int(p.get("line", "1")), int(p.get("before", "5")), int(p.get("after", "5"))
+            )
+        )
+
+    mcp = build_server(backend, lambda: None)  # over HTTP the client's folder is unknown: all projects
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():  # a mounted app's own lifespan does not run
+            yield
 
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             Route("/api/search", api_search),
             Route("/api/status", api_status),
-        ]
+            Route("/api/by-file", api_by_file),
+            Route("/api/reflections", api_reflections, methods=["POST"]),
+            Route("/api/conversation", api_conversation),
+            Mount("/", app=mcp_app),  # serves /mcp; last, after the other routes
+        ],
     )
 
 
@@ -90,7 +139,7 @@ def serve(daemon: Daemon, log_level: str = "warning") -> None:
     """Run the daemon until SIGTERM or SIGINT, then shut it down cleanly."""
     sock = daemon.startup()
     try:
-        config = uvicorn.Config(create_app(daemon), log_level=log_level, access_log=False, lifespan="off")
+        config = uvicorn.Config(create_app(daemon), log_level=log_level, access_log=False, lifespan="on")
         server = _Server(config)
         # uvicorn hands the signal it caught to the handler it found once it
         # has stopped: make that one harmless, so the shutdown below runs.

@@ -123,6 +123,19 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results)
 
 
+def by_file(store: Store, path: str, limit: int = 10) -> SearchResponse:
+    """Conversations that read or edited ``path``, newest first. The path is
+    matched by suffix: ``src/app.py`` finds ``/home/x/proj/src/app.py``.
+    Scores are 0: these are not ranked by relevance."""
+    started = time.perf_counter()
+    suffix = "/".join(p for p in path.replace("\\", "/").split("/") if p and p != ".")
+    if not suffix:
+        raise ConfigError("give a file path, such as src/app.py")
+    hits = [Hit(p["id"], 0.0, p) for p in store.recent(SearchFilter(file=suffix), limit)]
+    results = [to_result(h, suffix) for h in hits]
+    return SearchResponse(path, round((time.perf_counter() - started) * 1000, 2), results)
+
+
 def to_result(hit: Hit, query: str) -> SearchResult:
     p = hit.payload
     text = p.get("text", "")

@@ -221,15 +221,20 @@ class EdgeStore:
         return [(hit.value, hit.count) for hit in response.hits]
 
     def latest(self, where: SearchFilter) -> dict[str, Any] | None:
+        newest = self.recent(where, 1)
+        return newest[0] if newest else None
+
+    def recent(self, where: SearchFilter, limit: int) -> list[dict[str, Any]]:
+        """Payloads newest first."""
         records, _ = self._shard.scroll(
             qe.ScrollRequest(
-                limit=1,
+                limit=limit,
                 filter=to_filter(where),
                 with_payload=True,
                 order_by=qe.OrderBy("timestamp", direction=qe.Direction.Desc),
             )
         )
-        return dict(records[0].payload or {}) if records else None
+        return [dict(r.payload or {}, id=str(r.id)) for r in records]
 
     def size_bytes(self) -> int:
         """Bytes on disk (the engine preallocates sparse files: count blocks, not lengths)."""

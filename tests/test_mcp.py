@@ -1,0 +1,241 @@
+"""MCP with the official client of the SDK, over stdio and streamable HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import psutil
+import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import TextContent
+
+from conftest import REAL
+from daemon_process import DaemonProcess
+
+pytestmark = pytest.mark.timeout(300)
+
+FILES = (
+    "oneryalcin__fasthooks__sample_main_transcript.jsonl",
+    "obra__episodic-memory__tiny-conversation.jsonl",
+    "d-kimuson__claude-code-viewer__5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl",
+)
+TOOLS = {"reflect_on_past", "store_reflection", "search_by_file", "read_conversation", "status"}
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A Claude home of three real transcripts; stops any daemon a test started."""
+    folder = tmp_path / "claude" / "projects" / "-workspace"
+    folder.mkdir(parents=True)
+    for name in FILES:
+        shutil.copyfile(REAL / name, folder / name)
+    yield tmp_path / "claude"
+    info = tmp_path / "data" / "daemon.json"
+    if info.exists():
+        pid = json.loads(info.read_text())["pid"]
+        if psutil.pid_exists(pid):
+            os.kill(pid, signal.SIGTERM)
+            psutil.Process(pid).wait(timeout=60)
+
+
+def server(home: Path, data: Path, *args: str, cwd: Path | None = None) -> StdioServerParameters:
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(home), "SELFREFLECT_HOME": str(data), "SELFREFLECT_PORT": "0"}
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "selfreflect", "mcp", *args], env=env, cwd=str(cwd or data.parent)
+    )
+
+
+async def call(session: ClientSession, tool: str, **args: Any) -> tuple[Any, str, bool]:
+    result = await session.call_tool(tool, args)
+    text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+    return result.structured_content, text, bool(result.is_error)
+
+
+async def wait_indexed(session: ClientSession) -> dict[str, Any]:
+    with anyio.fail_after(120):
+        while True:
+            report, _, _ = await call(session, "status")
+            if report["chunks"] and report.get("daemon", {}).get("files_pending", 0) == 0:
+                return dict(report)
+            await anyio.sleep(0.2)
+
+
+def cited_text(result: dict[str, Any]) -> str:
+    lines = Path(result["transcript"]).read_bytes().split(b"\n")[result["line_start"] - 1 : result["line_end"]]
+    return " ".join(json.dumps(orjson.loads(raw)) for raw in lines if raw.strip())
+
+
+def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    record = {
+        "type": "user",
+        "uuid": "m1",
+        "sessionId": "mine-1",
+        "cwd": str(mine),
+        "timestamp": "2026-03-01T10:00:00Z",
+        "message": {"role": "user", "content": "in my project, run ls -la on the build folder"},
+    }
+    (home / "projects" / "-mine").mkdir()
+    (home / "projects" / "-mine" / "mine-1.jsonl").write_bytes(orjson.dumps(record) + b"\n")
+
+    async def scenario() -> None:
+        async with stdio_client(server(home, tmp_path / "data", cwd=mine)) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = {t.name: t for t in (await session.list_tools()).tools}
+                assert set(tools) == TOOLS
+                schema = tools["reflect_on_past"].input_schema
+                assert schema["required"] == ["query"] and schema["properties"]["limit"]["default"] == 5
+                assert {"project", "since", "min_score", "use_decay"} <= set(schema["properties"])
+                assert tools["reflect_on_past"].output_schema is not None
+                report = await wait_indexed(session)
+                assert report["daemon"]["pid"] != os.getpid()  # the daemon it started serves the calls
+
+                found, text, error = await call(
+                    session, "reflect_on_past", query="run the ls -la command", project="all"
+                )
+                assert not error and found["results"] and set(found) == {"query", "took_ms", "results"}
+                top = found["results"][0]
+                assert top["transcript"].endswith("sample_main_transcript.jsonl") and "ls -la" in cited_text(top)
+                assert f"{top['transcript']}:{top['line_start']}-{top['line_end']}" in text
+                assert all(len(r["text"]) <= 600 for r in found["results"])
+
+                # the client's folder is its project by default; "all" widens it
+                scoped, text, _ = await call(session, "reflect_on_past", query="ls -la")
+                assert 'project="all"' in text
+                assert {r["project"] for r in scoped["results"]} == {"mine"}
+                # a folder with nothing indexed: all projects, and it says so
+                elsewhere, text, _ = await call(session, "reflect_on_past", query="ls -la", project="/nowhere")
+                assert elsewhere["results"] == []
+
+                by_file, _, error = await call(session, "search_by_file", path="todo-app/package.json")
+                assert not error and by_file["results"]
+                assert all(any(f.endswith("todo-app/package.json") for f in r["files"]) for r in by_file["results"])
+
+                first = found["results"][0]
+                around, text, error = await call(
+                    session, "read_conversation", session_id=first["session_id"], line=first["line_start"], before=1
+                )
+                assert not error and around["transcript"] == first["transcript"]
+                assert [x["line"] for x in around["lines"]][0] == max(1, first["line_start"] - 1)
+
+                saved, _, error = await call(
+                    session,
+                    "store_reflection",
+                    content="Cerulean-walrus rule: fuse BM25 and dense with RRF",
+                    tags=["search"],
+                )
+                assert not error and saved["transcript"].endswith("reflections.jsonl")
+                again, _, _ = await call(session, "store_reflection", content="Cerulean-walrus rule, second note")
+                assert again["id"] != saved["id"]
+                hits, _, _ = await call(
+                    session, "reflect_on_past", query="cerulean walrus rule", project="all", limit=3
+                )
+                assert {r["line_start"] for r in hits["results"] if r["session_id"] == "reflections"} == {1, 2}
+
+                # only what is indexed can be read: not a path outside, nor a real file that is not indexed
+                for bad in ("../../../etc/passwd", "/etc/passwd", str(REAL / FILES[0]), "no-such-session"):
+                    _, text, error = await call(session, "read_conversation", session_id=bad, line=1)
+                    assert error and "no indexed transcript" in text
+
+    anyio.run(scenario)
+
+
+def test_stdout_carries_protocol_only(tmp_path: Path, home: Path) -> None:
+    messages = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "status", "arguments": {}}},
+    ]
+    params = server(home, tmp_path / "data", "--no-daemon")
+    with open(tmp_path / "stderr.log", "wb") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "selfreflect", "-vv", "mcp", "--no-daemon"],
+            env=params.env,
+            cwd=params.cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        for message in messages:
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
+            proc.stdin.flush()
+        answers = [json.loads(proc.stdout.readline()) for _ in range(3)]  # every line must be JSON-RPC
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        proc.stdout.close()
+        proc.wait(timeout=60)
+    assert [a["id"] for a in answers] == [1, 2, 3] and all(a["jsonrpc"] == "2.0" for a in answers)
+    assert {t["name"] for t in answers[1]["result"]["tools"]} == TOOLS
+    assert all(json.loads(line)["jsonrpc"] == "2.0" for line in rest.splitlines() if line.strip())
+    assert not (tmp_path / "data" / "daemon.json").exists()  # --no-daemon: none was started
+    assert b"DEBUG" in (tmp_path / "stderr.log").read_bytes()  # the logs went to stderr
+
+
+def test_streamable_http_on_the_daemon(tmp_path: Path, home: Path) -> None:
+    with DaemonProcess(home, tmp_path / "data") as daemon:
+        daemon.wait_idle()
+
+        async def scenario() -> None:
+            async with streamable_http_client(daemon.url + "/mcp") as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    assert {t.name for t in (await session.list_tools()).tools} == TOOLS
+                    found, _, error = await call(session, "reflect_on_past", query="Proactiveness")
+                    assert not error and found["results"]  # no client folder over HTTP: all projects
+                    top = found["results"][0]
+                    assert "Proactiveness" in cited_text(top)
+                    around, _, error = await call(session, "read_conversation", session_id=top["session_id"], line=2)
+                    assert not error and any(x["line"] == 2 for x in around["lines"])
+
+        anyio.run(scenario)
+        assert daemon.stop() == 0
+
+
+def test_several_stdio_clients_share_one_daemon(tmp_path: Path, home: Path) -> None:
+    pids: list[int] = []
+
+    async def client() -> None:
+        async with stdio_client(server(home, tmp_path / "data")) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                report, _, _ = await call(session, "status")
+                pids.append(report["daemon"]["pid"])
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(client)
+
+    anyio.run(scenario)
+    assert len(pids) == 3 and len(set(pids)) == 1
+    serving = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "serve" in (p.info["cmdline"] or []) and str(tmp_path / "data") in " ".join(p.info["cmdline"] or [])
+    ]
+    assert [p.pid for p in serving] == pids[:1]
