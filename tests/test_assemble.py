@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import EDGE, REAL
-
 from selfreflect.assemble import Assembler, Exchange, Part
 from selfreflect.parse import parse_line
 from selfreflect.tail import read_lines
+
+from conftest import EDGE, REAL
 
 MAIN = REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl"
 SIDECHAIN = REAL / "oneryalcin__fasthooks__sample_agent_sidechain.jsonl"

@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REAL
 
 from selfreflect.assemble import Assembler, Exchange, Part
 from selfreflect.chunk import Chunk, chunk_exchange
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.parse import parse_line
 from selfreflect.tail import read_lines
+
+from conftest import REAL
 
 BUDGET = 254  # 256 word-pieces minus [CLS] and [SEP]
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from conftest import REAL, build_claude_home
 
 from selfreflect.cli import cli
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
+
+from conftest import REAL, build_claude_home
 
 RESULT_KEYS = {
     "score",

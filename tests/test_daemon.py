@@ -14,8 +14,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import REAL, build_claude_home, make_settings
-from daemon_process import DaemonProcess, eventually
 
 from selfreflect.assemble import Assembler
 from selfreflect.embed import OnnxEmbedder
@@ -23,6 +21,9 @@ from selfreflect.importer import Importer
 from selfreflect.state import State
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
+
+from conftest import REAL, build_claude_home, make_settings
+from daemon_process import DaemonProcess, eventually
 
 pytestmark = pytest.mark.timeout(300)
 

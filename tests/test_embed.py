@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED
 
 from selfreflect.embed import OnnxEmbedder, bundled_model_dir
+
+from conftest import SHARED
 
 REFERENCE = json.loads((SHARED / "models" / "all-MiniLM-L6-v2-int8" / "reference-embeddings.json").read_text())
 

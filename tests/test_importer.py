@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import EDGE, REAL, Corpus, make_settings
 
 from selfreflect.discover import discover
 from selfreflect.embed import OnnxEmbedder
@@ -19,6 +18,8 @@ from selfreflect.importer import Importer, ImportSummary
 from selfreflect.state import State
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
+
+from conftest import EDGE, REAL, Corpus, make_settings
 
 # what chunk rendering adds: "Assistant (thinking): ...", "[TodoWrite output] ..."
 LABEL = re.compile(r"^\[[\w.-]+(?: output| error)?\] ", re.M)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EDGE, REAL
 
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.tail import read_lines
+
+from conftest import EDGE, REAL
 
 
 @pytest.mark.parametrize("data", [b"", b"   ", b"\t\r", b"\r\n"])

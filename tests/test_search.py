@@ -6,13 +6,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import Corpus
 
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.errors import ConfigError
 from selfreflect.search import SearchQuery, parse_when, search, snippet
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
+
+from conftest import Corpus
 
 
 def hits(

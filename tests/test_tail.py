@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import EDGE, REAL
 
 from selfreflect.tail import BLOCK, FileIdentity, Line, read_lines
+
+from conftest import EDGE, REAL
 
 TINY = REAL / "obra__episodic-memory__tiny-conversation.jsonl"
 TRUNCATED = EDGE / "truncated-last-line__obra__episodic-memory__tiny-conversation.jsonl"
