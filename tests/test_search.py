@@ -110,3 +110,27 @@ def test_snippet_shows_the_part_that_matched() -> None:
     shown = snippet(text, "docker memory limit")
     assert "docker memory limit" in shown and shown.startswith("…") and shown.endswith("…")
     assert snippet("short text", "x") == "short text"
+
+
+def test_decay_formula() -> None:
+    from selfreflect.search import Decay
+
+    newest = datetime(2026, 3, 31, tzinfo=timezone.utc)
+    decay = Decay(half_life_days=30, weight=0.3)
+    assert decay.factor("2026-03-31T00:00:00Z", newest) == pytest.approx(1.0)
+    assert decay.factor("2026-03-01T00:00:00Z", newest) == pytest.approx(0.7 + 0.3 * 0.5)  # one half-life
+    assert decay.factor("2026-01-30T00:00:00Z", newest) == pytest.approx(0.7 + 0.3 * 0.25)  # two
+    assert decay.factor("2026-04-10T00:00:00Z", newest) == pytest.approx(1.0)  # newer than newest: no bonus
+    assert decay.factor(None, newest) == pytest.approx(0.7)  # no timestamp: the floor
+    assert Decay(30, 0.0).factor("2020-01-01T00:00:00Z", newest) == 1.0  # weight 0: off
+
+
+def test_decay_favours_recent_conversations(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    from selfreflect.search import Decay
+
+    plain = search(corpus_store, embedder, SearchQuery("tests", limit=10)).results
+    recent = search(corpus_store, embedder, SearchQuery("tests", limit=10, decay=Decay(7, 1.0))).results
+    newest = max(r.timestamp or "" for r in plain + recent)
+    assert recent[0].timestamp and recent[0].timestamp[:7] == newest[:7]  # the newest month leads
+    assert [r.timestamp for r in recent] != [r.timestamp for r in plain]
+    assert [r.score for r in recent] == sorted((r.score for r in recent), reverse=True)

@@ -106,6 +106,8 @@ class DaemonBackend:
             params.append(("min_score", str(query.min_score)))
         if not where.include_sidechains:
             params.append(("no_sidechains", "1"))
+        if query.decay is not None:
+            params.append(("decay", "1"))  # the daemon applies its own half-life and weight
         return SearchResponse.from_json(get_json(self.url, "/api/search", params))
 
     def by_file(self, path: str, limit: int) -> SearchResponse:

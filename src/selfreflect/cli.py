@@ -166,7 +166,8 @@ def import_(ctx: Context) -> None:
 @click.option("--tool", help="Only chunks that used this tool (Bash, Edit, ...).")
 @click.option("--no-sidechains", is_flag=True, help="Leave out sub-agent conversations.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 200))
-@click.option("--min-score", type=float, help="Drop results scoring below this.")
+@click.option("--min-score", type=float, help="Drop results scoring below this (fused score, at most ~0.033).")
+@click.option("--decay/--no-decay", default=False, help="Favour recent conversations (recency decay; off by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 @pass_context
 def search(
@@ -182,19 +183,22 @@ def search(
     no_sidechains: bool,
     limit: int,
     min_score: float | None,
+    decay: bool,
     as_json: bool,
 ) -> None:
     """Search all projects' conversations (hybrid: meaning + exact words).
 
     Uses the running daemon when there is one (it owns the store).
     """
-    from selfreflect.search import SearchResponse, make_query
+    from selfreflect.search import Decay, SearchResponse, make_query
     from selfreflect.search import search as run_search
 
     text = " ".join(query)
     options: dict[str, Any] = {"projects": projects, "since": since, "until": until, "session": session}
     options |= {"file": file_, "branch": branch, "tool": tool}
     options |= {"include_sidechains": not no_sidechains, "min_score": min_score}
+    settings = ctx.settings
+    options["decay"] = Decay(settings.decay_half_life_days, settings.decay_weight) if decay else None
     search_query = make_query(text, limit=limit, **options)  # validates before any I/O
     doc = ctx.from_daemon("/api/search", [("q", text), ("limit", str(limit)), *search_params(options)])
     if doc is not None:
@@ -229,6 +233,8 @@ def search_params(options: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if not options["include_sidechains"]:
         params.append(("no_sidechains", "1"))
+    if options.get("decay"):
+        params.append(("decay", "1"))
     return params
 
 

@@ -29,7 +29,7 @@ from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
 from selfreflect.errors import SelfReflectError, TranscriptNotFound
 from selfreflect.mcp import build_server
-from selfreflect.search import make_query, search
+from selfreflect.search import Decay, make_query, search
 
 log = logging.getLogger("selfreflect")
 
@@ -50,6 +50,7 @@ def create_app(daemon: Daemon) -> Starlette:
     """The routes over a started daemon."""
     store = daemon.store
     assert store is not None
+    decay = Decay(daemon.settings.decay_half_life_days, daemon.settings.decay_weight)
     backend = LocalBackend(daemon.settings, daemon.embedder, lambda: held(store), daemon.health)
 
     def healthz(request: Request) -> JSONResponse:
@@ -73,6 +74,7 @@ def create_app(daemon: Daemon) -> Starlette:
                 tool=params.get("tool"),
                 include_sidechains=params.get("no_sidechains", "").lower() not in TRUE,
                 min_score=float(params["min_score"]) if params.get("min_score") else None,
+                decay=decay if params.get("decay", "").lower() in TRUE else None,
             )
         except (SelfReflectError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -102,7 +104,7 @@ def create_app(daemon: Daemon) -> Starlette:
             )
         )
 
-    mcp = build_server(backend, lambda: None)  # over HTTP the client's folder is unknown: all projects
+    mcp = build_server(backend, lambda: None, decay)  # over HTTP the client's folder is unknown: all projects
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp")
 
     @contextlib.asynccontextmanager

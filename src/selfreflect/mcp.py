@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from selfreflect.backend import Backend
 from selfreflect.errors import SelfReflectError
-from selfreflect.search import SearchResponse, SearchResult, make_query
+from selfreflect.search import Decay, SearchResponse, SearchResult, make_query
 from selfreflect.settings import Settings
 
 log = logging.getLogger("selfreflect")
@@ -89,13 +89,14 @@ class Stored(BaseModel):
     text: str
 
 
-def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
+def build_server(backend: Backend, cwd: Callable[[], str | None], decay: Decay) -> MCPServer:
     """The MCP server over a backend.
 
     Args:
         backend: where the work happens (this process, or the daemon).
         cwd: the client's working directory when known (stdio: the process's),
             the default project of ``reflect_on_past``.
+        decay: the recency decay ``use_decay=True`` applies.
     """
     server = MCPServer("selfreflect", instructions=INSTRUCTIONS)
 
@@ -117,19 +118,22 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
             project: a project name or path, or "all". Default: the current project.
             since: only after this date or duration ago (2026-01-31, 7d, 12h).
             min_score: drop results below this fused score (about 0.033 at best).
-            use_decay: accepted for compatibility; recency decay is not applied yet.
+            use_decay: favour recent conversations (recency decay; off by default).
             max_tokens: budget for the whole answer.
         """
         scope, note = _scope(project, cwd())
+        recency = decay if use_decay else None
         try:
-            response = backend.search(make_query(query, limit=limit, projects=scope, since=since, min_score=min_score))
+            response = backend.search(
+                make_query(query, limit=limit, projects=scope, since=since, min_score=min_score, decay=recency)
+            )
             if not response.results and scope and project is None:
                 note = f"nothing in {scope[0]}; searched all projects instead"
-                response = backend.search(make_query(query, limit=limit, since=since, min_score=min_score))
+                response = backend.search(
+                    make_query(query, limit=limit, since=since, min_score=min_score, decay=recency)
+                )
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
-        if use_decay:
-            note += ("; " if note else "") + "recency decay is not available yet: ranked by relevance only"
         return _results(response, max_tokens, note)
 
     @server.tool()
@@ -307,4 +311,4 @@ def run_stdio(settings: Settings, start_daemon: bool) -> None:
     """``selfreflect mcp``: serve MCP over stdin/stdout."""
     backend = stdio_backend(settings, start_daemon)
     workdir = str(Path(os.getcwd()))
-    build_server(backend, lambda: workdir).run()
+    build_server(backend, lambda: workdir, Decay(settings.decay_half_life_days, settings.decay_weight)).run()

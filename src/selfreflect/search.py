@@ -26,6 +26,31 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 @dataclass(frozen=True)
+class Decay:
+    """Recency decay, applied to the fused score::
+
+        factor = (1 - weight) + weight * 0.5 ** (age_days / half_life_days)
+        score  = rrf_score * factor
+
+    ``age_days`` is counted back from the newest indexed chunk, not from now,
+    so an index of old conversations is not penalised as a whole. A chunk
+    with no timestamp gets the floor, ``1 - weight``. ``weight`` 0 turns it off.
+    """
+
+    half_life_days: float = 30.0
+    weight: float = 0.3
+
+    def factor(self, timestamp: str | None, newest: datetime | None) -> float:
+        if self.weight <= 0:
+            return 1.0
+        moment = _parse_instant(timestamp)
+        if moment is None or newest is None:
+            return 1.0 - self.weight
+        age_days = max(0.0, (newest - moment).total_seconds() / 86400)
+        return (1.0 - self.weight) + self.weight * 0.5 ** (age_days / self.half_life_days)
+
+
+@dataclass(frozen=True)
 class SearchQuery:
     """A search: the words, where to look, how many results."""
 
@@ -33,6 +58,7 @@ class SearchQuery:
     where: SearchFilter = field(default_factory=SearchFilter)
     limit: int = 10
     min_score: float | None = None
+    decay: Decay | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,7 @@ def make_query(
     tool: str | None = None,
     include_sidechains: bool = True,
     min_score: float | None = None,
+    decay: Decay | None = None,
 ) -> SearchQuery:
     """A query from what a face received (CLI options, HTTP parameters, MCP
     arguments): one place that validates and converts them.
@@ -99,7 +126,7 @@ def make_query(
         tool=tool or None,
         include_sidechains=include_sidechains,
     )
-    return SearchQuery(text, where, limit, min_score)
+    return SearchQuery(text, where, limit, min_score, decay)
 
 
 def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPlan | None = None) -> SearchResponse:
@@ -116,7 +143,14 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     hits: list[Hit] = []
     if text and query.limit > 0:
         vector = embedder.embed([text])[0]
-        hits = store.hybrid(vector.tolist(), lexical_text(text), query.where, query.limit, plan or FusionPlan())
+        # with decay, re-rank a deeper list: an older top hit may fall below a newer one
+        fetch = max(query.limit * 3, 30) if query.decay else query.limit
+        hits = store.hybrid(vector.tolist(), lexical_text(text), query.where, fetch, plan or FusionPlan())
+    if query.decay and hits:
+        newest = _parse_instant((store.latest(SearchFilter()) or {}).get("timestamp"))
+        decay = query.decay
+        hits = [Hit(h.id, h.score * decay.factor(h.payload.get("timestamp"), newest), h.payload) for h in hits]
+        hits.sort(key=lambda h: h.score, reverse=True)
     if query.min_score is not None:
         hits = [h for h in hits if h.score >= query.min_score]
     results = [to_result(h, text) for h in hits[: query.limit]]
@@ -177,6 +211,16 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     if begin + width < len(flat) and cut > width // 2:
         piece = piece[:cut]
     return ("…" if begin else "") + piece + ("…" if begin + len(piece) < len(flat) else "")
+
+
+def _parse_instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def parse_when(value: str | None, now: datetime | None = None) -> str | None:

@@ -31,6 +31,8 @@ ENV = {
     "qdrant_url": "QDRANT_URL",
     "max_line_mb": "SELFREFLECT_MAX_LINE_MB",
     "port": "SELFREFLECT_PORT",
+    "decay_half_life_days": "SELFREFLECT_DECAY_HALF_LIFE_DAYS",
+    "decay_weight": "SELFREFLECT_DECAY_WEIGHT",
 }
 
 DEFAULT_PORT = 7718
@@ -52,6 +54,8 @@ class Settings:
         qdrant_url: a Qdrant server instead of the embedded store (QDRANT_URL).
         max_line_mb: longer transcript lines are skipped and reported.
         port: the daemon's HTTP port on 127.0.0.1 (SELFREFLECT_PORT; 0 picks a free one).
+        decay_half_life_days, decay_weight: recency decay, when a search asks
+            for it (see :class:`selfreflect.search.Decay`).
     """
 
     claude_dir: Path
@@ -63,6 +67,8 @@ class Settings:
     qdrant_url: str | None = None
     max_line_mb: float = 8.0
     port: int = DEFAULT_PORT
+    decay_half_life_days: float = 30.0
+    decay_weight: float = 0.3
 
     @property
     def projects_dir(self) -> Path:
@@ -137,7 +143,12 @@ def _convert(name: str, raw: Any) -> Any:
             if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
                 raise ValueError("out of range")
             return value
-        if name in ("watch_interval", "max_line_mb"):
+        if name == "decay_weight":
+            weight = float(raw)
+            if not 0.0 <= weight <= 1.0:
+                raise ValueError("must be between 0 and 1")
+            return weight
+        if name in ("watch_interval", "max_line_mb", "decay_half_life_days"):
             seconds_or_mb = float(raw)
             if seconds_or_mb <= 0:
                 raise ValueError("must be positive")

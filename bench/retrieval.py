@@ -1,0 +1,177 @@
+"""Retrieval quality on labeled queries over the real transcripts.
+
+    python bench/retrieval.py [--queries ../shared/eval/queries-dev.jsonl]
+
+Indexes ``../shared/corpus/real/`` (each file a transcript, keyed by its file
+name) with the real pipeline, runs every query through the search core the
+CLI uses, and reports Recall@1, Recall@5 and MRR@10, overall and per kind. A
+hit is a result from the query's ``file`` whose [line_start, line_end]
+contains one of its ``relevant_lines``. Baselines in the same run, over the
+same corpus: the anchor's dense-only recipe (text blocks only, "role: text"
+joined, 1600-character chunks with 300 overlap, MiniLM cut at 128 tokens,
+cosine) and BM25 over those same chunks; and, for insight, our own chunks
+searched dense-only and BM25-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from selfreflect.embed import OnnxEmbedder, embed_batched
+from selfreflect.importer import Importer
+from selfreflect.lexical import lexical_text
+from selfreflect.search import Decay, SearchQuery, search
+from selfreflect.settings import Settings
+from selfreflect.state import State
+from selfreflect.store import Hit, Record, SearchFilter
+from selfreflect.store.edge import EdgeStore
+
+ROOT = Path(__file__).resolve().parents[1]
+Ranked = list[tuple[str, int, int]]  # (file name, line_start, line_end), best first
+
+
+def anchor_chunks(path: Path) -> list[tuple[str, int, int]]:
+    """The anchor's recipe: text blocks only, "role: text", 1600 chars, 300 overlap."""
+    messages: list[tuple[int, str]] = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        message = record.get("message") if isinstance(record, dict) else None
+        if not isinstance(message, dict) or record.get("type") not in ("user", "assistant"):
+            continue
+        content = message.get("content")
+        texts = (
+            [content]
+            if isinstance(content, str)
+            else [b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text"]
+        )
+        text = "\n".join(t for t in texts if t)
+        if text:
+            messages.append((number, f"{message.get('role', record['type'])}: {text}"))
+    joined, starts = "", []  # character offset where each message starts
+    for number, text in messages:
+        starts.append((len(joined), number))
+        joined += text + "\n\n"
+    chunks = []
+    for begin in range(0, max(1, len(joined)), 1600 - 300):
+        piece = joined[begin : begin + 1600]
+        if not piece.strip():
+            continue
+        lines = [n for offset, n in starts if begin - 1600 < offset < begin + 1600 and offset <= begin + len(piece)]
+        inside = [n for offset, n in starts if offset <= begin] or [starts[0][1]]
+        first = max(n for offset, n in starts if offset <= begin) if inside else lines[0]
+        chunks.append((piece, first, max(lines + [first])))
+        if begin + 1600 >= len(joined):
+            break
+    return chunks
+
+
+def evaluate(queries: list[dict[str, Any]], run: Callable[[str], Ranked]) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, list[float]]] = {}
+    for q in queries:
+        ranked = run(q["query"])[:10]
+        rank = next(
+            (
+                i
+                for i, (name, start, end) in enumerate(ranked, 1)
+                if name == q["file"] and any(start <= line <= end for line in q["relevant_lines"])
+            ),
+            None,
+        )
+        for kind in ("all", q["kind"]):
+            row = rows.setdefault(kind, {"r1": [], "r5": [], "mrr": []})
+            row["r1"].append(1.0 if rank == 1 else 0.0)
+            row["r5"].append(1.0 if rank is not None and rank <= 5 else 0.0)
+            row["mrr"].append(1.0 / rank if rank else 0.0)
+    return {kind: {k: sum(v) / len(v) for k, v in row.items()} for kind, row in rows.items()}
+
+
+def names(hits: list[Hit]) -> Ranked:
+    return [(Path(h.payload["transcript"]).name, h.payload["line_start"], h.payload["line_end"]) for h in hits]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--queries", type=Path)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    queries = [json.loads(line) for line in (args.queries or args.shared / "eval" / "queries-dev.jsonl").open()]
+    started = time.perf_counter()
+    embedder = OnnxEmbedder()
+    embedder.load()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "claude" / "projects" / "-corpus"
+        folder.mkdir(parents=True)
+        for source in (args.shared / "corpus" / "real").glob("*.jsonl"):
+            shutil.copyfile(source, folder / source.name)
+        (root / "config.toml").write_text("")
+        settings = Settings.load(
+            {"claude_dir": root / "claude", "data_dir": root / "data"}, env={}, config_file=root / "config.toml"
+        )
+        anchor = OnnxEmbedder(max_tokens=128)
+        anchor.load()
+        with (
+            EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store,
+            EdgeStore(root / "anchor", anchor.name, anchor.dim).open() as baseline,
+        ):
+            Importer(settings, store, embedder, State.load(settings.state_file)).run()
+            pieces = [(path.name, c) for path in sorted(folder.glob("*.jsonl")) for c in anchor_chunks(path)]
+            vectors = embed_batched(anchor, [text for _, (text, _, _) in pieces])
+            baseline.upsert(
+                [
+                    Record(
+                        str(uuid.uuid4()),
+                        v.tolist(),
+                        text,
+                        {"transcript": str(folder / name), "line_start": first, "line_end": last, "text": text},
+                    )
+                    for (name, (text, first, last)), v in zip(pieces, vectors, strict=True)
+                ]
+            )
+            everything = SearchFilter()
+            runs: dict[str, Callable[[str], Ranked]] = {
+                "hybrid (selfreflect search)": lambda q: [
+                    (Path(r.transcript).name, r.line_start, r.line_end)
+                    for r in search(store, embedder, SearchQuery(q, limit=10)).results
+                ],
+                "hybrid + decay (30 d, weight 0.3)": lambda q: [
+                    (Path(r.transcript).name, r.line_start, r.line_end)
+                    for r in search(store, embedder, SearchQuery(q, limit=10, decay=Decay())).results
+                ],
+                "baseline: anchor dense-only": lambda q: names(
+                    baseline.dense(anchor.embed([q])[0].tolist(), everything, 10)
+                ),
+                "baseline: BM25 on anchor chunks": lambda q: names(baseline.lexical(q, everything, 10)),
+                "ours, dense only": lambda q: names(store.dense(embedder.embed([q])[0].tolist(), everything, 10)),
+                "ours, BM25 only": lambda q: names(store.lexical(lexical_text(q), everything, 10)),
+            }
+            results = {label: evaluate(queries, run) for label, run in runs.items()}
+    kinds = ["all", "semantic", "keyword", "mixed"]
+    print(f"{len(queries)} queries, {time.perf_counter() - started:.0f} s\n")
+    print(f"{'':34}" + "".join(f"{k:>24}" for k in kinds))
+    print(f"{'':34}" + "".join(f"{'R@1  R@5  MRR@10':>24}" for _ in kinds))
+    for label, table in results.items():
+        cells = "".join(
+            f"{table[k]['r1']:>12.2f}{table[k]['r5']:>5.2f}{table[k]['mrr']:>7.2f}" if k in table else f"{'-':>24}"
+            for k in kinds
+        )
+        print(f"{label:34}{cells}")
+
+
+if __name__ == "__main__":
+    main()
