@@ -61,19 +61,19 @@ def anchor_chunks(path: Path) -> list[tuple[str, int, int]]:
         text = "\n".join(t for t in texts if t)
         if text:
             messages.append((number, f"{message.get('role', record['type'])}: {text}"))
-    joined, starts = "", []  # character offset where each message starts
+    joined, starts = "", []  # (character offset where a message starts, its line)
     for number, text in messages:
         starts.append((len(joined), number))
         joined += text + "\n\n"
     chunks = []
-    for begin in range(0, max(1, len(joined)), 1600 - 300):
+    for begin in range(0, len(joined), 1600 - 300):
         piece = joined[begin : begin + 1600]
         if not piece.strip():
             continue
-        lines = [n for offset, n in starts if begin - 1600 < offset < begin + 1600 and offset <= begin + len(piece)]
-        inside = [n for offset, n in starts if offset <= begin] or [starts[0][1]]
-        first = max(n for offset, n in starts if offset <= begin) if inside else lines[0]
-        chunks.append((piece, first, max(lines + [first])))
+        # lines: the message the chunk starts inside, through the last one starting in it
+        first = max(n for offset, n in starts if offset <= begin)
+        last = max(n for offset, n in starts if offset < begin + len(piece))
+        chunks.append((piece, first, last))
         if begin + 1600 >= len(joined):
             break
     return chunks
