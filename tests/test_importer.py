@@ -281,3 +281,27 @@ def test_last_line_without_newline_is_used_only_once_the_file_is_quiet(
     assert max(p["line_end"] for p in points.values()) == 7
     texts = [p["text"] for p in points.values()]
     assert len(texts) == len(set(texts))
+
+
+def test_a_read_stopped_early_is_not_taken_as_finished(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    from selfreflect.discover import discover
+    from selfreflect.importer import is_current
+
+    settings = make_settings(tmp_path, chunk_size=4)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    target.write_bytes((REAL / "obra__episodic-memory__tiny-conversation.jsonl").read_bytes())
+    os.utime(target, (time.time() - 3600, time.time() - 3600))  # quiet: read as finished
+    import_once(settings, embedder)
+    with open(target, "ab") as handle:
+        handle.write((REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl").read_bytes())
+    os.utime(target, (time.time() - 3600, time.time() - 3600))
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        importer = Importer(settings, store, embedder, State.load(settings.state_file))
+        (transcript,) = discover(settings.projects_dir)
+        assert importer.import_file(transcript, ImportSummary(), max_batches=1)  # more to read
+        position = importer.state.get(str(target))
+        assert not is_current(position, transcript.size, transcript.mtime)
+        while importer.import_file(transcript, ImportSummary(), max_batches=1):
+            pass
+        assert is_current(importer.state.get(str(target)), transcript.size, transcript.mtime)

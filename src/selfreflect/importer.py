@@ -154,6 +154,7 @@ class Importer:
             return False  # not touched since the last read
         summary.files_read += 1
         seen_end = position.end
+        position.final = False  # until this read reaches the end of the file
         assembler = Assembler.restore(transcript.session_id, transcript.agent_id, position.context)
         batch = Batch(transcript, identity, position, seen_end)
         # A quiet file will not finish its last line: take it if it is whole.
