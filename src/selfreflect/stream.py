@@ -128,7 +128,14 @@ class Streamer:
             self._guard_memory()
             with self._lock:
                 self._changed.discard(path)
-            more = self._read(path, tier)
+            try:
+                more = self._read(path, tier)
+            except Exception:  # one file must not stop the importer: the next rescan retries it
+                log.exception("%s: indexing failed; will retry at the next rescan", path)
+                more = False
+                with self._lock:
+                    self.stats.failed_reads += 1
+                    self._changed.discard(path)
             with self._lock:
                 queue = self._queues[tier]
                 if path not in queue:
