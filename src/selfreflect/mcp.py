@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,25 +46,12 @@ selfreflect searches the user's past Claude Code conversations.
 Cite hits as project, date, transcript:line."""
 
 
-class Result(BaseModel):
-    score: float
-    project: str
-    session_id: str
-    transcript: str
-    line_start: int
-    line_end: int
-    timestamp: str | None
-    git_branch: str
-    text: str
-    snippet: str
-    tools: list[str]
-    files: list[str]
-
-
 class Results(BaseModel):
+    """The result JSON of DESIGN.md, as the tools' output schema."""
+
     query: str
     took_ms: float
-    results: list[Result]
+    results: list[SearchResult]
 
 
 class Line(BaseModel):
@@ -235,7 +223,7 @@ def _results(response: SearchResponse, max_tokens: int, note: str) -> CallToolRe
     results = Results(
         query=response.query,
         took_ms=response.took_ms,
-        results=[Result(**{**vars(r), "text": r.text[:TEXT_CHARS]}) for r in kept],
+        results=[replace(r, text=r.text[:TEXT_CHARS]) for r in kept],
     )
     return _answer("\n".join(lines), results)
 
