@@ -305,3 +305,30 @@ def test_a_read_stopped_early_is_not_taken_as_finished(tmp_path: Path, embedder:
         while importer.import_file(transcript, ImportSummary(), max_batches=1):
             pass
         assert is_current(importer.state.get(str(target)), transcript.size, transcript.mtime)
+
+
+@pytest.mark.parametrize("batch_chunks", [1, 2, 3, 5, 8])
+def test_reading_a_few_batches_at_a_time_equals_clean_import(
+    tmp_path: Path, embedder: OnnxEmbedder, batch_chunks: int
+) -> None:
+    """The daemon reads a long file a few batches per turn: however the turns
+    fall, the end result is a clean import (the last exchange included)."""
+    from selfreflect.discover import discover
+
+    full = (REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl").read_bytes()
+    settings = make_settings(tmp_path / "turns")
+    (settings.projects_dir / "-p").mkdir(parents=True)
+    (settings.projects_dir / "-p" / "s.jsonl").write_bytes(full)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        importer = Importer(settings, store, embedder, State.load(settings.state_file))
+        (transcript,) = discover(settings.projects_dir)
+        while importer.import_file(transcript, ImportSummary(), max_batches=1, batch_chunks=batch_chunks):
+            pass
+        importer.import_file(transcript, ImportSummary())  # what a later rescan would do: nothing left
+        turns = all_points(store)
+    clean = make_settings(tmp_path / "clean")
+    (clean.projects_dir / "-p").mkdir(parents=True)
+    (clean.projects_dir / "-p" / "s.jsonl").write_bytes(full)
+    import_once(clean, embedder)
+    with EdgeStore(clean.store_dir, embedder.name, embedder.dim).open() as store:
+        assert comparable(turns) == comparable(all_points(store))

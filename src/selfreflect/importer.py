@@ -154,7 +154,7 @@ class Importer:
             return False  # not touched since the last read
         summary.files_read += 1
         seen_end = position.end
-        position.final = False  # until this read reaches the end of the file
+        position.final = position.done = False  # until this read reaches the end of the file
         assembler = Assembler.restore(transcript.session_id, transcript.agent_id, position.context)
         batch = Batch(transcript, identity, position, seen_end)
         # A quiet file will not finish its last line: take it if it is whole.
@@ -195,7 +195,7 @@ class Importer:
         if assembler.open is not None:
             final = self._seal_open(assembler, batch)
             batch.add(assembler.open, final)  # the tail: written now, rebuilt on the next read
-        position.final = quiet
+        position.final, position.done = quiet, True
         self._commit(batch, assembler, summary)
         return False
 
@@ -278,9 +278,9 @@ class Importer:
 
 
 def is_current(position: TranscriptPosition, size: int, mtime: float) -> bool:
-    """The file was read to its end and has not changed since."""
+    """The file was read to its end, all of it written, and has not changed since."""
     untouched = (size, mtime) == (position.size, position.mtime)
-    return untouched and (position.end == size or position.final)
+    return untouched and position.done and (position.end == size or position.final)
 
 
 class Batch:

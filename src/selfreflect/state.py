@@ -35,6 +35,9 @@ class TranscriptPosition:
             growing), so an unterminated last line was used if it was whole.
         context: where the open exchange stands when ``offset`` is inside it
             (its final chunks are written): :meth:`Assembler.snapshot`.
+        done: the last read went to the end of the file and wrote the open
+            exchange too; a read that stopped early (the daemon's turns) has
+            read lines whose exchange is not written yet.
     """
 
     offset: int = 0
@@ -48,6 +51,7 @@ class TranscriptPosition:
     oversized_lines: int = 0
     final: bool = False
     context: dict[str, Any] | None = None
+    done: bool = False
 
 
 class State:
