@@ -51,10 +51,10 @@ class Context:
         from selfreflect.store import open_store
 
         embedder = OnnxEmbedder()
-        if load_model:
-            embedder.load()
-        store = open_store(self.settings, embedder.name, embedder.dim)
+        store = open_store(self.settings, embedder.name, embedder.dim)  # a locked store fails before the model loads
         try:
+            if load_model:
+                embedder.load()
             yield store, embedder
         finally:
             store.close()
@@ -312,11 +312,9 @@ def status(ctx: Context, as_json: bool) -> None:
 
     settings = ctx.settings
     report: dict[str, Any] | None = ctx.from_daemon("/api/status")
-    if report is not None:
-        pass
-    elif not (settings.store_dir / "meta.json").exists():
-        report = status_report(settings, None)
-    else:
+    if report is None and not (settings.store_dir / "meta.json").exists():
+        report = status_report(settings, None)  # nothing indexed yet
+    elif report is None:
         with ctx.store(load_model=False) as (store, _):
             report = status_report(settings, store)
     if as_json:
