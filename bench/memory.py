@@ -61,12 +61,16 @@ def main() -> None:
         time.sleep(0.1)
     url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
     started = time.monotonic()
-    samples: list[tuple[float, int, int]] = []  # seconds, chunks, rss MB
+    samples: list[tuple[float, int, int, int]] = []  # seconds, chunks, rss MB, anonymous MB
     try:
         while time.monotonic() - started < args.timeout:
             health = json.load(urllib.request.urlopen(url + "/healthz"))
-            rss = status(proc.pid)["VmRSS"]
-            samples.append((time.monotonic() - started, health["chunks_indexed"], rss))
+            now = status(proc.pid)
+            samples.append((time.monotonic() - started, health["chunks_indexed"], now["VmRSS"], now["RssAnon"]))
+            if len(samples) % 120 == 0:  # a progress line a minute
+                print(
+                    f"  {samples[-1][0]:.0f} s: {health['chunks_indexed']} chunks, {now}", file=sys.stderr, flush=True
+                )
             if health["files_pending"] == 0 and health["chunks_indexed"] > 0:
                 break
             time.sleep(0.5)
@@ -76,7 +80,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=120)
     seconds, chunks = samples[-1][0], samples[-1][1]
-    second_half = [rss for t, _, rss in samples if t >= seconds / 2]
+    second_half = [rss for t, _, rss, _ in samples if t >= seconds / 2]
     print(f"corpus: {corpus_mb:.0f} MB; backfill: {chunks} chunks in {seconds:.0f} s ({chunks / seconds:.1f} chunks/s)")
     print(f"baseline, bare model process (load + embed):  peak {bare} MB")
     print(
@@ -86,8 +90,8 @@ def main() -> None:
     )
     for quarter in (1, 2, 3, 4):
         target = chunks * quarter / 4
-        t, done, rss = next(s for s in samples if s[1] >= target)
-        print(f"  at {quarter}/4 of the chunks ({done}, {t:.0f} s): {rss} MB")
+        t, done, rss, anon = next(s for s in samples if s[1] >= target)
+        print(f"  at {quarter}/4 of the chunks ({done}, {t:.0f} s): {rss} MB (anon {anon} MB)")
     pauses = [line for line in metrics.splitlines() if line.startswith("selfreflect_memory_pauses_total")]
     oversized = [line for line in metrics.splitlines() if line.startswith("selfreflect_oversized_lines_total")]
     print("  " + "; ".join(pauses + oversized))

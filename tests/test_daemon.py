@@ -208,8 +208,9 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     tmp_path: Path, home: Path, embedder: OnnxEmbedder
 ) -> None:
     """kill -9 at 24 random moments (startup, backfill, while lines are being
-    appended, mid-line), restart each time: the index ends up exactly as a
-    clean import of the same files."""
+    appended, mid-line, while the store seals a segment and reopens: small
+    segments make that frequent), restart each time: the index ends up
+    exactly as a clean import of the same files."""
     rng = random.Random(20261127)
     build_claude_home(home)
     live = home / "projects" / "-live" / "live.jsonl"
@@ -217,7 +218,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     live.write_bytes(b"")
     data = tmp_path / "data"
     for _ in range(24):
-        daemon = DaemonProcess(home, data, CHUNK_SIZE="8").start(wait=False)
+        daemon = DaemonProcess(home, data, CHUNK_SIZE="8", SELFREFLECT_SEGMENT_POINTS="48").start(wait=False)
         deadline = time.monotonic() + rng.uniform(0.2, 3.0)
         while time.monotonic() < deadline:
             if pending and rng.random() < 0.3:
@@ -231,7 +232,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         assert daemon.proc.wait(timeout=30) == -signal.SIGKILL
     with open(live, "ab") as handle:
         handle.write(pending)
-    with DaemonProcess(home, data, CHUNK_SIZE="8") as daemon:
+    with DaemonProcess(home, data, CHUNK_SIZE="8", SELFREFLECT_SEGMENT_POINTS="48") as daemon:
         daemon.wait_idle(timeout=240)
         assert daemon.stop() == 0
     assert snapshot(data, embedder) == clean_import(home, tmp_path / "clean", embedder)

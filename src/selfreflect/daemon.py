@@ -26,10 +26,11 @@ from selfreflect import __version__
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.errors import SelfReflectError, StoreLocked
 from selfreflect.importer import Importer
+from selfreflect.memory import limit_malloc_arenas
 from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import Store, open_store
-from selfreflect.stream import Streamer, limit_malloc_arenas
+from selfreflect.stream import Streamer
 
 log = logging.getLogger("selfreflect")
 

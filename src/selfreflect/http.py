@@ -6,6 +6,10 @@
 calls (``/api/by-file``, ``POST /api/reflections``, ``/api/conversation``)
 and MCP itself over streamable HTTP at ``/mcp``. Thin: it translates
 parameters and formats results; the core does the work.
+
+The MCP server is built on the first request to ``/mcp``: the SDK and its
+dependencies cost ~35 MB of memory that a daemon nobody talks MCP to over
+HTTP does not pay (stdio clients use the ``/api`` routes).
 """
 
 from __future__ import annotations
@@ -18,17 +22,18 @@ from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
 from selfreflect.errors import SelfReflectError, TranscriptNotFound
-from selfreflect.mcp import build_server
 from selfreflect.search import Decay, make_query, search
 
 log = logging.getLogger("selfreflect")
@@ -104,13 +109,20 @@ def create_app(daemon: Daemon) -> Starlette:
             )
         )
 
-    mcp = build_server(backend, lambda: None, decay)  # over HTTP the client's folder is unknown: all projects
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp")
+    def build_mcp() -> tuple[ASGIApp, Any]:
+        from selfreflect.mcp import build_server
+
+        mcp = build_server(backend, lambda: None, decay)  # over HTTP the client's folder is unknown: all projects
+        return mcp.streamable_http_app(streamable_http_path="/mcp"), mcp.session_manager.run
+
+    mcp_app = LazyMCP(build_mcp)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with mcp.session_manager.run():  # a mounted app's own lifespan does not run
+        async with anyio.create_task_group() as tasks:
+            mcp_app.tasks = tasks
             yield
+            tasks.cancel_scope.cancel()
 
     return Starlette(
         lifespan=lifespan,
@@ -125,6 +137,36 @@ def create_app(daemon: Daemon) -> Starlette:
             Mount("/", app=mcp_app),  # serves /mcp; last, after the other routes
         ],
     )
+
+
+class LazyMCP:
+    """The MCP app, built when ``/mcp`` is first asked for; its session manager
+    then runs in the task group the lifespan gives (``tasks``) until shutdown
+    (a mounted app's own lifespan does not run)."""
+
+    def __init__(self, build: Callable[[], tuple[ASGIApp, Callable[[], Any]]]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+        self._lock = anyio.Lock()
+        self.tasks: anyio.abc.TaskGroup | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/mcp"):
+            await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+            return
+        async with self._lock:
+            if self._app is None:
+                assert self.tasks is not None, "the lifespan did not run"
+                app, run_sessions = await run_in_threadpool(self._build)
+
+                async def sessions(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                    async with run_sessions():
+                        task_status.started()
+                        await anyio.sleep_forever()
+
+                await self.tasks.start(sessions)
+                self._app = app
+        await self._app(scope, receive, send)
 
 
 class _Server(uvicorn.Server):

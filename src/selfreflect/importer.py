@@ -82,8 +82,7 @@ class Importer:
         self.embedder = embedder
         self.state = state
         self.budget = embedder.max_tokens - 2  # [CLS] and [SEP]
-        self.default_embed_tokens = EMBED_TOKENS
-        self.embed_tokens = EMBED_TOKENS  # word-pieces per model call (the memory guard lowers it)
+        self.embed_tokens = EMBED_TOKENS  # word-pieces per model call
         self.embed_seconds = 0.0
 
     def run(self, progress: Callable[[TranscriptFile], None] | None = None) -> ImportSummary:

@@ -33,6 +33,7 @@ ENV = {
     "port": "SELFREFLECT_PORT",
     "decay_half_life_days": "SELFREFLECT_DECAY_HALF_LIFE_DAYS",
     "decay_weight": "SELFREFLECT_DECAY_WEIGHT",
+    "segment_points": "SELFREFLECT_SEGMENT_POINTS",
 }
 
 DEFAULT_PORT = 7718
@@ -56,6 +57,8 @@ class Settings:
         port: the daemon's HTTP port on 127.0.0.1 (SELFREFLECT_PORT; 0 picks a free one).
         decay_half_life_days, decay_weight: recency decay, when a search asks
             for it (see :class:`selfreflect.search.Decay`).
+        segment_points: points the store takes in memory before it seals
+            them into an on-disk segment (SELFREFLECT_SEGMENT_POINTS).
     """
 
     claude_dir: Path
@@ -69,6 +72,7 @@ class Settings:
     port: int = DEFAULT_PORT
     decay_half_life_days: float = 30.0
     decay_weight: float = 0.3
+    segment_points: int = 2048
 
     @property
     def projects_dir(self) -> Path:
@@ -136,7 +140,7 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if name in ("claude_dir", "data_dir"):
             return Path(os.path.expanduser(str(raw)))
-        if name in ("chunk_size", "max_memory_mb", "port"):
+        if name in ("chunk_size", "max_memory_mb", "port", "segment_points"):
             if isinstance(raw, bool):
                 raise ValueError("must be a whole number")
             value = int(raw)

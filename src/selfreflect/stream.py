@@ -10,8 +10,6 @@ process under ``max_memory_mb``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import logging
 import threading
@@ -25,6 +23,7 @@ import psutil
 from selfreflect.discover import describe, discover
 from selfreflect.errors import ClaudeDirMissing
 from selfreflect.importer import Importer, ImportSummary, is_current
+from selfreflect.memory import malloc_trim
 
 log = logging.getLogger("selfreflect")
 
@@ -70,8 +69,9 @@ class Streamer:
         self._queues: dict[str, dict[str, float]] = {tier: {} for tier in TIERS}
         self._changed: set[str] = set()  # changed again while being read
         self._process = psutil.Process()
-        self._trim = _malloc_trim()
+        self._trim = malloc_trim
         self._no_pause_until = 0.0
+        self._smallest: int | None = None  # chunks per batch while near the memory cap
 
     # -- events in ---------------------------------------------------------------
 
@@ -122,6 +122,7 @@ class Streamer:
             path, tier = self._next()
             if path is None:
                 self._update_gauges()
+                self.importer.store.release_memory()  # pages that searches mapped
                 self._wake.wait(timeout=max(0.0, min(next_scan - time.monotonic(), 1.0)))
                 self._wake.clear()
                 continue
@@ -145,6 +146,7 @@ class Streamer:
                 else:
                     del queue[path]
             self._update_gauges()
+            self.importer.store.release_memory()
             if on_batch:
                 on_batch()
 
@@ -180,11 +182,15 @@ class Streamer:
         summary = ImportSummary()
         started = time.perf_counter()
         if tier == "event":
-            more = self.importer.import_file(transcript, summary, max_batches=BATCHES_PER_TURN)
+            more = self.importer.import_file(transcript, summary, BATCHES_PER_TURN, self._smallest)
         else:  # small batches, and out of the way as soon as a written file has news
             events = self._queues["event"]
             more = self.importer.import_file(
-                transcript, summary, BATCHES_PER_TURN, BACKFILL_CHUNKS, should_yield=lambda: bool(events)
+                transcript,
+                summary,
+                BATCHES_PER_TURN,
+                self._smallest or BACKFILL_CHUNKS,
+                should_yield=lambda: bool(events),
             )
         with self._lock:
             stats = self.stats
@@ -216,11 +222,12 @@ class Streamer:
         minute: intake goes on with the smallest batches rather than stall."""
         rss = self.rss()
         if rss < 0.85 * self.max_memory:
-            self.importer.embed_tokens = self.importer.default_embed_tokens
+            self._smallest = None
             return
-        self.importer.embed_tokens = self.importer.embedder.max_tokens  # one text per model call
+        self._smallest = 1  # one chunk a batch
         gc.collect()
         self._trim()
+        self.importer.store.release_memory()
         rss = self.rss()
         if rss <= self.max_memory or time.monotonic() < self._no_pause_until:
             return
@@ -239,29 +246,3 @@ class Streamer:
                 self.max_memory / 2**20,
             )
             self._no_pause_until = time.monotonic() + 60
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives every thread that allocates its own heap arena, and freed
-    memory in one is not reused by another: with the importer, the watcher and
-    HTTP worker threads that inflates RSS. Two arenas are plenty here."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None:
-            libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's malloc_trim: hands freed heap back to the system (a no-op elsewhere)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = libc.malloc_trim if libc is not None else None
-    except (OSError, AttributeError):
-        trim = None
-    if trim is None:
-        return lambda: None
-    return lambda: None if trim(0) else None

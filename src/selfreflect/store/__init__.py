@@ -15,21 +15,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from selfreflect.settings import Settings
 
-# payload field -> index kind (keyword, datetime, integer)
+# payload field -> index kind (keyword, datetime). Only what filters and
+# facets lean on: every index costs memory in the segment being written and
+# pages read when the store opens. Other fields (kind, git_branch, tools,
+# exchange, ordinal) still filter, by reading the payload of the candidates.
 INDEXED_FIELDS = {
-    "kind": "keyword",
     "project": "keyword",
     "project_path": "keyword",
     "session_id": "keyword",
     "transcript": "keyword",
-    "exchange": "keyword",
-    "git_branch": "keyword",
-    "tools": "keyword",
     "file_suffixes": "keyword",
     "timestamp": "datetime",
-    "ordinal": "integer",
-    # "main" or "sidechain": a keyword, because qdrant-edge-py 0.9 turns a
-    # bool MatchValue into an integer that never matches a bool payload.
+    # "main" or "sidechain", excluded from every default search: a keyword,
+    # because qdrant-edge-py 0.9 turns a bool MatchValue into an integer that
+    # never matches a bool payload.
     "thread": "keyword",
 }
 
@@ -127,6 +126,10 @@ class Store(Protocol):
 
     def size_bytes(self) -> int: ...
 
+    def release_memory(self) -> None:
+        """Give back memory the store holds but does not need (cheap when idle)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -142,4 +145,4 @@ def open_store(settings: Settings, model: str, dim: int) -> Store:
         raise ConfigError("QDRANT_URL is set, but this version only has the embedded store: unset QDRANT_URL")
     from selfreflect.store.edge import EdgeStore
 
-    return EdgeStore(settings.store_dir, model, dim).open()
+    return EdgeStore(settings.store_dir, model, dim, settings.segment_points).open()

@@ -1,17 +1,35 @@
 """The embedded store: a Qdrant Edge shard in the data folder.
 
-Qdrant Edge locks its write-ahead log, so one process at a time may open the
-shard. We take our own lock first (``lock``, holding the owner's pid) so a
-second opener is told who owns it instead of getting an engine error.
+Qdrant Edge must not be opened by two processes at once, so before opening the
+shard we take our own lock (``lock``, holding the owner's pid): a
+second opener is told who owns it.
 The model name and dimension are recorded in ``meta.json``; opening the store
 with another model is refused.
+
+Memory stays flat as the store grows (see docs/benchmarks.md):
+
+- Everything that can live on disk does (vectors, HNSW graphs, the BM25
+  index, payloads, payload indexes, id trackers), read through the page cache.
+- New points go to one appendable segment, whose structures are in memory.
+  Every ``segment_points`` points the engine's optimizer turns it into an
+  immutable, memory-mapped segment of its own (bounded work: segments are not
+  merged into ever bigger ones). The engine keeps the old segment's memory
+  until the shard is closed, so after a compaction the shard is reopened.
+- :meth:`EdgeStore.release_memory` unmaps the file pages that reads and
+  writes left resident (:mod:`selfreflect.memory`).
+- New stores run without the engine's write-ahead log (whose 32 MB files are
+  read through at every open); every write is flushed before it returns,
+  which is when the importer counts it as stored.
 """
 
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +37,88 @@ import orjson
 import qdrant_edge as qe
 
 from selfreflect.errors import ModelMismatch, SelfReflectError, StoreLocked
+from selfreflect.memory import malloc_trim, release_mapped_pages
 from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, Record, SearchFilter
 
 DENSE = "dense"
 LEXICAL = "bm25"
 SCHEMA = 1
 
-_INDEX_TYPES = {
-    "keyword": qe.PayloadSchemaType.Keyword,
-    "datetime": qe.PayloadSchemaType.Datetime,
-    "integer": qe.PayloadSchemaType.Integer,
+_INDEX_PARAMS: dict[str, Callable[[], Any]] = {
+    "keyword": lambda: qe.KeywordIndexParams(on_disk=True, memory=qe.Memory.Cold),
+    "datetime": lambda: qe.DatetimeIndexParams(on_disk=True, memory=qe.Memory.Cold),
 }
+
+_HNSW = dict(m=16, ef_construct=100, max_indexing_threads=1, on_disk=True, memory=qe.Memory.Cold)
+# Below this many KB of (filtered) vectors a segment is scanned, above it the
+# HNSW graph is searched: a graph touches far fewer pages than a scan.
+_FULL_SCAN_KB = 1000
+
+
+def shard_config(dim: int, segment_points: int, *, create: bool) -> qe.EdgeConfig:
+    """The shard's configuration; ``create`` also fixes what cannot change later.
+
+    The optimizer seals the appendable segment once it holds about
+    ``segment_points`` points (its thresholds are in KB of dense vectors).
+    """
+    cold = qe.Memory.Cold
+    segment_kb = max(1, segment_points * dim * 4 // 1024 - 1)
+    return qe.EdgeConfig(
+        vectors={
+            DENSE: qe.EdgeVectorParams(
+                size=dim,
+                distance=qe.Distance.Cosine,
+                memory=cold,
+                hnsw_config=qe.HnswIndexConfig(full_scan_threshold=_FULL_SCAN_KB, **_HNSW),  # type: ignore[arg-type]
+            )
+        },
+        sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, on_disk=True, memory=cold)},
+        hnsw_config=qe.HnswIndexConfig(full_scan_threshold=_FULL_SCAN_KB, **_HNSW),  # type: ignore[arg-type]
+        payload_memory=cold,
+        id_tracker_memory=cold,
+        optimizers=qe.EdgeOptimizersConfig(
+            indexing_threshold=segment_kb,
+            max_segment_size=2 * segment_kb,
+            default_segment_number=64,
+        ),
+        # None when loading: stores made before keep their log.
+        wal_enabled=False if create else None,
+    )
+
+
+class _Gate:
+    """Many readers or one writer: searches and writes share the shard, a
+    reopen or a page release has it alone."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer)
+            self._writer = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
 
 
 class EdgeStore:
@@ -39,15 +128,22 @@ class EdgeStore:
         folder: the store folder (``<data dir>/store``).
         model: the embedding model's name, recorded with the store.
         dim: its dimension.
+        segment_points: points written between compactions: the appendable
+            segment's in-memory structures (BM25 postings, payload indexes)
+            grow with it, by about 5 KB a point.
     """
 
-    def __init__(self, folder: Path, model: str, dim: int) -> None:
+    def __init__(self, folder: Path, model: str, dim: int, segment_points: int = 2048) -> None:
         self.folder = folder
         self.model = model
         self.dim = dim
+        self.segment_points = segment_points
         self._shard: Any = None
         self._lock_fd: int | None = None
         self._bm25 = qe.Bm25(qe.Bm25Config())
+        self._gate = _Gate()
+        self._written = 0  # points written since the last compaction
+        self._touched = False  # pages may have been mapped since the last release
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -62,36 +158,34 @@ class EdgeStore:
         self._lock()
         try:
             self._check_meta()
-            shard_dir = self.folder / "shard"
-            config = qe.EdgeConfig(
-                # Cold: vectors stay on disk, read through the page cache when a
-                # search touches them; Cached (the default) loaded them all into
-                # memory at open (measured: +33 MB RSS for a 640-point store).
-                vectors={DENSE: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine, memory=qe.Memory.Cold)},
-                sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-            )
-            try:
-                if (shard_dir / "edge_config.json").exists():
-                    self._shard = qe.EdgeShard.load(str(shard_dir), config)
-                else:
-                    self._shard = qe.EdgeShard.create(str(shard_dir), config)
-            except Exception as exc:  # the engine raises plain exceptions
-                if "WouldBlock" in str(exc):
-                    raise StoreLocked(f"the store at {self.folder} is in use by another process") from exc
-                raise SelfReflectError(f"cannot open the store at {shard_dir}: {exc}") from exc
+            self._shard = self._load()
             schema = self._shard.info().payload_schema
             for name, kind in INDEXED_FIELDS.items():
                 if name not in schema:
-                    self._shard.update(qe.UpdateOperation.create_field_index(name, _INDEX_TYPES[kind]))
+                    self._shard.update(qe.UpdateOperation.create_field_index(name, _INDEX_PARAMS[kind]()))
+            self._shard.flush()
+            self._compact()  # a store written by an older version may hold a big appendable segment
         except BaseException:
             self.close()
             raise
         return self
 
+    def _load(self) -> Any:
+        shard_dir = self.folder / "shard"
+        try:
+            if (shard_dir / "edge_config.json").exists():
+                return qe.EdgeShard.load(str(shard_dir), shard_config(self.dim, self.segment_points, create=False))
+            return qe.EdgeShard.create(str(shard_dir), shard_config(self.dim, self.segment_points, create=True))
+        except Exception as exc:  # the engine raises plain exceptions
+            if "WouldBlock" in str(exc):
+                raise StoreLocked(f"the store at {self.folder} is in use by another process") from exc
+            raise SelfReflectError(f"cannot open the store at {shard_dir}: {exc}") from exc
+
     def close(self) -> None:
-        if self._shard is not None:
-            self._shard.close()
-            self._shard = None
+        with self._gate.exclusive():
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -130,7 +224,51 @@ class EdgeStore:
             return
         path.write_bytes(orjson.dumps({"model": self.model, "dim": self.dim, "schema": SCHEMA}))
 
+    # -- memory --------------------------------------------------------------
+
+    @contextmanager
+    def _use(self) -> Iterator[Any]:
+        """The shard, shared with other readers and writers."""
+        with self._gate.shared():
+            if self._shard is None:
+                raise SelfReflectError(f"the store at {self.folder} is closed")
+            self._touched = True
+            yield self._shard
+
+    def _compact(self) -> None:
+        """Seal the appendable segment into an immutable one when it is big
+        enough, then reopen the shard so the engine lets go of its memory."""
+        with self._use() as shard:
+            if not shard.optimize():
+                return
+        with self._gate.exclusive():
+            self._shard.close()
+            self._shard = None
+            gc.collect()
+            malloc_trim()
+            self._shard = self._load()
+        self._written = 0
+        self.release_memory()
+
+    def release_memory(self) -> None:
+        """Unmap the store's file pages that reads and writes left resident."""
+        if not self._touched:
+            return
+        with self._gate.exclusive():
+            self._touched = False
+            release_mapped_pages(os.path.realpath(self.folder))
+
     # -- writes --------------------------------------------------------------
+
+    def _write(self, operation: Any, points: int = 0) -> None:
+        """Apply an update and flush it: when this returns, it is on disk."""
+        with self._use() as shard:
+            shard.update(operation)
+            shard.flush()
+        self._written += points
+        if self._written >= self.segment_points:
+            self._written = 0
+            self._compact()
 
     def upsert(self, records: Sequence[Record]) -> None:
         points = [
@@ -142,24 +280,21 @@ class EdgeStore:
             for r in records
         ]
         if points:
-            self._shard.update(qe.UpdateOperation.upsert_points(points))
+            self._write(qe.UpdateOperation.upsert_points(points), len(points))
 
     def text_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         if not ids:
             return {}
-        found = self._shard.retrieve(
-            list(ids), with_payload=qe.PayloadSelector.Include(["text_hash"]), with_vector=False
-        )
+        with self._use() as shard:
+            found = shard.retrieve(list(ids), with_payload=qe.PayloadSelector.Include(["text_hash"]), with_vector=False)
         return {str(r.id): (r.payload or {}).get("text_hash", "") for r in found}
 
     def delete_transcript(self, transcript: str) -> None:
-        self._shard.update(
-            qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[_match("transcript", transcript)]))
-        )
+        self._write(qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[_match("transcript", transcript)])))
 
     def delete_exchange_tail(self, transcript: str, exchange: str, keep: int) -> None:
         """Drop chunks ``keep..`` of an exchange that was re-chunked shorter."""
-        self._shard.update(
+        self._write(
             qe.UpdateOperation.delete_points_by_filter(
                 qe.Filter(
                     must=[
@@ -190,13 +325,13 @@ class EdgeStore:
             filter=flt,
             with_payload=True,
         )
-        return [_hit(p) for p in self._shard.query(request)]
+        return self._query(request)
 
     def dense(self, vector: Sequence[float], where: SearchFilter, limit: int) -> list[Hit]:
         request = qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(list(vector), using=DENSE), filter=to_filter(where), with_payload=True
         )
-        return [_hit(p) for p in self._shard.query(request)]
+        return self._query(request)
 
     def lexical(self, text: str, where: SearchFilter, limit: int) -> list[Hit]:
         sparse = self._bm25.embed_query(text)
@@ -205,19 +340,26 @@ class EdgeStore:
         request = qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(sparse, using=LEXICAL), filter=to_filter(where), with_payload=True
         )
-        return [_hit(p) for p in self._shard.query(request)]
+        return self._query(request)
+
+    def _query(self, request: qe.QueryRequest) -> list[Hit]:
+        with self._use() as shard:
+            return [_hit(p) for p in shard.query(request)]
 
     def scroll(self, where: SearchFilter, limit: int) -> list[dict[str, Any]]:
-        records, _ = self._shard.scroll(
-            qe.ScrollRequest(limit=limit, filter=to_filter(where), with_payload=True, with_vector=False)
-        )
+        with self._use() as shard:
+            records, _ = shard.scroll(
+                qe.ScrollRequest(limit=limit, filter=to_filter(where), with_payload=True, with_vector=False)
+            )
         return [dict(r.payload or {}, id=str(r.id)) for r in records]
 
     def count(self, where: SearchFilter) -> int:
-        return int(self._shard.count(qe.CountRequest(exact=True, filter=to_filter(where))))
+        with self._use() as shard:
+            return int(shard.count(qe.CountRequest(exact=True, filter=to_filter(where))))
 
     def facet(self, key: str, where: SearchFilter, limit: int) -> list[tuple[Any, int]]:
-        response = self._shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=to_filter(where)))
+        with self._use() as shard:
+            response = shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=to_filter(where)))
         return [(hit.value, hit.count) for hit in response.hits]
 
     def latest(self, where: SearchFilter) -> dict[str, Any] | None:
@@ -226,14 +368,15 @@ class EdgeStore:
 
     def recent(self, where: SearchFilter, limit: int) -> list[dict[str, Any]]:
         """Payloads newest first."""
-        records, _ = self._shard.scroll(
-            qe.ScrollRequest(
-                limit=limit,
-                filter=to_filter(where),
-                with_payload=True,
-                order_by=qe.OrderBy("timestamp", direction=qe.Direction.Desc),
+        with self._use() as shard:
+            records, _ = shard.scroll(
+                qe.ScrollRequest(
+                    limit=limit,
+                    filter=to_filter(where),
+                    with_payload=True,
+                    order_by=qe.OrderBy("timestamp", direction=qe.Direction.Desc),
+                )
             )
-        )
         return [dict(r.payload or {}, id=str(r.id)) for r in records]
 
     def size_bytes(self) -> int:

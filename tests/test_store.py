@@ -1,0 +1,133 @@
+"""The embedded store on its own: compaction into sealed segments, giving
+mapped pages back, durability of a returned write, and stores of older
+versions (made with the engine's write-ahead log)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import qdrant_edge as qe
+
+from selfreflect.store import FusionPlan, Record, SearchFilter
+from selfreflect.store.edge import DENSE, LEXICAL, SCHEMA, EdgeStore
+
+DIM = 384
+MODEL = "test-model"
+
+
+def records(start: int, n: int, seed: int = 0) -> list[Record]:
+    """Points with a random unit vector and a word of their own (``wordN``)."""
+    out = []
+    for i in range(start, start + n):
+        vector = np.random.default_rng([seed, i]).standard_normal(DIM).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        text = f"word{i} shared text about docker memory limits"
+        payload = {"text": text, "project": "p", "transcript": f"/t/{i % 7}.jsonl", "thread": "main", "n": i}
+        out.append(Record(f"00000000-0000-4000-8000-{i:012d}", vector.tolist(), text, payload))
+    return out
+
+
+def find_word(store: EdgeStore, i: int) -> list[int]:
+    return [hit.payload["n"] for hit in store.lexical(f"word{i}", SearchFilter(), 3)]
+
+
+def segments(folder: Path) -> int:
+    return sum(1 for p in (folder / "shard" / "segments").iterdir() if p.is_dir())
+
+
+def test_writes_are_sealed_into_segments_and_nothing_is_lost(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    written = 0
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        for _ in range(6):
+            store.upsert(records(written, 40))
+            written += 40
+        # re-writing points (an exchange re-chunked as it grows) keeps one copy each
+        store.upsert(records(0, 40))
+        assert store.count(SearchFilter()) == written
+        assert segments(folder) >= 3  # sealed ones plus the appendable one
+        for i in random.Random(1).sample(range(written), 12):
+            assert find_word(store, i)[0] == i
+        probe = records(77, 1)[0]
+        hits = store.hybrid(probe.vector, "word77", SearchFilter(), 5, FusionPlan())
+        assert hits[0].payload["n"] == 77
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        assert store.count(SearchFilter()) == written
+        assert find_word(store, written - 1) == [written - 1]
+
+
+def resident_kb(folder: Path) -> int:
+    """KB of the store's mapped files resident in this process."""
+    prefix = str(folder.resolve()) + "/"
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            inside = len(fields) >= 6 and fields[5].startswith(prefix)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_release_memory_unmaps_the_pages_reads_and_writes_touched(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        for start in range(0, 300, 50):
+            store.upsert(records(start, 50))
+        for i in range(0, 300, 10):
+            find_word(store, i)
+        assert resident_kb(folder) > 0
+        store.release_memory()
+        assert resident_kb(folder) == 0
+        # and the store reads on, from the page cache
+        assert find_word(store, 123) == [123]
+        assert resident_kb(folder) > 0
+
+
+def test_a_write_is_on_disk_when_it_returns(tmp_path: Path) -> None:
+    """What a crash leaves: the files as they are, the process gone (the page
+    cache survives a kill -9, so a copy of the files is that state)."""
+    folder = tmp_path / "store"
+    crashed = tmp_path / "crashed"
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        store.upsert(records(0, 100))
+        store.delete_transcript("/t/3.jsonl")
+        store.upsert(records(100, 30))
+        expected = store.count(SearchFilter())
+        shutil.copytree(folder, crashed)
+    with EdgeStore(crashed, MODEL, DIM, segment_points=64) as store:
+        assert store.count(SearchFilter()) == expected
+        assert store.count(SearchFilter(transcript="/t/3.jsonl")) == sum(1 for i in range(100, 130) if i % 7 == 3)
+        assert find_word(store, 129) == [129]
+
+
+def test_a_store_made_with_the_write_ahead_log_opens_and_grows(tmp_path: Path) -> None:
+    """Stores of earlier versions: default engine settings, log on."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    (folder / "meta.json").write_bytes(orjson.dumps({"model": MODEL, "dim": DIM, "schema": SCHEMA}))
+    config = qe.EdgeConfig(
+        vectors={DENSE: qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)},
+        sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+    )
+    shard = qe.EdgeShard.create(str(folder / "shard"), config)
+    bm25 = qe.Bm25(qe.Bm25Config())
+    old = records(0, 20)
+    shard.update(
+        qe.UpdateOperation.upsert_points(
+            [qe.Point(r.id, {DENSE: list(r.vector), LEXICAL: bm25.embed_document(r.lexical)}, r.payload) for r in old]
+        )
+    )
+    shard.close()
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        store.upsert(records(20, 100))
+        assert store.count(SearchFilter()) == 120
+        assert find_word(store, 5) == [5]
+        assert store.facet("transcript", SearchFilter(), 10)  # indexes were added
