@@ -13,8 +13,7 @@ Memory stays flat as the store grows (see docs/benchmarks.md):
 - New points go to one appendable segment, whose structures are in memory.
   Every ``segment_points`` points the engine's optimizer turns it into an
   immutable, memory-mapped segment of its own (bounded work: segments are not
-  merged into ever bigger ones). The engine keeps the old segment's memory
-  until the shard is closed, so after a compaction the shard is reopened.
+  merged into ever bigger ones), and the appendable segment starts empty.
 - :meth:`EdgeStore.release_memory` unmaps the file pages that reads and
   writes left resident (:mod:`selfreflect.memory`).
 - New stores run without the engine's write-ahead log (whose 32 MB files are
@@ -87,8 +86,8 @@ def shard_config(dim: int, segment_points: int, *, create: bool) -> qe.EdgeConfi
 
 
 class _Gate:
-    """Many readers or one writer: searches and writes share the shard, a
-    reopen or a page release has it alone."""
+    """Many readers or one writer: searches, writes and compactions share the
+    shard; releasing pages or closing it has it alone."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -236,18 +235,14 @@ class EdgeStore:
             yield self._shard
 
     def _compact(self) -> None:
-        """Seal the appendable segment into an immutable one when it is big
-        enough, then reopen the shard so the engine lets go of its memory."""
+        """Seal the appendable segment into an immutable, memory-mapped one
+        when it is big enough, and hand back what that freed."""
         with self._use() as shard:
             if not shard.optimize():
                 return
-        with self._gate.exclusive():
-            self._shard.close()
-            self._shard = None
-            gc.collect()
-            malloc_trim()
-            self._shard = self._load()
         self._written = 0
+        gc.collect()
+        malloc_trim()
         self.release_memory()
 
     def release_memory(self) -> None:
