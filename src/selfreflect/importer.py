@@ -93,6 +93,7 @@ class Importer:
         summary.files = len(files)
         for transcript in files:
             self.import_file(transcript, summary)
+            self.store.release_memory()
             if progress:
                 progress(transcript)
         summary.seconds = time.monotonic() - started
