@@ -72,7 +72,7 @@ class Settings:
     port: int = DEFAULT_PORT
     decay_half_life_days: float = 30.0
     decay_weight: float = 0.3
-    segment_points: int = 2048
+    segment_points: int = 1024
 
     @property
     def projects_dir(self) -> Path:

@@ -147,6 +147,7 @@ class Streamer:
                     del queue[path]
             self._update_gauges()
             self.importer.store.release_memory()
+            self._trim()  # ~5 MB of freed heap a batch leaves behind
             if on_batch:
                 on_batch()
 

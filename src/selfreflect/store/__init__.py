@@ -18,12 +18,16 @@ if TYPE_CHECKING:
 # payload field -> index kind (keyword, datetime). Only what filters and
 # facets lean on: every index costs memory in the segment being written and
 # pages read when the store opens. Other fields (kind, git_branch, tools,
-# exchange, ordinal) still filter, by reading the payload of the candidates.
+# ordinal) still filter, by reading the payload of the candidates an indexed
+# condition leaves.
 INDEXED_FIELDS = {
     "project": "keyword",
     "project_path": "keyword",
     "session_id": "keyword",
     "transcript": "keyword",
+    # the importer drops the tail of a re-chunked exchange after most batches:
+    # without this index that reads the payload of every chunk of the transcript
+    "exchange": "keyword",
     "file_suffixes": "keyword",
     "timestamp": "datetime",
     # "main" or "sidechain", excluded from every default search: a keyword,

@@ -132,7 +132,7 @@ class EdgeStore:
             grow with it, by about 5 KB a point.
     """
 
-    def __init__(self, folder: Path, model: str, dim: int, segment_points: int = 2048) -> None:
+    def __init__(self, folder: Path, model: str, dim: int, segment_points: int = 1024) -> None:
         self.folder = folder
         self.model = model
         self.dim = dim
