@@ -14,7 +14,7 @@ import orjson
 import pytest
 import qdrant_edge as qe
 
-from selfreflect.store import FusionPlan, Record, SearchFilter
+from selfreflect.store import FusionPlan, Record, SearchFilter, edge
 from selfreflect.store.edge import DENSE, LEXICAL, SCHEMA, EdgeStore
 
 DIM = 384
@@ -91,9 +91,29 @@ def test_release_memory_unmaps_the_pages_reads_and_writes_touched(tmp_path: Path
         assert resident_kb(folder) > 0
 
 
-def test_a_write_is_on_disk_when_it_returns(tmp_path: Path) -> None:
+_SHARD_CONFIG = edge.shard_config
+
+
+def without_log(dim: int, segment_points: int, *, create: bool) -> qe.EdgeConfig:
+    """The configuration of an early version's stores: no write-ahead log."""
+    c = _SHARD_CONFIG(dim, segment_points, create=create)
+    return qe.EdgeConfig(
+        vectors=c.vectors,
+        sparse_vectors=c.sparse_vectors,
+        hnsw_config=c.hnsw_config,
+        payload_memory=c.payload_memory,
+        id_tracker_memory=c.id_tracker_memory,
+        optimizers=c.optimizers,
+        wal_enabled=False if create else None,
+    )
+
+
+@pytest.mark.parametrize("log", [True, False], ids=["with log", "without log"])
+def test_a_write_is_on_disk_when_it_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: bool) -> None:
     """What a crash leaves: the files as they are, the process gone (the page
     cache survives a kill -9, so a copy of the files is that state)."""
+    if not log:
+        monkeypatch.setattr(edge, "shard_config", without_log)
     folder = tmp_path / "store"
     crashed = tmp_path / "crashed"
     with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:

@@ -179,7 +179,9 @@ class EdgeStore:
                 saved = orjson.loads((shard_dir / "edge_config.json").read_bytes())
                 self._logged = saved.get("wal_enabled") is not False
                 return qe.EdgeShard.load(str(shard_dir), shard_config(self.dim, self.segment_points, create=False))
-            return qe.EdgeShard.create(str(shard_dir), shard_config(self.dim, self.segment_points, create=True))
+            config = shard_config(self.dim, self.segment_points, create=True)
+            self._logged = config.wal_enabled is not False
+            return qe.EdgeShard.create(str(shard_dir), config)
         except Exception as exc:  # the engine raises plain exceptions
             if "WouldBlock" in str(exc):
                 raise StoreLocked(f"the store at {self.folder} is in use by another process") from exc
