@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from selfreflect.assemble import Assembler, Exchange
 from selfreflect.chunk import Chunk, chunk_exchange, seal
 from selfreflect.discover import TranscriptFile, discover
-from selfreflect.embed import EMBED_TOKENS, Embedder, embed_batched
+from selfreflect.embed import Embedder, embed_batched
 from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.redact import redact
@@ -82,7 +82,6 @@ class Importer:
         self.embedder = embedder
         self.state = state
         self.budget = embedder.max_tokens - 2  # [CLS] and [SEP]
-        self.embed_tokens = EMBED_TOKENS  # word-pieces per model call
         self.embed_seconds = 0.0
 
     def run(self, progress: Callable[[TranscriptFile], None] | None = None) -> ImportSummary:
@@ -228,7 +227,7 @@ class Importer:
         for i in range(0, len(changed), step):
             part = changed[i : i + step]
             started = time.perf_counter()
-            vectors = embed_batched(self.embedder, [text for _, text in part], self.embed_tokens).tolist()
+            vectors = embed_batched(self.embedder, [text for _, text in part]).tolist()
             self.embed_seconds += time.perf_counter() - started
             self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(part, vectors, strict=True)])
         for exchange, last in batch.reread.items():

@@ -69,7 +69,6 @@ class Streamer:
         self._queues: dict[str, dict[str, float]] = {tier: {} for tier in TIERS}
         self._changed: set[str] = set()  # changed again while being read
         self._process = psutil.Process()
-        self._trim = malloc_trim
         self._no_pause_until = 0.0
         self._smallest: int | None = None  # chunks per batch while near the memory cap
 
@@ -147,7 +146,7 @@ class Streamer:
                     del queue[path]
             self._update_gauges()
             self.importer.store.release_memory()
-            self._trim()  # ~5 MB of freed heap a batch leaves behind
+            malloc_trim()  # ~5 MB of freed heap a batch leaves behind
             if on_batch:
                 on_batch()
 
@@ -227,7 +226,7 @@ class Streamer:
             return
         self._smallest = 1  # one chunk a batch
         gc.collect()
-        self._trim()
+        malloc_trim()
         self.importer.store.release_memory()
         rss = self.rss()
         if rss <= self.max_memory or time.monotonic() < self._no_pause_until:
@@ -238,7 +237,7 @@ class Streamer:
         while self.rss() > self.max_memory and time.monotonic() < deadline and not self.stop.is_set():
             self.stop.wait(0.2)
             gc.collect()
-            self._trim()
+            malloc_trim()
         if self.rss() > 0.95 * rss:
             log.warning(
                 "memory stays at %.0f MB, over the %.0f MB cap, while idle: going on with the smallest batches "

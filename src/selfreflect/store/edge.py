@@ -21,8 +21,8 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
   they return; segments are flushed after each compaction, which keeps the
   log short. (A flush after every write was measured instead: it costs a
   pass over every segment, and with 50 segments it made the backfill 5
-  times slower. Stores made without the log, by an early version, are still
-  flushed after every write.)
+  times slower. Stores made without the log, by a development version, are
+  still flushed after every write.)
 """
 
 from __future__ import annotations
