@@ -1,4 +1,4 @@
-"""Giving memory back: the embedder's working memory.
+"""Giving memory back: the embedder's working memory, library code pages.
 
 Each test measures a fresh Python process, so that nothing else this test
 session loaded is counted.
@@ -57,3 +57,29 @@ print(json.dumps({"before": before, "after": anonymous_kb()}))
     # Without the arena giving back what it grew by, this is about +15 MB.
     assert result["after"] - result["before"] < 8 * 1024
 
+
+def test_released_library_code_maps_back_on_use_and_relocated_pages_stay() -> None:
+    result = run(
+        """
+import json
+from selfreflect.embed import OnnxEmbedder
+from selfreflect.memory import release_code_pages
+model = OnnxEmbedder()
+first = model.embed(["how did we fix the docker memory limit"]).tolist()
+loaded = mappings("onnxruntime_pybind11_state")
+released = release_code_pages()
+after = mappings("onnxruntime_pybind11_state")
+again = model.embed(["how did we fix the docker memory limit"]).tolist()
+print(json.dumps({"loaded": loaded, "released": released, "after": after, "same": first == again}))
+"""
+    )
+    code = lambda maps: sum(rss for perms, rss, _ in maps if perms == "r-xp")  # noqa: E731
+    assert code(result["loaded"]) > 5 * 1024  # start-up touched megabytes of onnxruntime's code
+    assert result["released"] > 0
+    # (its idle worker threads map a little back at once)
+    assert code(result["after"]) < code(result["loaded"]) / 4
+    # pages the loader wrote (relocations) are the process's own: kept
+    relocated = [(perms, rss) for perms, rss, anonymous in result["loaded"] if anonymous]
+    assert relocated
+    assert [(perms, rss) for perms, rss, anonymous in result["after"] if anonymous] == relocated
+    assert result["same"]  # and the library runs on, from the page cache

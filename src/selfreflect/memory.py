@@ -10,8 +10,13 @@ process (``madvise(MADV_DONTNEED)``): the data stays in the page cache and in
 the file, and the next read maps it back with a minor fault.
 
 Only *shared* file mappings are touched: for them ``MADV_DONTNEED`` can lose
-nothing (written pages are in the page cache already). Private mappings are
-left alone. Linux only; elsewhere this is a no-op.
+nothing (written pages are in the page cache already).
+
+Libraries count the same way: onnxruntime's start-up (its kernel registry)
+touches 20 MB of its code that inference never runs again.
+:func:`release_code_pages` unmaps the pages of read-only library mappings
+that hold nothing but the file's content, so that only the code in use maps
+back. Linux only; elsewhere these are no-ops.
 """
 
 from __future__ import annotations
@@ -78,5 +83,44 @@ def release_mapped_pages(folder: str) -> int:
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
         if _MADVISE(start, end - start, MADV_DONTNEED) == 0:
+            released += 1
+    return released
+
+
+def release_code_pages() -> int:
+    """Unmap the resident pages of read-only private file mappings (library
+    code and constants) that hold only the file's content.
+
+    A private page that was ever written (a relocated one) shows in the
+    mapping's ``Anonymous`` count; such mappings are skipped, since
+    ``MADV_DONTNEED`` would put the file's content back in its place. A
+    read-only mapping cannot be written later without ``mprotect``, which
+    the dynamic loader only does while loading, before the mapping is
+    read-only. Returns the number of mappings released.
+    """
+    if _MADVISE is None:
+        return 0
+    try:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
+            lines = smaps.readlines()
+    except OSError:
+        return 0
+    candidates: list[tuple[int, int, bool]] = []  # start, end, still clean
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if not fields:
+            continue
+        if fields[0].endswith(":"):
+            if fields[0] == "Anonymous:" and candidates and fields[1] != "0":
+                candidates[-1] = (*candidates[-1][:2], False)
+            continue
+        # a mapping's header: address perms offset dev inode path
+        perms = fields[1]
+        readonly_file = len(fields) == 6 and fields[5].startswith("/") and perms[1] == "-" and perms[3] == "p"
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        candidates.append((start, end, readonly_file))
+    released = 0
+    for start, end, clean in candidates:
+        if clean and _MADVISE(start, end - start, MADV_DONTNEED) == 0:
             released += 1
     return released

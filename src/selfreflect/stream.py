@@ -23,7 +23,7 @@ import psutil
 from selfreflect.discover import describe, discover
 from selfreflect.errors import ClaudeDirMissing
 from selfreflect.importer import Importer, ImportSummary, is_current
-from selfreflect.memory import malloc_trim
+from selfreflect.memory import malloc_trim, release_code_pages
 
 log = logging.getLogger("selfreflect")
 
@@ -227,6 +227,7 @@ class Streamer:
         self._smallest = 1  # one chunk a batch
         gc.collect()
         malloc_trim()
+        release_code_pages()
         self.importer.store.release_memory()
         rss = self.rss()
         if rss <= self.max_memory or time.monotonic() < self._no_pause_until:

@@ -40,7 +40,7 @@ import orjson
 import qdrant_edge as qe
 
 from selfreflect.errors import ModelMismatch, SelfReflectError, StoreLocked
-from selfreflect.memory import malloc_trim, release_mapped_pages
+from selfreflect.memory import malloc_trim, release_code_pages, release_mapped_pages
 from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, Record, SearchFilter
 
 DENSE = "dense"
@@ -244,7 +244,16 @@ class EdgeStore:
 
     def _compact(self) -> None:
         """Seal the appendable segment into an immutable, memory-mapped one
-        when it is big enough, flush, and hand back what that freed."""
+        when it is big enough, flush, and hand back what that freed.
+
+        Compaction is the process's memory peak: the engine reads the new
+        segment's BM25 store (a 32 MB page file) into memory to build it. So
+        first give back what can be: freed heap, the store's mapped pages,
+        and library code that is not running.
+        """
+        malloc_trim()
+        release_code_pages()
+        self.release_memory()
         with self._use() as shard:
             sealed = shard.optimize()
             shard.flush()  # lets the engine drop its log up to here
