@@ -114,6 +114,7 @@ class Streamer:
     def run(self, on_batch: Callable[[], None] | None = None) -> None:
         """Index until :attr:`stop` is set (a thread): live files first, then the backlog."""
         next_scan = time.monotonic() + self.watch_interval  # the daemon scanned at startup
+        caught_up = False
         while not self.stop.is_set():
             if time.monotonic() >= next_scan:
                 self.rescan()
@@ -122,9 +123,13 @@ class Streamer:
             if path is None:
                 self._update_gauges()
                 self.importer.store.release_memory()  # pages that searches mapped
+                if not caught_up:  # library code that start-up or the work mapped in
+                    caught_up = True
+                    release_code_pages()
                 self._wake.wait(timeout=max(0.0, min(next_scan - time.monotonic(), 1.0)))
                 self._wake.clear()
                 continue
+            caught_up = False
             self._guard_memory()
             with self._lock:
                 self._changed.discard(path)
