@@ -6,8 +6,9 @@
 Starts the real daemon (model, store, HTTP: all in one process) on a fresh
 data dir, samples its resident memory every half second until the backfill
 is done, and prints the peak, the steady level (median of the second half)
-and the level at each quarter of the work, next to a baseline measured in
-the same run: a bare process that only loads the model and embeds.
+and the median level over each quarter of the chunks, next to a baseline
+measured in the same run: a bare process that only loads the model and
+embeds, in calls like the daemon's.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import urllib.request
 from pathlib import Path
 
 BARE = """
-from selfreflect.embed import OnnxEmbedder
+from selfreflect.embed import OnnxEmbedder, embed_batched
 m = OnnxEmbedder(); m.load()
 for _ in range(20):
-    m.embed(["word " * 250] * 2)
+    embed_batched(m, ["word " * 250] * 4)  # in model calls as the daemon makes them
 print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 """
 
@@ -88,10 +89,13 @@ def main() -> None:
         f"{statistics.median(second_half):.0f} MB, end {final['VmRSS']} MB "
         f"(anon {final['RssAnon']} MB, file-backed {final['RssFile']} MB)"
     )
-    for quarter in (1, 2, 3, 4):
-        target = chunks * quarter / 4
-        t, done, rss, anon = next(s for s in samples if s[1] >= target)
-        print(f"  at {quarter}/4 of the chunks ({done}, {t:.0f} s): {rss} MB (anon {anon} MB)")
+    for quarter in (1, 2, 3, 4):  # samples by the share of the chunks done
+        low, high = chunks * (quarter - 1) / 4, chunks * quarter / 4
+        part = [(rss, anon) for _, done, rss, anon in samples if low < done <= high] or [samples[-1][2:]]
+        print(
+            f"  quarter {quarter} (to {high:.0f} chunks): median {statistics.median(r for r, _ in part):.0f} MB "
+            f"(anon {statistics.median(a for _, a in part):.0f} MB), max of the samples {max(r for r, _ in part)} MB"
+        )
     pauses = [line for line in metrics.splitlines() if line.startswith("selfreflect_memory_pauses_total")]
     oversized = [line for line in metrics.splitlines() if line.startswith("selfreflect_oversized_lines_total")]
     print("  " + "; ".join(pauses + oversized))
