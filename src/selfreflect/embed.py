@@ -89,9 +89,9 @@ class OnnxEmbedder:
             str(self.model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
         # After each call the arena hands back the chunks it grew by, and the
-        # next malloc_trim returns them to the system: 16 MB less between calls
-        # (the daemon's memory peak comes between calls, while the store
-        # compacts), at the same speed (10.5k vs 10.4k word-pieces/s here).
+        # next malloc_trim returns them to the system: about 15 MB less between
+        # calls (the daemon's memory peak comes between calls, while the store
+        # compacts), at about the same speed (docs/benchmarks.md).
         self._run_options = ort.RunOptions()
         self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._tokenizer = tokenizer

@@ -246,8 +246,8 @@ class EdgeStore:
         """Seal the appendable segment into an immutable, memory-mapped one
         when it is big enough, flush, and hand back what that freed.
 
-        Compaction is the process's memory peak: the engine reads the new
-        segment's BM25 store (a 32 MB page file) into memory to build it. So
+        Compaction is the process's memory peak: before building, the engine
+        maps all of the new segment's BM25 store (a 32 MB page file) in. So
         first give back what can be: freed heap, the store's mapped pages,
         and library code that is not running.
         """
