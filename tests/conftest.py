@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -25,6 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SELFREFLECT_SHARED", ROOT.parent / "shared"))
 REAL = SHARED / "corpus" / "real"
 EDGE = SHARED / "corpus" / "edge-cases"
+
+
+def resident_kb(pid: int | str, mapped: Callable[[str, str], bool]) -> int:
+    """KB resident in process ``pid`` ("self": this one) of the mappings
+    whose (perms, path) ``mapped`` accepts."""
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            inside = mapped(fields[1], fields[5] if len(fields) == 6 else "")
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
 
 
 @pytest.fixture(autouse=True)

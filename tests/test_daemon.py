@@ -22,7 +22,7 @@ from selfreflect.state import State
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-from conftest import REAL, build_claude_home, make_settings
+from conftest import REAL, build_claude_home, make_settings, resident_kb
 from daemon_process import DaemonProcess, eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -166,25 +166,14 @@ def test_health_metrics_status_and_search_parameters(tmp_path: Path, home: Path)
         assert daemon.stop() == 0
 
 
-def resident_code_kb(pid: int, library: str) -> int:
-    """KB of a library's code (its executable mappings) resident in a process."""
-    total, inside = 0, False
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        fields = line.split()
-        if fields and "-" in fields[0] and not fields[0].endswith(":"):
-            inside = len(fields) >= 6 and library in fields[5] and fields[1] == "r-xp"
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1])
-    return total
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/smaps")
 def test_a_daemon_that_caught_up_hands_back_library_code(tmp_path: Path, home: Path) -> None:
     shutil.copyfile(REAL / "obra__episodic-memory__tiny-conversation.jsonl", home / "projects" / "-live" / "a.jsonl")
     with DaemonProcess(home, tmp_path / "data") as daemon:
         daemon.wait_idle()
         # onnxruntime's start-up alone maps about 17 MB of its code
-        eventually(lambda: resident_code_kb(daemon.proc.pid, "onnxruntime") < 4 * 1024)
+        code = lambda perms, path: perms == "r-xp" and "onnxruntime" in path  # noqa: E731
+        eventually(lambda: resident_kb(daemon.proc.pid, code) < 4 * 1024)
         assert daemon.search("episodic memory")  # and the model runs on, from the page cache
         assert daemon.stop() == 0
 

@@ -17,6 +17,8 @@ import qdrant_edge as qe
 from selfreflect.store import FusionPlan, Record, SearchFilter, edge
 from selfreflect.store.edge import DENSE, LEXICAL, SCHEMA, EdgeStore
 
+from conftest import resident_kb
+
 DIM = 384
 MODEL = "test-model"
 
@@ -62,17 +64,10 @@ def test_writes_are_sealed_into_segments_and_nothing_is_lost(tmp_path: Path) -> 
         assert find_word(store, written - 1) == [written - 1]
 
 
-def resident_kb(folder: Path) -> int:
+def store_resident_kb(folder: Path) -> int:
     """KB of the store's mapped files resident in this process."""
     prefix = str(folder.resolve()) + "/"
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        fields = line.split()
-        if fields and "-" in fields[0] and not fields[0].endswith(":"):
-            inside = len(fields) >= 6 and fields[5].startswith(prefix)
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1])
-    return total
+    return resident_kb("self", lambda _perms, path: path.startswith(prefix))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
@@ -83,12 +78,12 @@ def test_release_memory_unmaps_the_pages_reads_and_writes_touched(tmp_path: Path
             store.upsert(records(start, 50))
         for i in range(0, 300, 10):
             find_word(store, i)
-        assert resident_kb(folder) > 0
+        assert store_resident_kb(folder) > 0
         store.release_memory()
-        assert resident_kb(folder) == 0
+        assert store_resident_kb(folder) == 0
         # and the store reads on, from the page cache
         assert find_word(store, 123) == [123]
-        assert resident_kb(folder) > 0
+        assert store_resident_kb(folder) > 0
 
 
 _SHARD_CONFIG = edge.shard_config

@@ -60,6 +60,24 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         mallopt(-8, arenas)  # M_ARENA_MAX
 
 
+def _proc_lines(name: str) -> list[str]:
+    try:
+        with open(f"/proc/self/{name}", encoding="utf-8", errors="replace") as proc:
+            return proc.readlines()
+    except OSError:
+        return []
+
+
+def _mapping(line: str) -> tuple[int, int, str, str] | None:
+    """(start, end, perms, path) of a mapping's line in ``/proc/self/maps``
+    or ``smaps``; None for smaps' other lines."""
+    fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+    if len(fields) < 5 or fields[0].endswith(":"):
+        return None
+    start, end = (int(x, 16) for x in fields[0].split("-"))
+    return start, end, fields[1], fields[5].rstrip("\n") if len(fields) == 6 else ""
+
+
 def release_mapped_pages(folder: str) -> int:
     """Unmap the resident pages of shared mappings of files under ``folder``.
 
@@ -71,18 +89,12 @@ def release_mapped_pages(folder: str) -> int:
         return 0
     prefix = folder.rstrip("/") + "/"
     released = 0
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            lines = maps.readlines()
-    except OSError:
-        return 0
-    for line in lines:
-        # address perms offset dev inode path
-        fields = line.split(maxsplit=5)
-        if len(fields) < 6 or not fields[5].startswith(prefix) or fields[1][3:4] != "s":
+    for line in _proc_lines("maps"):
+        mapping = _mapping(line)
+        if mapping is None:
             continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        if _MADVISE(start, end - start, MADV_DONTNEED) == 0:
+        start, end, perms, path = mapping
+        if path.startswith(prefix) and perms[3] == "s" and _MADVISE(start, end - start, MADV_DONTNEED) == 0:
             released += 1
     return released
 
@@ -100,27 +112,16 @@ def release_code_pages() -> int:
     """
     if _MADVISE is None:
         return 0
-    try:
-        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
-            lines = smaps.readlines()
-    except OSError:
-        return 0
-    candidates: list[tuple[int, int, bool]] = []  # start, end, still clean
-    for line in lines:
-        fields = line.split(maxsplit=5)
-        if not fields:
-            continue
-        if fields[0].endswith(":"):
-            if fields[0] == "Anonymous:" and candidates and fields[1] != "0":
-                candidates[-1] = (*candidates[-1][:2], False)
-            continue
-        # a mapping's header: address perms offset dev inode path
-        perms = fields[1]
-        readonly_file = len(fields) == 6 and fields[5].startswith("/") and perms[1] == "-" and perms[3] == "p"
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        candidates.append((start, end, readonly_file))
-    released = 0
-    for start, end, clean in candidates:
-        if clean and _MADVISE(start, end - start, MADV_DONTNEED) == 0:
-            released += 1
-    return released
+    clean: list[tuple[int, int]] = []
+    current = False  # the last mapping read is the last of ``clean``
+    for line in _proc_lines("smaps"):
+        mapping = _mapping(line)
+        if mapping is not None:
+            start, end, perms, path = mapping
+            current = path.startswith("/") and perms[1] == "-" and perms[3] == "p"
+            if current:
+                clean.append((start, end))
+        elif current and line.startswith("Anonymous:") and line.split()[1] != "0":
+            clean.pop()
+            current = False
+    return sum(_MADVISE(start, end - start, MADV_DONTNEED) == 0 for start, end in clean)
