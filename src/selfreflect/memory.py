@@ -90,7 +90,7 @@ def release_mapped_pages(folder: str) -> int:
     prefix = folder.rstrip("/") + "/"
     released = 0
     for line in _proc_lines("maps"):
-        mapping = _mapping(line)
+        mapping = _mapping(line) if prefix in line else None
         if mapping is None:
             continue
         start, end, perms, path = mapping
