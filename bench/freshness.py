@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import default_shared  # noqa: E402
 from generate_corpus import generate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--appends", type=int, default=200)
     parser.add_argument("--backlog-mb", type=int, default=150)
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="selfreflect-fresh-"))
     claude, data = root / "claude", root / "data"

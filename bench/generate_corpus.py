@@ -1,6 +1,6 @@
-"""Generate a large Claude home from the real transcripts of the shared corpus.
+"""Generate a large Claude home from the real transcripts of the test corpus.
 
-    python bench/generate_corpus.py OUT_DIR [--mb 520] [--seed 1]
+    python bench/generate_corpus.py OUT_DIR [--mb 520] [--seed 1] [--shared FOLDER]
 
 Sessions are recombined from real exchanges (a user prompt and the lines
 that answer it), with new uuids, message ids and session ids, shifted times
@@ -20,14 +20,15 @@ from typing import Any
 
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
+from corpus import corpus_files, default_shared
+
 GIANT_LINES_MB = (5, 12, 25, 50)
 
 
-def load_exchanges(real: Path) -> list[list[dict[str, Any]]]:
+def load_exchanges(real: list[Path]) -> list[list[dict[str, Any]]]:
     """Every real exchange: its user/assistant records, in file order."""
     exchanges: list[list[dict[str, Any]]] = []
-    for path in sorted(real.glob("*.jsonl")):
+    for path in real:
         current: list[dict[str, Any]] = []
         for raw in path.read_bytes().split(b"\n"):
             try:
@@ -99,10 +100,10 @@ class Session:
         self.handle.close()
 
 
-def generate(out: Path, megabytes: int, seed: int, shared: Path) -> tuple[int, int]:
+def generate(out: Path, megabytes: int, seed: int, shared: Path | None = None) -> tuple[int, int]:
     """Write the corpus; return (files, bytes)."""
     rng = random.Random(seed)
-    exchanges = load_exchanges(shared / "corpus" / "real")
+    exchanges = load_exchanges(corpus_files("real", shared))
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     projects = out / "projects"
     total, files, n = 0, 0, 0
@@ -135,7 +136,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--mb", type=int, default=520)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
     args = parser.parse_args()
     files, size = generate(args.out, args.mb, args.seed, args.shared)
     print(f"wrote {files} transcripts, {size / 2**20:.0f} MB, under {args.out / 'projects'}")

@@ -1,7 +1,7 @@
-"""Backfill benchmark: `import` of the whole shared corpus against the bare
+"""Backfill benchmark: `import` of the whole test corpus against the bare
 embedder on the same chunks, measured in the same run.
 
-    python bench/import_corpus.py [--shared ../shared] [--rounds 1]
+    python bench/import_corpus.py [--rounds 1] [--shared FOLDER]
 
 Prints the import's wall time and chunk rate, the bare embedder's rate on the
 exact texts the import stored (same model, same batching), and their ratio
@@ -23,12 +23,12 @@ from selfreflect.state import State
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-ROOT = Path(__file__).resolve().parents[1]
+from corpus import corpus_files, default_shared
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     embedder = OnnxEmbedder()
@@ -40,7 +40,7 @@ def main() -> None:
             for kind in ("real", "edge-cases"):
                 folder = root / "claude" / "projects" / f"-corpus-{kind}"
                 folder.mkdir(parents=True)
-                for source in (args.shared / "corpus" / kind).glob("*.jsonl"):
+                for source in corpus_files(kind, args.shared):
                     shutil.copyfile(source, folder / source.name)
             empty = root / "config.toml"
             empty.write_text("")

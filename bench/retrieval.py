@@ -1,16 +1,19 @@
 """Retrieval quality on labeled queries over the real transcripts.
 
-    python bench/retrieval.py [--queries ../shared/eval/queries-dev.jsonl]
+    python bench/retrieval.py [--queries bench/eval/queries-dev.jsonl] [--shared FOLDER]
 
-Indexes ``../shared/corpus/real/`` (each file a transcript, keyed by its file
-name) with the real pipeline, runs every query through the search core the
-CLI uses, and reports Recall@1, Recall@5 and MRR@10, overall and per kind. A
-hit is a result from the query's ``file`` whose [line_start, line_end]
-contains one of its ``relevant_lines``. Baselines in the same run, over the
-same corpus: the anchor's dense-only recipe (text blocks only, "role: text"
-joined, 1600-character chunks with 300 overlap, MiniLM cut at 128 tokens,
-cosine) and BM25 over those same chunks; and, for insight, our own chunks
-searched dense-only and BM25-only.
+Indexes the real transcripts of ``tests/corpus/real/`` with the real
+pipeline (each file a transcript, keyed by its file name; ``--shared`` adds
+those of ``FOLDER/corpus/real/`` that the repository may not carry), runs
+every query through the search core the CLI uses, and reports Recall@1,
+Recall@5 and MRR@10, overall and per kind. A hit is a result from the
+query's ``file`` whose [line_start, line_end] contains one of its
+``relevant_lines``. Queries about a transcript that is not in the corpus are
+left out and counted. Baselines in the same run, over the same corpus: the
+anchor's dense-only recipe (text blocks only, "role: text" joined,
+1600-character chunks with 300 overlap, MiniLM cut at 128 tokens, cosine)
+and BM25 over those same chunks; and, for insight, our own chunks searched
+dense-only and BM25-only.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from selfreflect.state import State
 from selfreflect.store import Hit, Record, SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-ROOT = Path(__file__).resolve().parents[1]
+from corpus import QUERIES, corpus_files, default_shared
+
 Ranked = list[tuple[str, int, int]]  # (file name, line_start, line_end), best first
 
 
@@ -105,11 +109,13 @@ def names(hits: list[Hit]) -> Ranked:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    parser.add_argument("--queries", type=Path)
+    parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
+    parser.add_argument("--queries", type=Path, default=QUERIES)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    queries = [json.loads(line) for line in (args.queries or args.shared / "eval" / "queries-dev.jsonl").open()]
+    sources = corpus_files("real", args.shared)
+    labeled = [json.loads(line) for line in args.queries.open()]
+    queries = [q for q in labeled if q["file"] in {p.name for p in sources}]
     started = time.perf_counter()
     embedder = OnnxEmbedder()
     embedder.load()
@@ -117,7 +123,7 @@ def main() -> None:
         root = Path(tmp)
         folder = root / "claude" / "projects" / "-corpus"
         folder.mkdir(parents=True)
-        for source in (args.shared / "corpus" / "real").glob("*.jsonl"):
+        for source in sources:
             shutil.copyfile(source, folder / source.name)
         (root / "config.toml").write_text("")
         settings = Settings.load(
@@ -162,7 +168,11 @@ def main() -> None:
             }
             results = {label: evaluate(queries, run) for label, run in runs.items()}
     kinds = ["all", "semantic", "keyword", "mixed"]
-    print(f"{len(queries)} queries, {time.perf_counter() - started:.0f} s\n")
+    left_out = len(labeled) - len(queries)
+    print(f"{len(queries)} queries over {len(sources)} transcripts, {time.perf_counter() - started:.0f} s")
+    if left_out:
+        print(f"{left_out} queries left out: their transcript is not in the corpus (pass --shared to add it)")
+    print()
     print(f"{'':34}" + "".join(f"{k:>24}" for k in kinds))
     print(f"{'':34}" + "".join(f"{'R@1  R@5  MRR@10':>24}" for _ in kinds))
     for label, table in results.items():

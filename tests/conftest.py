@@ -1,8 +1,10 @@
-"""Fixtures: a Claude home built from the shared corpus, the real model, a
+"""Fixtures: a Claude home built from the test corpus, the real model, a
 real Qdrant Edge store on tmp dirs.
 
-``SELFREFLECT_SHARED`` points at the shared folder (default: ``../shared``
-next to the repository).
+The corpus lives in ``tests/corpus/``. ``SELFREFLECT_SHARED`` names an
+optional extra folder (default: ``../shared`` next to the repository; ``none``
+switches it off) holding transcripts that may not be redistributed; the few
+tests that need one of those skip, saying why, without it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -22,9 +25,54 @@ from selfreflect.state import State
 from selfreflect.store.edge import EdgeStore
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SELFREFLECT_SHARED", ROOT.parent / "shared"))
-REAL = SHARED / "corpus" / "real"
-EDGE = SHARED / "corpus" / "edge-cases"
+CORPUS = ROOT / "tests" / "corpus"
+REAL = CORPUS / "real"
+EDGE = CORPUS / "edge-cases"
+REFERENCE_EMBEDDINGS = ROOT / "tests" / "reference-embeddings.json"
+
+
+def shared_folder() -> Path | None:
+    """The optional shared folder, or None when it is switched off or absent."""
+    named = os.environ.get("SELFREFLECT_SHARED", "")
+    if named.lower() == "none":
+        return None
+    folder = Path(named) if named else ROOT.parent / "shared"
+    return folder if folder.is_dir() else None
+
+
+UNLICENSED = (
+    "oneryalcin__fasthooks__sample_agent_sidechain.jsonl",
+    "oneryalcin__fasthooks__sample_main_transcript.jsonl",
+)
+
+
+def _not_here(name: str) -> str:
+    return (
+        f"{name} is not redistributable (its source has no licence), so it is not in tests/corpus/; "
+        "set SELFREFLECT_SHARED to a folder holding corpus/real/ to run this test"
+    )
+
+
+def every_real_transcript() -> list[Any]:
+    """Parameters for a test over every real transcript: the corpus's, and
+    the unlicensed ones from the shared folder (skipped, saying why, without it)."""
+    params = [pytest.param(p, id=p.name) for p in sorted(REAL.glob("*.jsonl"))]
+    folder = shared_folder()
+    for name in UNLICENSED:
+        path = folder / "corpus" / "real" / name if folder else Path(name)
+        missing = not path.is_file()
+        params.append(pytest.param(path, id=name, marks=pytest.mark.skipif(missing, reason=_not_here(name))))
+    return params
+
+
+def unlicensed(name: str) -> Path:
+    """A real transcript whose source carries no licence, so it is not in
+    ``tests/corpus/``: read from the shared folder, or skip the test."""
+    folder = shared_folder()
+    path = folder / "corpus" / "real" / name if folder else None
+    if path is None or not path.is_file():
+        pytest.skip(_not_here(name))
+    return path
 
 
 def resident_kb(pid: int | str, mapped: Callable[[str, str], bool]) -> int:

@@ -13,7 +13,7 @@ from selfreflect.embed import OnnxEmbedder
 from selfreflect.parse import parse_line
 from selfreflect.tail import read_lines
 
-from conftest import REAL
+from conftest import every_real_transcript
 
 BUDGET = 254  # 256 word-pieces minus [CLS] and [SEP]
 
@@ -56,7 +56,7 @@ def exchange(*parts: Part) -> Exchange:
     )
 
 
-@pytest.mark.parametrize("path", sorted(REAL.glob("*.jsonl")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", every_real_transcript())
 def test_every_chunk_of_a_real_transcript_fits_the_model_window(path: Path, embedder: OnnxEmbedder) -> None:
     too_long = {}
     for ex in exchanges_of(path):
@@ -67,7 +67,7 @@ def test_every_chunk_of_a_real_transcript_fits_the_model_window(path: Path, embe
     assert too_long == {}
 
 
-@pytest.mark.parametrize("path", sorted(REAL.glob("*.jsonl")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", every_real_transcript())
 def test_chunks_of_a_real_transcript_are_numbered_and_within_their_exchange(path: Path, embedder: OnnxEmbedder) -> None:
     for ex in exchanges_of(path):  # medium-conversation holds none: only snapshots
         chunks = chunks_of(ex, embedder)

@@ -47,7 +47,7 @@ def small_home(tmp_path: Path) -> Path:
     folder = Path(os.environ["CLAUDE_CONFIG_DIR"]) / "projects" / "-workspace"
     folder.mkdir(parents=True)
     for name in (
-        "oneryalcin__fasthooks__sample_main_transcript.jsonl",
+        "d-kimuson__claude-code-viewer__1af7fc5e-8455-4414-9ccd-011d40f70b2a.jsonl",
         "obra__episodic-memory__tiny-conversation.jsonl",
         "marot__spotter__short.jsonl",
     ):
@@ -84,7 +84,7 @@ def test_search_json_is_exactly_the_result_schema(small_home: Path) -> None:
     for result in doc["results"]:
         assert set(result) == RESULT_KEYS
         assert Path(result["transcript"]).parent == small_home
-    assert doc["results"][0]["session_id"] == "c45af7b1-cb7c-4e51-93db-8cbb250a877a"
+    assert doc["results"][0]["session_id"] == "1af7fc5e-8455-4414-9ccd-011d40f70b2a"
 
 
 def test_search_human_output_and_filters(small_home: Path) -> None:
@@ -109,20 +109,20 @@ def test_status_per_project(small_home: Path) -> None:
     report = json.loads(out)
     assert report["chunks"] > 0 and report["transcripts"] == 3 and report["dim"] == 384
     projects = {p["path"]: p for p in report["projects"]}
-    assert projects["/workspace"]["sessions"] == 1
-    assert projects["/workspace"]["last_activity"].startswith("2026-01-02")
+    assert projects["/path/to/Demo"]["sessions"] == 1
+    assert projects["/path/to/Demo"]["last_activity"].startswith("2025-09-03")
     assert sum(p["chunks"] for p in projects.values()) == report["chunks"]
     code, out, _ = run("status")
-    assert "workspace" in out and "chunks" in out
+    assert "Demo" in out and "chunks" in out
 
 
 def test_show_prints_the_lines_around(small_home: Path) -> None:
     run("import")
-    code, out, _ = run("show", "c45af7b1-cb7c-4e51-93db-8cbb250a877a", "--line", "4", "--context", "1")
+    code, out, _ = run("show", "1af7fc5e-8455-4414-9ccd-011d40f70b2a", "--line", "16", "--context", "1")
     assert code == 0
-    assert "sample_main_transcript.jsonl" in out.splitlines()[0]
-    assert ">     4  assistant" in out and "$ ls -la" in out
-    assert "     3 " in out and "     5 " in out and "     6 " not in out
+    assert "1af7fc5e-8455-4414-9ccd-011d40f70b2a.jsonl" in out.splitlines()[0]
+    assert ">    16  assistant" in out and "$ ls -la" in out
+    assert "    15 " in out and "    17 " in out and "    18 " not in out
     code, out, _ = run("show", str(small_home / "marot__spotter__short.jsonl"), "--line", "2", "--context", "0")
     assert code == 0 and ">     2" in out
     code, out, err = run("show", "no-such-session")

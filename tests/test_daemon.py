@@ -107,16 +107,16 @@ def test_truncated_replaced_and_deleted_files(tmp_path: Path, home: Path) -> Non
         )
         # replaced: a new file (new inode) renamed over the old one
         staged = folder / "staged.tmp"
-        shutil.copyfile(REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl", staged)
+        shutil.copyfile(REAL / "d-kimuson__claude-code-viewer__1af7fc5e-8455-4414-9ccd-011d40f70b2a.jsonl", staged)
         staged.replace(first)
-        eventually(lambda: covers(daemon.search("run a command ls -la", limit=5), first, 2))
+        eventually(lambda: covers(daemon.search("list all files in current directory ls -la", limit=5), first, 16))
         eventually(lambda: not mentions(daemon.search("Proactiveness", limit=50), first, "Proactiveness"))
         # truncated in place, then rewritten shorter
         with open(first, "r+b") as handle:
             handle.truncate(0)
             handle.write((REAL / "obra__episodic-memory__tiny-conversation.jsonl").read_bytes())
         eventually(lambda: covers(daemon.search("Proactiveness", limit=20), first, 2))
-        eventually(lambda: not mentions(daemon.search("run a command ls -la", limit=50), first, "ls -la"))
+        eventually(lambda: not mentions(daemon.search("list all files ls -la", limit=50), first, "ls -la"))
         # deleted: what was indexed stays findable, and the daemon stays up
         before = daemon.search("spotter", limit=50)
         assert any(r["transcript"] == str(second) for r in before)
@@ -158,9 +158,9 @@ def test_health_metrics_status_and_search_parameters(tmp_path: Path, home: Path)
         assert "\nselfreflect_bad_lines_total 3\n" in "\n" + metrics
         status = daemon.get("/api/status")
         assert status["chunks"] > 300 and status["daemon"]["pid"] == daemon.proc.pid
-        found = daemon.get("/api/search", q="ls -la", limit=2, project="workspace")
+        found = daemon.get("/api/search", q="ls -la", limit=2, project="spotter")
         assert set(found) == {"query", "took_ms", "results"} and len(found["results"]) == 2
-        assert {r["project"] for r in found["results"]} == {"workspace"}
+        assert {r["project"] for r in found["results"]} == {"spotter"}
         bad = __import__("httpx").get(daemon.url + "/api/search", params={"q": "x", "since": "someday"})
         assert bad.status_code == 400 and "not a date" in bad.json()["error"]
         assert daemon.stop() == 0
@@ -226,7 +226,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     rng = random.Random(20261127)
     build_claude_home(home)
     live = home / "projects" / "-live" / "live.jsonl"
-    pending = (REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl").read_bytes()
+    pending = (REAL / "marot__spotter__tool_heavy.jsonl").read_bytes()
     live.write_bytes(b"")
     data = tmp_path / "data"
     for _ in range(24):

@@ -45,3 +45,28 @@ def test_readme_documents_every_command() -> None:
     assert commands
     for command in commands:
         assert f"selfreflect {command}" in README
+
+
+def test_the_corpus_is_in_the_repository_with_its_licences() -> None:
+    corpus = ROOT / "tests" / "corpus"
+    real = sorted(p.name for p in (corpus / "real").glob("*.jsonl"))
+    assert len(real) >= 13 and not [n for n in real if "fasthooks" in n]  # not redistributable
+    sources = (corpus / "README.md").read_text()
+    notice = (corpus / "NOTICE").read_text()
+    for name in real:
+        owner, repo, _ = name.split("__", 2)
+        assert f"`{name}`" in sources  # each file is in the sources table
+        licence = corpus / "LICENSES" / f"{owner}-{repo}.txt"
+        assert licence.read_text().startswith("MIT License") and f"LICENSES/{licence.name}" in notice
+    assert (ROOT / "bench" / "eval" / "queries-dev.jsonl").is_file()
+
+
+def test_nothing_requires_the_shared_folder() -> None:
+    """The source never names it; tests reach it only through conftest's
+    ``unlicensed()``, which skips without it; CI switches it off."""
+    for path in (ROOT / "src").rglob("*.py"):
+        assert "SELFREFLECT_SHARED" not in path.read_text() and "../shared" not in path.read_text(), path
+    for path in (ROOT / "tests").glob("*.py"):
+        if path.name not in ("conftest.py", "test_docs.py"):
+            assert "shared_folder" not in path.read_text() and "SELFREFLECT_SHARED" not in path.read_text(), path
+    assert "export SELFREFLECT_SHARED=none" in (ROOT / ".ci" / "run").read_text()

@@ -9,9 +9,9 @@ import pytest
 
 from selfreflect.embed import OnnxEmbedder, bundled_model_dir
 
-from conftest import SHARED
+from conftest import REFERENCE_EMBEDDINGS
 
-REFERENCE = json.loads((SHARED / "models" / "all-MiniLM-L6-v2-int8" / "reference-embeddings.json").read_text())
+REFERENCE = json.loads(REFERENCE_EMBEDDINGS.read_text())
 
 
 def test_model_ships_inside_the_package_with_its_attribution() -> None:

@@ -138,7 +138,7 @@ def comparable(points: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
 @pytest.mark.parametrize(
     "name",
     [
-        "oneryalcin__fasthooks__sample_main_transcript.jsonl",  # many short exchanges
+        "marot__spotter__tool_heavy.jsonl",  # several exchanges, one a single line
         "marot__spotter__agent-a2898e3.jsonl",  # one long exchange: sealed as it goes
     ],
 )
@@ -173,7 +173,7 @@ def test_replaced_file_is_indexed_again_without_stale_chunks(tmp_path: Path, emb
     settings = make_settings(tmp_path)
     target = settings.projects_dir / "-p" / "s.jsonl"
     target.parent.mkdir(parents=True)
-    shutil.copyfile(REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl", target)
+    shutil.copyfile(REAL / "marot__spotter__tool_heavy.jsonl", target)
     import_once(settings, embedder)
     replacement = tmp_path / "new.jsonl"
     shutil.copyfile(REAL / "obra__episodic-memory__tiny-conversation.jsonl", replacement)
@@ -182,7 +182,7 @@ def test_replaced_file_is_indexed_again_without_stale_chunks(tmp_path: Path, emb
     with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
         texts = " ".join(p["text"] for p in all_points(store).values())
     assert "Proactiveness" in texts
-    assert "ls -la" not in texts
+    assert "phx.server" not in texts
 
 
 def test_vanished_file_is_reported_and_the_rest_goes_on(tmp_path: Path, embedder: OnnxEmbedder) -> None:
@@ -220,11 +220,11 @@ def test_giant_line_is_streamed_past_and_reported(tmp_path: Path, embedder: Onnx
 
 
 def test_payload_carries_project_identity_from_cwd(corpus: Corpus, corpus_store: EdgeStore) -> None:
-    path = corpus.files["oneryalcin__fasthooks__sample_main_transcript.jsonl"]
+    path = corpus.files["marot__spotter__tool_heavy.jsonl"]
     points = corpus_store.scroll(SearchFilter(transcript=str(path)), 1000)
-    assert {p["project_path"] for p in points} == {"/workspace"}
-    assert {p["project"] for p in points} == {"workspace"}
-    assert {p["session_id"] for p in points} == {"c45af7b1-cb7c-4e51-93db-8cbb250a877a"}
+    assert {p["project_path"] for p in points} == {"/home/marco/projects/spotter"}
+    assert {p["project"] for p in points} == {"spotter"}
+    assert {p["session_id"] for p in points} == {"d6e0bada-1959-4eec-a9d2-0bfade768d8f"}
 
 
 def test_subagent_transcripts_are_marked(corpus: Corpus, corpus_store: EdgeStore) -> None:
@@ -294,7 +294,7 @@ def test_a_read_stopped_early_is_not_taken_as_finished(tmp_path: Path, embedder:
     os.utime(target, (time.time() - 3600, time.time() - 3600))  # quiet: read as finished
     import_once(settings, embedder)
     with open(target, "ab") as handle:
-        handle.write((REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl").read_bytes())
+        handle.write((REAL / "marot__spotter__tool_heavy.jsonl").read_bytes())
     os.utime(target, (time.time() - 3600, time.time() - 3600))
     with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
         importer = Importer(settings, store, embedder, State.load(settings.state_file))
@@ -315,7 +315,7 @@ def test_reading_a_few_batches_at_a_time_equals_clean_import(
     fall, the end result is a clean import (the last exchange included)."""
     from selfreflect.discover import discover
 
-    full = (REAL / "oneryalcin__fasthooks__sample_main_transcript.jsonl").read_bytes()
+    full = (REAL / "d-kimuson__claude-code-viewer__5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl").read_bytes()
     settings = make_settings(tmp_path / "turns")
     (settings.projects_dir / "-p").mkdir(parents=True)
     (settings.projects_dir / "-p" / "s.jsonl").write_bytes(full)

@@ -27,7 +27,7 @@ from daemon_process import DaemonProcess
 pytestmark = pytest.mark.timeout(300)
 
 FILES = (
-    "oneryalcin__fasthooks__sample_main_transcript.jsonl",
+    "d-kimuson__claude-code-viewer__1af7fc5e-8455-4414-9ccd-011d40f70b2a.jsonl",
     "obra__episodic-memory__tiny-conversation.jsonl",
     "d-kimuson__claude-code-viewer__5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl",
 )
@@ -105,11 +105,11 @@ def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
                 assert report["daemon"]["pid"] != os.getpid()  # the daemon it started serves the calls
 
                 found, text, error = await call(
-                    session, "reflect_on_past", query="run the ls -la command", project="all"
+                    session, "reflect_on_past", query="list all files in the current directory", project="all"
                 )
                 assert not error and found["results"] and set(found) == {"query", "took_ms", "results"}
                 top = found["results"][0]
-                assert top["transcript"].endswith("sample_main_transcript.jsonl") and "ls -la" in cited_text(top)
+                assert top["transcript"].endswith(FILES[0]) and "ls -la" in cited_text(top)
                 assert f"{top['transcript']}:{top['line_start']}-{top['line_end']}" in text
                 assert all(len(r["text"]) <= 600 for r in found["results"])
 

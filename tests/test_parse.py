@@ -9,7 +9,7 @@ import pytest
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.tail import read_lines
 
-from conftest import EDGE, REAL
+from conftest import EDGE, every_real_transcript
 
 
 @pytest.mark.parametrize("data", [b"", b"   ", b"\t\r", b"\r\n"])
@@ -69,7 +69,7 @@ def test_trailing_carriage_return_is_tolerated() -> None:
     assert parse_line(b'{"type": "user"}\r') == {"type": "user"}
 
 
-@pytest.mark.parametrize("path", sorted(REAL.glob("*.jsonl")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", every_real_transcript())
 def test_every_line_of_every_real_transcript_is_a_record(path: Path) -> None:
     lines = list(read_lines(path))
     assert lines

@@ -32,7 +32,7 @@ def found(results: list[tuple[str, int, int]], name: str, line: int) -> bool:
     ("query", "name", "line"),
     [
         # by meaning: few words in common with the transcript
-        ("list the files in the current directory", "oneryalcin__fasthooks__sample_main_transcript.jsonl", 4),
+        ("launch the web app's server as a background process", "marot__spotter__tool_heavy.jsonl", 4),
         (
             "why does the assistant keep asking permission before fixing obvious problems",
             "obra__episodic-memory__tiny-conversation.jsonl",
@@ -62,10 +62,12 @@ def test_result_carries_a_full_citation(corpus: Corpus, corpus_store: EdgeStore,
 
 
 def test_project_filter_by_name_and_by_path(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
-    by_name = search(corpus_store, embedder, SearchQuery("tests", SearchFilter(projects=("workspace",)), 20)).results
-    by_path = search(corpus_store, embedder, SearchQuery("tests", SearchFilter(projects=("/workspace",)), 20)).results
-    assert by_name and {r.project for r in by_name} == {"workspace"}
-    assert {(r.transcript, r.line_start) for r in by_name} == {(r.transcript, r.line_start) for r in by_path}
+    by_name = search(corpus_store, embedder, SearchQuery("tests", SearchFilter(projects=("spotter",)), 20)).results
+    by_path = SearchQuery("tests", SearchFilter(projects=("/home/marco/projects/spotter",)), 20)
+    assert by_name and {r.project for r in by_name} == {"spotter"}
+    assert {(r.transcript, r.line_start) for r in by_name} == {
+        (r.transcript, r.line_start) for r in search(corpus_store, embedder, by_path).results
+    }
 
 
 def test_since_session_and_file_filters(corpus: Corpus, corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
@@ -73,7 +75,7 @@ def test_since_session_and_file_filters(corpus: Corpus, corpus_store: EdgeStore,
         corpus_store, embedder, SearchQuery("tests", SearchFilter(since="2026-01-01T00:00:00Z"), 50)
     ).results
     assert recent and all(r.timestamp >= "2026-01-01" for r in recent)
-    session = "c45af7b1-cb7c-4e51-93db-8cbb250a877a"
+    session = "d6e0bada-1959-4eec-a9d2-0bfade768d8f"
     in_session = search(corpus_store, embedder, SearchQuery("command", SearchFilter(session_id=session), 50)).results
     assert in_session and {r.session_id for r in in_session} == {session}
     edited = search(corpus_store, embedder, SearchQuery("todo", SearchFilter(file="page.tsx"), 50)).results

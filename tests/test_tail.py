@@ -11,7 +11,7 @@ import pytest
 
 from selfreflect.tail import BLOCK, FileIdentity, Line, read_lines
 
-from conftest import EDGE, REAL
+from conftest import EDGE, REAL, every_real_transcript
 
 TINY = REAL / "obra__episodic-memory__tiny-conversation.jsonl"
 TRUNCATED = EDGE / "truncated-last-line__obra__episodic-memory__tiny-conversation.jsonl"
@@ -29,7 +29,7 @@ def assert_lines_match_file(lines: list[Line], content: bytes, first_line: int =
         expected_start = line.end
 
 
-@pytest.mark.parametrize("path", sorted(REAL.glob("*.jsonl")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", every_real_transcript())
 def test_complete_lines_have_numbers_and_offsets_that_match_the_file(path: Path) -> None:
     content = path.read_bytes()
     lines = list(read_lines(path))

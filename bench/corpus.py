@@ -1,0 +1,33 @@
+"""Where the benchmarks find their transcripts and labeled queries.
+
+The corpus lives in the repository (``tests/corpus/``) and the labeled dev
+queries next to the benchmarks (``bench/eval/``). ``--shared FOLDER`` (or
+``SELFREFLECT_SHARED``) adds the transcripts of ``FOLDER/corpus/<kind>/``
+that the repository may not carry (their sources have no licence); it is
+never required.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "tests" / "corpus"
+QUERIES = ROOT / "bench" / "eval" / "queries-dev.jsonl"
+
+
+def default_shared() -> Path | None:
+    """``SELFREFLECT_SHARED`` when it names a folder (``none`` switches it off)."""
+    named = os.environ.get("SELFREFLECT_SHARED", "")
+    return Path(named) if named and named.lower() != "none" else None
+
+
+def corpus_files(kind: str, shared: Path | None = None) -> list[Path]:
+    """The ``kind`` ("real" or "edge-cases") transcripts: the repository's,
+    plus those of ``shared`` it does not hold, by file name."""
+    files = {p.name: p for p in sorted((CORPUS / kind).glob("*.jsonl"))}
+    if shared is not None:
+        for extra in sorted((shared / "corpus" / kind).glob("*.jsonl")):
+            files.setdefault(extra.name, extra)
+    return sorted(files.values(), key=lambda p: p.name)
