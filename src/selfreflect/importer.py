@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from selfreflect.assemble import Assembler, Exchange
 from selfreflect.chunk import Chunk, chunk_exchange, seal
@@ -27,6 +26,7 @@ from selfreflect.redact import redact
 from selfreflect.settings import Settings
 from selfreflect.state import State, TranscriptPosition
 from selfreflect.store import Record, Store
+from selfreflect.system import path_name
 from selfreflect.tail import FileIdentity, read_lines
 
 log = logging.getLogger("selfreflect")
@@ -63,7 +63,7 @@ def point_id(transcript_key: str, session_id: str, exchange: str, ordinal: int) 
 
 
 def project_name(cwd: str, fallback: str) -> str:
-    return PurePosixPath(cwd).name or fallback if cwd else fallback
+    return path_name(cwd) or fallback if cwd else fallback
 
 
 class Importer:
@@ -81,6 +81,8 @@ class Importer:
         self.store = store
         self.embedder = embedder
         self.state = state
+        if state.bind(store.id) or not state.path.exists():  # a new store is filled from the start
+            state.save()
         self.budget = embedder.max_tokens - 2  # [CLS] and [SEP]
         self.embed_seconds = 0.0
 

@@ -9,13 +9,13 @@ overwrite each other.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import filelock
 import orjson
 
 from selfreflect.embed import Embedder
@@ -70,16 +70,13 @@ def store_reflection(
 
 
 def _append(path: Path, entry: dict[str, Any]) -> int:
-    """Append one line under an exclusive lock; return its line number."""
+    """Append one line under an exclusive lock (another process may be
+    appending too); return its line number."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            handle.seek(0)
-            line = handle.read().count(b"\n") + 1
-            handle.write(orjson.dumps(entry) + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with filelock.FileLock(f"{path}.lock", timeout=30, thread_local=False), open(path, "ab+") as handle:
+        handle.seek(0)
+        line = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) + 1
+        handle.write(orjson.dumps(entry) + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     return line

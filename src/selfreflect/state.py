@@ -1,21 +1,43 @@
 """State: how far each transcript has been indexed.
 
-Saved only after the store confirmed a batch, atomically (temp file, fsync,
-rename), so after a crash the state never claims more than the store holds.
-Reading resumes at the start of the last exchange that was still open; its
-chunks are rebuilt under the same ids, so a replay overwrites instead of
+Kept in SQLite (``<data dir>/state.sqlite3``, the standard library's): a row
+per transcript, and only the rows a batch changed are written, in one
+transaction, after the store confirmed that batch. The journal is a
+write-ahead log synced on every commit, so a committed batch survives kill -9
+and power loss, and a reader (``status``) never sees half a write. Reading
+resumes at the start of the last exchange that was still open; its chunks
+are rebuilt under the same ids, so a replay overwrites instead of
 duplicating (at-least-once reading + idempotent writes).
+
+Versioned (``PRAGMA user_version``): format 1 was ``state.json``, migrated
+once and moved aside; a newer format is refused. A file that is not a state
+database, or rows of the wrong shape, are moved aside (or dropped) with a
+warning and rebuilt by reading the transcripts again: idempotent writes make
+that safe, only slower. Never silently.
+
+The state also records which store it describes (the store's id): when the
+store was deleted or replaced, the positions are dropped and everything is
+read again into the new store.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import logging
+import sqlite3
+import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from selfreflect.errors import SelfReflectError
+
+log = logging.getLogger("selfreflect")
+
+FORMAT = 2  # 1: state.json
+LEGACY_FILE = "state.json"
 
 
 @dataclass
@@ -55,28 +77,58 @@ class TranscriptPosition:
 
 
 class State:
-    """The positions of all transcripts, keyed by absolute path."""
+    """The positions of all transcripts, keyed by absolute path.
 
-    VERSION = 1
+    Attributes:
+        positions: every transcript's position (read them; change them with
+            :meth:`set` and :meth:`forget`, which :meth:`save` writes).
+        store_id: the id of the store these positions describe.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.positions: dict[str, TranscriptPosition] = {}
+        self.store_id = ""
+        self._dirty: set[str] = set()
+        self._meta_dirty = False
 
     @classmethod
     def load(cls, path: Path) -> State:
+        """Read the state (an empty one when there is none yet).
+
+        Raises:
+            SelfReflectError: the state was written by a newer selfreflect,
+                or cannot be read at all (permissions, I/O).
+        """
         state = cls(path)
+        if not path.exists():
+            state._migrate_legacy()
+            return state
         try:
-            raw = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
+            with closing(_connect(path)) as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > FORMAT:
+                    raise SelfReflectError(
+                        f"{path} was written by a newer selfreflect (format {version}, this version reads "
+                        f"up to {FORMAT}): upgrade selfreflect, or use another --data-dir"
+                    )
+                if version < FORMAT:
+                    _create(db)
+                rows = db.execute("SELECT path, position FROM positions").fetchall()
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            state._move_aside(path, f"it is not a state database ({exc})")
             return state
-        except orjson.JSONDecodeError:
-            # Written atomically, so this is damage from outside: start over
-            # (idempotent writes make a full re-read safe, only slower).
-            return state
-        known = {f.name for f in fields(TranscriptPosition)}
-        for key, value in raw.get("positions", {}).items():
-            state.positions[key] = TranscriptPosition(**{k: v for k, v in value.items() if k in known})
+        except sqlite3.Error as exc:
+            raise SelfReflectError(f"cannot read the state at {path}: {exc}") from exc
+        state.store_id = str(meta.get("store_id", ""))
+        for key, blob in rows:
+            position = _position(blob)
+            if position is None:
+                log.warning("%s: the saved position of %s is damaged; that transcript is read again", path, key)
+                state._dirty.add(key)  # dropped from the file at the next save
+                continue
+            state.positions[key] = position
         return state
 
     def get(self, path: str) -> TranscriptPosition:
@@ -84,35 +136,114 @@ class State:
 
     def set(self, path: str, position: TranscriptPosition) -> None:
         self.positions[path] = position
+        self._dirty.add(path)
 
     def forget(self, path: str) -> None:
         self.positions.pop(path, None)
+        self._dirty.add(path)
+
+    def bind(self, store_id: str) -> bool:
+        """Tie the state to the store ``store_id``. Positions saved for
+        another store (deleted, replaced) are dropped: everything is read
+        again into this one. Returns whether they were dropped."""
+        if store_id == self.store_id:
+            return False
+        dropped = bool(self.store_id) and bool(self.positions)
+        if dropped:
+            log.warning(
+                "the store was replaced since the transcripts were read (store %s, state for %s): "
+                "reading all %d transcripts again",
+                store_id,
+                self.store_id,
+                len(self.positions),
+            )
+            self._dirty |= set(self.positions)
+            self.positions.clear()
+        self.store_id = store_id
+        self._meta_dirty = True
+        return dropped
 
     def save(self) -> None:
-        """Write atomically: a reader sees the old state or the new one, whole."""
+        """Write what changed since the last save, in one transaction."""
+        if not self._dirty and not self._meta_dirty and self.path.exists():
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = orjson.dumps({"version": self.VERSION, "positions": {k: asdict(v) for k, v in self.positions.items()}})
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".tmp")
+        with closing(_connect(self.path)) as db:
+            with db:
+                if db.execute("PRAGMA user_version").fetchone()[0] < FORMAT:
+                    _create(db)
+                for key in self._dirty:
+                    position = self.positions.get(key)
+                    if position is None:
+                        db.execute("DELETE FROM positions WHERE path = ?", (key,))
+                    else:
+                        blob = orjson.dumps(asdict(position)).decode()
+                        db.execute("INSERT OR REPLACE INTO positions (path, position) VALUES (?, ?)", (key, blob))
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", (self.store_id,))
+        self._dirty.clear()
+        self._meta_dirty = False
+
+    def _move_aside(self, path: Path, why: str) -> None:
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning(
+            "the state %s cannot be used: %s; moved it to %s and reading every transcript again", path, why, aside
+        )
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                source.replace(Path(f"{aside}{suffix}"))
+
+    def _migrate_legacy(self) -> None:
+        """Format 1 (``state.json``): take its positions, move it aside."""
+        legacy = self.path.with_name(LEGACY_FILE)
+        if not legacy.exists():
+            return
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path.parent)
+            raw = orjson.loads(legacy.read_bytes())
+            entries = raw["positions"] if isinstance(raw, dict) else None
+            if not isinstance(entries, dict):
+                raise ValueError(f"expected {{'positions': {{...}}}}, found {type(entries or raw).__name__}")
+        except (OSError, ValueError, KeyError) as exc:
+            self._move_aside(legacy, f"{exc}")
+            return
+        for key, value in entries.items():
+            position = _position(orjson.dumps(value))
+            if position is not None:
+                self.set(key, position)
+        self.save()
+        legacy.replace(legacy.with_name(f"{LEGACY_FILE}.migrated"))
+        log.info("moved the read positions of %d transcripts from %s to %s", len(self.positions), legacy, self.path)
 
 
-def _fsync_dir(folder: Path) -> None:
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _create(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS positions (path TEXT PRIMARY KEY, position TEXT NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(f"PRAGMA user_version = {FORMAT}")
+
+
+_NUMBERS = ("offset", "line", "end", "inode", "device", "size", "bad_lines", "oversized_lines")
+
+
+def _position(blob: str | bytes) -> TranscriptPosition | None:
+    """A saved position, or ``None`` when it is not one we can trust."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        value: Any = orjson.loads(blob)
+        known = {f.name for f in fields(TranscriptPosition)}
+        position = TranscriptPosition(**{k: v for k, v in value.items() if k in known})
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return None
+    numbers = [getattr(position, name) for name in _NUMBERS]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        return None
+    if position.end < position.offset or position.line < 1 or not isinstance(position.mtime, (int, float)):
+        return None
+    if position.context is not None and not isinstance(position.context, dict):
+        return None
+    return position

@@ -99,6 +99,7 @@ class FusionPlan:
 class Store(Protocol):
     """What the importer and the search core need from a store."""
 
+    id: str  # the store's own id: the state records which store it describes
     model: str
     dim: int
 
@@ -137,11 +138,14 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(settings: Settings, model: str, dim: int) -> Store:
+def open_store(settings: Settings, model: str, dim: int, command: str = "(library)") -> Store:
     """Open the store the settings choose (the embedded one by default).
 
+    ``command`` names this process to whoever is refused the store meanwhile.
+
     Raises:
-        StoreLocked, ModelMismatch, ConfigError: as the store reports them.
+        StoreLocked, ModelMismatch: as the store reports them.
+        ConfigError: the data folder cannot be used (a file, read-only, ...).
     """
     if settings.qdrant_url:
         from selfreflect.errors import ConfigError
@@ -149,4 +153,5 @@ def open_store(settings: Settings, model: str, dim: int) -> Store:
         raise ConfigError("QDRANT_URL is set, but this version only has the embedded store: unset QDRANT_URL")
     from selfreflect.store.edge import EdgeStore
 
-    return EdgeStore(settings.store_dir, model, dim, settings.segment_points).open()
+    settings.ensure_data_dir()
+    return EdgeStore(settings.store_dir, model, dim, settings.segment_points, command).open()

@@ -1,8 +1,8 @@
 """The embedded store: a Qdrant Edge shard in the data folder.
 
 Qdrant Edge must not be opened by two processes at once, so before opening the
-shard we take our own lock (``lock``, holding the owner's pid): a
-second opener is told who owns it.
+shard we take the data dir's store lock (:mod:`selfreflect.lock`): a second
+opener is told who owns it.
 The model name and dimension are recorded in ``meta.json``; opening the store
 with another model is refused.
 
@@ -27,10 +27,10 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,8 +40,10 @@ import orjson
 import qdrant_edge as qe
 
 from selfreflect.errors import ModelMismatch, SelfReflectError, StoreLocked
+from selfreflect.lock import StoreLock
 from selfreflect.memory import malloc_trim, release_code_pages, release_mapped_pages
 from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, Record, SearchFilter
+from selfreflect.system import disk_bytes
 
 DENSE = "dense"
 LEXICAL = "bm25"
@@ -133,15 +135,20 @@ class EdgeStore:
         segment_points: points written between compactions: the appendable
             segment's in-memory structures (BM25 postings, payload indexes)
             grow with it, by about 5 KB a point.
+        command: what this process is (``import``, ``serve``, ...), told to
+            whoever is refused the store while it holds it.
     """
 
-    def __init__(self, folder: Path, model: str, dim: int, segment_points: int = 1024) -> None:
+    def __init__(
+        self, folder: Path, model: str, dim: int, segment_points: int = 1024, command: str = "(library)"
+    ) -> None:
         self.folder = folder
         self.model = model
         self.dim = dim
         self.segment_points = segment_points
         self._shard: Any = None
-        self._lock_fd: int | None = None
+        self._owner = StoreLock(folder.parent, command)
+        self.id = ""  # the store's own id, from meta.json once open
         self._bm25 = qe.Bm25(qe.Bm25Config())
         self._gate = _Gate()
         self._written = 0  # points written since the last compaction
@@ -157,9 +164,9 @@ class EdgeStore:
             StoreLocked: another process holds the store.
             ModelMismatch: the store was built with another model or dimension.
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        self._owner.acquire()
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             self._check_meta()
             self._shard = self._load()
             schema = self._shard.info().payload_schema
@@ -193,9 +200,7 @@ class EdgeStore:
             if self._shard is not None:
                 self._shard.close()
                 self._shard = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._owner.release()
 
     def __enter__(self) -> EdgeStore:
         return self.open() if self._shard is None else self
@@ -203,33 +208,40 @@ class EdgeStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _lock(self) -> None:
-        path = self.folder / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            pid = int(holder) if holder.isdigit() else None
-            who = f"process {pid}" if pid else "another process"
-            raise StoreLocked(f"the store at {self.folder} is in use by {who}", pid=pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
-
     def _check_meta(self) -> None:
+        """Refuse a store of another model, or of a newer format; record
+        model, dimension, format version and the store's id in a new one."""
         path = self.folder / "meta.json"
-        if path.exists():
-            meta = orjson.loads(path.read_bytes())
-            if meta.get("model") != self.model or meta.get("dim") != self.dim:
-                raise ModelMismatch(
-                    f"the store at {self.folder} was built with {meta.get('model')!r} "
-                    f"({meta.get('dim')} dimensions), not {self.model!r} ({self.dim}): "
-                    "use another --data-dir, or delete the store and import again"
-                )
+        if not path.exists():
+            self.id = uuid.uuid4().hex
+            meta = {"model": self.model, "dim": self.dim, "schema": SCHEMA, "id": self.id}
+            path.write_bytes(orjson.dumps(meta))
             return
-        path.write_bytes(orjson.dumps({"model": self.model, "dim": self.dim, "schema": SCHEMA}))
+        try:
+            meta = orjson.loads(path.read_bytes())
+            if not isinstance(meta, dict):
+                raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+        except (OSError, ValueError) as exc:
+            raise SelfReflectError(
+                f"the store's {path} is damaged ({exc}): delete the folder {self.folder} "
+                "and run `selfreflect import` to build it again"
+            ) from exc
+        if meta.get("model") != self.model or meta.get("dim") != self.dim:
+            raise ModelMismatch(
+                f"the store at {self.folder} was built with {meta.get('model')!r} "
+                f"({meta.get('dim')} dimensions), not {self.model!r} ({self.dim}): "
+                "use another --data-dir, or delete the store and import again"
+            )
+        schema = meta.get("schema", 1)
+        if not isinstance(schema, int) or schema > SCHEMA:
+            raise SelfReflectError(
+                f"the store at {self.folder} was written by a newer selfreflect (format {schema!r}, "
+                f"this version reads up to {SCHEMA}): upgrade selfreflect, or use another --data-dir"
+            )
+        if not isinstance(meta.get("id"), str):  # stores made before ids: give it one
+            meta["id"] = uuid.uuid4().hex
+            path.write_bytes(orjson.dumps(meta))
+        self.id = str(meta["id"])
 
     # -- memory --------------------------------------------------------------
 
@@ -394,7 +406,7 @@ class EdgeStore:
 
     def size_bytes(self) -> int:
         """Bytes on disk (the engine preallocates sparse files: count blocks, not lengths)."""
-        return sum(f.stat().st_blocks * 512 for f in self.folder.rglob("*") if f.is_file())
+        return sum(disk_bytes(f) for f in self.folder.rglob("*") if f.is_file())
 
 
 def to_filter(where: SearchFilter) -> qe.Filter | None:

@@ -1,0 +1,95 @@
+"""What differs between Linux, macOS and Windows, in one place.
+
+Everything else imports only what works everywhere. What this module does
+per platform:
+
+- processes: a pid is trusted only together with its start time (pids are
+  reused after a process dies), read through psutil on every platform;
+- detaching a child (the daemon an MCP client starts): a new session on
+  POSIX, a new process group without a console on Windows;
+- disk use: allocated blocks where the platform reports them, else sizes;
+- path names: a path recorded on Windows (``C:\\Users\\me\\app``) is named
+  by Windows rules wherever it is read.
+
+Memory release (:mod:`selfreflect.memory`) is Linux-only and says so there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import psutil
+
+WINDOWS = sys.platform == "win32"
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or ``None``
+    when there is no such process, it has exited (a zombie its parent has
+    not reaped yet), or it cannot be seen."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(process.create_time())
+    except (psutil.Error, OSError, ValueError):
+        return None
+
+
+def is_same_process(pid: int, started: float | None) -> bool:
+    """``pid`` is alive and is the process that started at ``started``: a
+    pid reused by another program after a crash does not pass."""
+    if started is None:
+        return False
+    now = process_started(pid)
+    return now is not None and abs(now - started) < 1.0
+
+
+def terminate(pid: int) -> None:
+    """Ask process ``pid`` to stop (SIGTERM; on Windows the process ends)."""
+    try:
+        psutil.Process(pid).terminate()
+    except psutil.NoSuchProcess:
+        pass
+
+
+def detached() -> dict[str, Any]:
+    """``subprocess.Popen`` arguments that let a child outlive its parent and
+    its parent's terminal."""
+    if WINDOWS:
+        flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+        return {"creationflags": flags, "close_fds": True}
+    return {"start_new_session": True, "close_fds": True}
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes a file takes on disk (its size where blocks are not reported)."""
+    stat = path.stat()
+    blocks = getattr(stat, "st_blocks", None)
+    return int(blocks) * 512 if blocks is not None else int(stat.st_size)
+
+
+def path_name(path: str) -> str:
+    """The last part of a recorded path, by the rules of the platform that
+    wrote it (a Windows path has a drive or backslashes)."""
+    stripped = path.rstrip("/\\")
+    if "\\" in stripped or (len(stripped) >= 2 and stripped[1] == ":"):
+        return PureWindowsPath(stripped).name
+    return PurePosixPath(stripped).name
+
+
+def is_writable_dir(folder: Path) -> bool:
+    """We can create files in ``folder`` (tried, not guessed from mode bits:
+    a read-only mount or an ACL answers only to a real attempt)."""
+    probe = folder / f".probe-{os.getpid()}"
+    try:
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,53 @@
+"""What differs between platforms stays in selfreflect.system (and the
+Linux-only memory calls, gated in selfreflect.memory)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from selfreflect.system import is_same_process, path_name, process_started
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "selfreflect"
+POSIX_ONLY = {"fcntl", "resource", "pwd", "grp", "termios", "posix", "tty", "pty"}
+
+
+def test_no_module_imports_what_only_posix_has() -> None:
+    """Every store command failed at import time on Windows (`import fcntl`)."""
+    found = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in POSIX_ONLY]
+    assert not found
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        assert "os.pread" not in text and "os.pwrite" not in text and "st_blocks *" not in text, path
+
+
+def test_project_names_follow_the_rules_of_the_platform_that_wrote_them() -> None:
+    assert path_name("/home/me/app") == "app"
+    assert path_name("/home/me/app/") == "app"
+    assert path_name("C:\\Users\\me\\app") == "app"
+    assert path_name("C:\\Users\\me\\app\\") == "app"
+    assert path_name("D:/work/app") == "app"
+
+
+def test_a_pid_is_trusted_only_with_its_start_time() -> None:
+    me = process_started(os.getpid())
+    assert me is not None and is_same_process(os.getpid(), me)
+    assert not is_same_process(os.getpid(), me - 3600)  # a pid reused by another program
+    assert not is_same_process(os.getpid(), None)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert process_started(child.pid) is None or not is_same_process(child.pid, time.time() - 7200)
