@@ -64,12 +64,12 @@ def store_points(embedder: OnnxEmbedder) -> list[dict]:
 def test_import_indexes_then_reports_nothing_new(small_home: Path, embedder: OnnxEmbedder) -> None:
     code, out, _ = run("import")
     assert code == 0
-    assert out.startswith("Imported 3 of 3 files:") and " chunks, 0 bad lines skipped in " in out
+    assert out.startswith("Imported 3 of 3 files: 51 new lines, ") and " chunks in " in out
     points = store_points(embedder)
     assert {Path(p["transcript"]).name for p in points} == {p.name for p in small_home.iterdir()}
     assert f"{len(points)} chunks" in out
     code, out, _ = run("import")
-    assert code == 0 and "Imported 0 of 3 files: 0 new lines, 0 chunks" in out
+    assert code == 0 and out.startswith("Nothing new: 3 transcripts already indexed (")
     assert len(store_points(embedder)) == len(points)
 
 
@@ -144,7 +144,7 @@ def test_second_owner_of_the_store_is_refused(small_home: Path, embedder: OnnxEm
     with EdgeStore(data / "store", embedder.name, embedder.dim).open():
         code, out, err = run("search", "anything")
     assert code == 3
-    assert f"in use by process {os.getpid()}" in out + err
+    assert f"in use by `selfreflect (library)` (pid {os.getpid()}, since " in out + err
 
 
 def test_other_model_is_refused(small_home: Path) -> None:
@@ -184,6 +184,9 @@ def test_service_install_writes_only_when_asked(tmp_path: Path, platform: str) -
     install(unit)
     assert unit.path.read_text() == unit.text
     assert ("systemctl --user" if platform == "linux" else "launchctl load") in unit.enable
+    # another daemon holding the store (exit 3) is not a failure to restart in a loop
+    assert ("RestartPreventExitStatus=3" if platform == "linux" else "<string>--if-not-running</string>") in unit.text
+    assert str(settings.config_file) in unit.text  # the settings the user chose go along
 
 
 def test_service_install_command_prints_what_it_wrote(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -20,41 +20,42 @@ from selfreflect import __version__
 from selfreflect.errors import SelfReflectError, StoreLocked, TranscriptNotFound
 from selfreflect.settings import Settings
 
-EXIT_ERROR = 1
-EXIT_LOCKED = 3
+EXIT_ERROR = 1  # bad input, bad settings, nothing found, an unusable data folder
+EXIT_USAGE = 2  # click: an unknown option or a missing argument
+EXIT_LOCKED = 3  # another process holds the store (an import, a daemon)
 
 log = logging.getLogger("selfreflect")
 
 
 class Context:
-    """What every command gets: the settings, and the store opened on demand."""
+    """What every command gets: the settings, and the way to the store."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def from_daemon(self, path: str, params: list[tuple[str, str]] | None = None) -> Any:
-        """The daemon's answer, or ``None`` when no daemon serves this data dir."""
-        from selfreflect.client import DaemonUnavailable, get_json
+    def connect(self, command: str) -> Any:
+        """The :class:`~selfreflect.connect.Connection` for ``command``: a
+        verified running daemon, else the store opened here."""
+        from selfreflect.connect import Connection
+
+        return Connection(self.settings, command)
+
+    def indexed(self) -> bool:
+        """Anything to ask about: a store on disk, or a daemon serving one."""
         from selfreflect.daemon import running_daemon
 
-        daemon = running_daemon(self.settings.data_dir)
-        if daemon is None:
-            return None
-        try:
-            return get_json(daemon.url, path, params)
-        except DaemonUnavailable:
-            return None  # gone or still starting: the store decides (it may be locked)
+        return (self.settings.store_dir / "meta.json").exists() or running_daemon(self.settings.data_dir) is not None
 
     @contextmanager
-    def store(self, load_model: bool = True) -> Iterator[tuple[Any, Any]]:
+    def store(self, command: str) -> Iterator[tuple[Any, Any]]:
+        """The store, held by this process, and the loaded model (``import``)."""
         from selfreflect.embed import OnnxEmbedder
         from selfreflect.store import open_store
 
         embedder = OnnxEmbedder()
-        store = open_store(self.settings, embedder.name, embedder.dim)  # a locked store fails before the model loads
+        store = open_store(self.settings, embedder.name, embedder.dim, command)  # locked: fail before the model
         try:
-            if load_model:
-                embedder.load()
+            embedder.load()
             yield store, embedder
         finally:
             store.close()
@@ -84,6 +85,9 @@ class Commands(click.Group):
             raise Failure(str(exc), EXIT_LOCKED) from exc
         except SelfReflectError as exc:
             raise Failure(str(exc), EXIT_ERROR) from exc
+        except OSError as exc:  # the filesystem said no somewhere we did not foresee: say what, not how
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise Failure(f"{exc.strerror or exc}{where}", EXIT_ERROR) from exc
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,14 +135,19 @@ def import_(ctx: Context) -> None:
     """Index every transcript that is not indexed yet (one-shot catch-up).
 
     Safe to run again at any time: what is already indexed is skipped, and an
-    interrupted run resumes where it stopped.
+    interrupted run resumes where it stopped. While the daemon runs, it asks
+    the daemon to catch up and waits for it.
     """
     from selfreflect.discover import discover
     from selfreflect.importer import Importer
     from selfreflect.state import State
 
     files = discover(ctx.settings.projects_dir)  # a missing Claude dir fails before the model loads
-    with ctx.store() as (store, embedder):
+    daemon = ctx.connect("import").daemon()
+    if daemon is not None:
+        _import_through(daemon, len(files))
+        return
+    with ctx.store("import") as (store, embedder):
         importer = Importer(ctx.settings, store, embedder, State.load(ctx.settings.state_file))
         if sys.stderr.isatty():
             total = sum(f.size for f in files)
@@ -146,12 +155,51 @@ def import_(ctx: Context) -> None:
                 summary = importer.run(progress=lambda transcript: bar.update(transcript.size))
         else:
             summary = importer.run()
-    failed = f", {len(summary.failed_files)} unreadable" if summary.failed_files else ""
+    skipped = f", {summary.bad_lines} bad lines skipped" if summary.bad_lines else ""
+    skipped += f", {summary.oversized_lines} oversized lines skipped" if summary.oversized_lines else ""
+    skipped += f", {len(summary.failed_files)} unreadable" if summary.failed_files else ""
+    if summary.lines == 0 and not summary.failed_files:
+        click.echo(f"Nothing new: {summary.files} transcripts already indexed{skipped} ({summary.seconds:.1f} s)")
+        return
     click.echo(
         f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
-        f"{summary.chunks} chunks, {summary.bad_lines} bad lines skipped"
-        f"{f', {summary.oversized_lines} oversized lines skipped' if summary.oversized_lines else ''}"
-        f"{failed} in {summary.seconds:.1f} s"
+        f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
+    )
+
+
+def _import_through(daemon: Any, files: int) -> None:
+    """``import`` while the daemon owns the store: it reads, we wait and report."""
+    import time
+
+    from selfreflect.client import DaemonUnavailable, get_json, post_json
+
+    started = time.monotonic()
+    click.echo(f"The daemon (pid {daemon.pid}, started by {daemon.started_by}) owns the store: it imports.", err=True)
+    try:
+        before = post_json(daemon.url, "/api/import", {})
+        now, told = before, set[str]()
+        while now["files_pending"]:
+            time.sleep(0.2)
+            now = get_json(daemon.url, "/healthz", accept=(503,))
+            for problem in set(now["problems"]) - told:  # failing files are skipped and retried later
+                click.echo(f"the daemon reports: {problem}", err=True)
+                told.add(problem)
+            if sys.stderr.isatty():
+                click.echo(f"\r{now['files_pending']} transcripts left ", nl=False, err=True)
+    except DaemonUnavailable as exc:
+        raise SelfReflectError(f"the daemon stopped while importing ({exc}): run `selfreflect import` again") from exc
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    lines = now["lines_read"] - before["lines_read"]
+    chunks = now["chunks_indexed"] - before["chunks_indexed"]
+    bad = now["bad_lines"] - before["bad_lines"]
+    seconds = time.monotonic() - started
+    if lines == 0:
+        click.echo(f"Nothing new: {files} transcripts already indexed ({seconds:.1f} s)")
+        return
+    click.echo(
+        f"Imported by the daemon: {lines} new lines, {chunks} chunks"
+        f"{f', {bad} bad lines skipped' if bad else ''} in {seconds:.1f} s"
     )
 
 
@@ -190,22 +238,26 @@ def search(
 
     Uses the running daemon when there is one (it owns the store).
     """
-    from selfreflect.search import Decay, SearchResponse, make_query
-    from selfreflect.search import search as run_search
+    from selfreflect.query import Decay, SearchRequest
 
-    text = " ".join(query)
-    options: dict[str, Any] = {"projects": projects, "since": since, "until": until, "session": session}
-    options |= {"file": file_, "branch": branch, "tool": tool}
-    options |= {"include_sidechains": not no_sidechains, "min_score": min_score}
-    settings = ctx.settings
-    options["decay"] = Decay(settings.decay_half_life_days, settings.decay_weight) if decay else None
-    search_query = make_query(text, limit=limit, **options)  # validates before any I/O
-    doc = ctx.from_daemon("/api/search", [("q", text), ("limit", str(limit)), *search_params(options)])
-    if doc is not None:
-        response = SearchResponse.from_json(doc)
-    else:
-        with ctx.store() as (store, embedder):
-            response = run_search(store, embedder, search_query)
+    request = SearchRequest(
+        " ".join(query),
+        limit=limit,
+        projects=projects,
+        since=since,
+        until=until,
+        session=session,
+        file=file_,
+        branch=branch,
+        tool=tool,
+        include_sidechains=not no_sidechains,
+        min_score=min_score,
+        decay=decay,
+    )
+    request.query(Decay())  # validates before any I/O
+    if not ctx.indexed():
+        raise SelfReflectError(f"nothing is indexed yet in {ctx.settings.data_dir}: run `selfreflect import` first")
+    response = ctx.connect("search").search(request)
     if as_json:
         click.echo(json.dumps(response.to_json(), ensure_ascii=False, indent=2))
         return
@@ -220,44 +272,79 @@ def search(
             + click.style(f"{r.transcript}:{r.line_start}-{r.line_end}", fg="cyan")
         )
         click.echo(f"    {r.snippet}\n")
-    click.echo(f"{len(response.results)} results in {response.took_ms:.0f} ms", err=True)
-
-
-def search_params(options: dict[str, Any]) -> list[tuple[str, str]]:
-    """Search options as the daemon's ``/api/search`` parameters."""
-    params = [("project", p) for p in options["projects"]]
-    params += [
-        (k, str(options[k]))
-        for k in ("since", "until", "session", "file", "branch", "tool", "min_score")
-        if options[k] is not None
-    ]
-    if not options["include_sidechains"]:
-        params.append(("no_sidechains", "1"))
-    if options.get("decay"):
-        params.append(("decay", "1"))
-    return params
+    count = len(response.results)
+    click.echo(f"{count} result{'s' if count != 1 else ''} in {response.took_ms:.0f} ms", err=True)
 
 
 @cli.command()
 @click.option(
     "--port", type=click.IntRange(0, 65535), help="HTTP port on 127.0.0.1 [env SELFREFLECT_PORT; default 7718]."
 )
+@click.option(
+    "--if-not-running",
+    is_flag=True,
+    help="Exit 0 instead of 3 when a daemon already serves this data dir (for service managers).",
+)
+@click.option("--started-by", default="serve", hidden=True, help="Who started it (shown by status).")
 @pass_context
-def serve(ctx: Context, port: int | None) -> None:
+def serve(ctx: Context, port: int | None, if_not_running: bool, started_by: str) -> None:
     """Run the daemon: stream new transcript lines into the index, serve HTTP.
 
-    Owns the store while it runs; `search` and `status` go through it.
-    SIGTERM or Ctrl-C stops it cleanly; a second Ctrl-C forces the exit.
+    Owns the store while it runs; `search`, `status`, `show`, `import` and
+    `selfreflect mcp` go through it. `selfreflect stop`, SIGTERM or Ctrl-C
+    stops it cleanly; a second Ctrl-C forces the exit. Exits 3 when another
+    daemon serves the data dir; waits while an import holds the store.
     """
     import dataclasses
+    import time
 
-    from selfreflect.daemon import Daemon
+    from selfreflect.daemon import Daemon, DaemonRunning
     from selfreflect.http import serve as run_server
 
     settings = ctx.settings if port is None else dataclasses.replace(ctx.settings, port=port)
+    settings.ensure_data_dir()
     level = logging.getLogger().getEffectiveLevel()
     logging.getLogger("selfreflect").setLevel(min(level, logging.INFO))
-    run_server(Daemon(settings), log_level="info" if level <= logging.INFO else "warning")
+    waiting = False
+    while True:
+        try:
+            run_server(Daemon(settings, started_by), log_level="info" if level <= logging.INFO else "warning")
+            return
+        except DaemonRunning as exc:
+            if if_not_running or started_by.startswith("mcp"):
+                log.info("another daemon won: %s", exc)  # expected when several clients start one at once
+                if if_not_running:
+                    return
+            raise
+        except StoreLocked as exc:
+            if started_by.startswith("mcp"):
+                raise  # the client falls back at once rather than wait
+            if not waiting:
+                log.warning("%s: waiting for it to finish", exc)
+                waiting = True
+            time.sleep(2.0)
+
+
+@cli.command()
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for it to finish its batch.")
+@pass_context
+def stop(ctx: Context, timeout: float) -> None:
+    """Stop the daemon serving this data dir (it finishes its batch first)."""
+    import time
+
+    from selfreflect.system import is_same_process, terminate
+
+    daemon = ctx.connect("stop").daemon()
+    if daemon is None:
+        click.echo(f"No daemon is running for {ctx.settings.data_dir}.")
+        return
+    terminate(daemon.pid)
+    deadline = time.monotonic() + timeout
+    while is_same_process(daemon.pid, daemon.process_started):
+        if time.monotonic() > deadline:
+            raise SelfReflectError(f"the daemon (pid {daemon.pid}) did not stop within {timeout:.0f} s")
+        time.sleep(0.1)
+    click.echo(f"Stopped the daemon (pid {daemon.pid}, started by {daemon.started_by}).")
 
 
 @cli.command(name="mcp")
@@ -307,16 +394,11 @@ def service_install(ctx: Context, print_only: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
-    """What is indexed: per project sessions, chunks and last activity."""
+    """What is indexed: per project sessions, chunks and last activity; the daemon."""
     from selfreflect.status import status_report
 
     settings = ctx.settings
-    report: dict[str, Any] | None = ctx.from_daemon("/api/status")
-    if report is None and not (settings.store_dir / "meta.json").exists():
-        report = status_report(settings, None)  # nothing indexed yet
-    elif report is None:
-        with ctx.store(load_model=False) as (store, _):
-            report = status_report(settings, store)
+    report = ctx.connect("status").status() if ctx.indexed() else status_report(settings, None)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
@@ -328,6 +410,18 @@ def status(ctx: Context, as_json: bool) -> None:
         f"transcripts: {report['transcripts']} read, {report['bad_lines']} bad lines, "
         f"{report['oversized_lines']} oversized lines skipped"
     )
+    daemon = report.get("daemon")
+    if daemon:
+        up = int(daemon["uptime_seconds"])
+        click.echo(
+            f"daemon:      pid {daemon['pid']}, http://127.0.0.1:{daemon['port']}, "
+            f"up {up // 3600}h{up % 3600 // 60:02d}m, {daemon['files_pending']} files pending, "
+            f"lag {daemon['lag_seconds']:.1f} s, started by {daemon['started_by']}, {daemon['status']}"
+        )
+        for problem in daemon.get("problems", []):
+            click.echo(f"             problem: {problem}")
+    else:
+        click.echo("daemon:      not running (`selfreflect serve` keeps the index current)")
     if not report["projects"]:
         click.echo("\nNothing indexed yet: run `selfreflect import`.")
         return
@@ -340,33 +434,39 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.argument("target")
 @click.option("--line", "line", type=click.IntRange(min=1), default=1, show_default=True, help="The line to centre on.")
 @click.option(
-    "--context", "context", type=click.IntRange(min=0), default=5, show_default=True, help="Lines before and after."
+    "--context", "context", type=click.IntRange(0, 50), default=5, show_default=True, help="Lines before and after."
 )
 @pass_context
 def show(ctx: Context, target: str, line: int, context: int) -> None:
     """Show the conversation around a line: TARGET is a session id or a transcript path."""
+    from dataclasses import asdict
+
     from selfreflect.conversation import excerpt, find_transcript
 
     settings = ctx.settings
+    found: dict[str, Any] | None = None
     path = Path(target)
-    if not path.is_file():
-        if (settings.store_dir / "meta.json").exists():
-            with ctx.store(load_model=False) as (store, _):
-                path = find_transcript(settings, target, store)
-        else:
+    if not path.is_file() and ctx.indexed():
+        try:
+            found = ctx.connect("show").read_conversation(target, line, context, context)
+        except TranscriptNotFound:
+            found = None  # not indexed: look on disk
+    if found is None:
+        if not path.is_file():
             path = find_transcript(settings, target, None)
-    try:
-        lines = excerpt(path, line, context, context, settings.max_line_bytes)
-    except OSError as exc:
-        raise TranscriptNotFound(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if not lines:
-        raise TranscriptNotFound(f"{path} has no line {line}")
-    click.echo(click.style(str(path), fg="cyan"))
-    for entry in lines:
-        marker = ">" if entry.line == line else " "
-        when = (entry.timestamp or "")[:19].replace("T", " ")
-        click.echo(click.style(f"{marker}{entry.line:>6}  {entry.kind:<10} {when}", bold=entry.line == line))
-        for text_line in entry.text.splitlines() or [""]:
+        try:
+            lines = [asdict(x) for x in excerpt(path, line, context, context, settings.max_line_bytes)]
+        except OSError as exc:
+            raise TranscriptNotFound(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if not lines:
+            raise TranscriptNotFound(f"{path} has no line {line}")
+        found = {"transcript": str(path), "lines": lines}
+    click.echo(click.style(found["transcript"], fg="cyan"))
+    for entry in found["lines"]:
+        marker = ">" if entry["line"] == line else " "
+        when = (entry["timestamp"] or "")[:19].replace("T", " ")
+        click.echo(click.style(f"{marker}{entry['line']:>6}  {entry['kind']:<10} {when}", bold=entry["line"] == line))
+        for text_line in entry["text"].splitlines() or [""]:
             click.echo(f"         {text_line}")
 
 

@@ -8,7 +8,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from selfreflect.errors import SelfReflectError
+from selfreflect.errors import SelfReflectError, TranscriptNotFound
 
 
 class DaemonUnavailable(SelfReflectError):
@@ -23,28 +23,38 @@ def post_json(base_url: str, path: str, body: Any, timeout: float = 30.0) -> Any
     return _fetch(request, base_url, timeout)
 
 
-def get_json(base_url: str, path: str, params: list[tuple[str, str]] | None = None, timeout: float = 30.0) -> Any:
-    """GET ``path`` from the daemon and decode its JSON.
+def get_json(
+    base_url: str,
+    path: str,
+    params: list[tuple[str, str]] | None = None,
+    timeout: float = 30.0,
+    accept: tuple[int, ...] = (),
+) -> Any:
+    """GET ``path`` from the daemon and decode its JSON (also the JSON of an
+    error status in ``accept``: ``/healthz`` answers 503 with its problems).
 
     Raises:
         DaemonUnavailable: no answer (not running, starting, gone).
+        TranscriptNotFound: the daemon found nothing to show (404).
         SelfReflectError: the daemon refused the request (its message).
     """
     url = f"{base_url}{path}"
     if params:
         url += "?" + urllib.parse.urlencode(params)
-    return _fetch(urllib.request.Request(url), base_url, timeout)
+    return _fetch(urllib.request.Request(url), base_url, timeout, accept)
 
 
-def _fetch(request: urllib.request.Request, base_url: str, timeout: float) -> Any:
+def _fetch(request: urllib.request.Request, base_url: str, timeout: float, accept: tuple[int, ...] = ()) -> Any:
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
+        if exc.code in accept:
+            return json.loads(exc.read())
         try:
             message = json.loads(exc.read()).get("error", str(exc))
         except (ValueError, AttributeError):
             message = str(exc)
-        raise SelfReflectError(message) from exc
+        raise (TranscriptNotFound if exc.code == 404 else SelfReflectError)(message) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise DaemonUnavailable(f"no answer from {base_url}: {exc}") from exc

@@ -59,6 +59,11 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
     if isinstance(record, BadLine):
         return ExcerptLine(number, "bad", None, f"(unreadable line: {record.reason})")
     assert isinstance(record, dict)
+    if "type" not in record and isinstance(record.get("content"), str) and "id" in record:  # reflections.jsonl
+        tags = [str(t) for t in record.get("tags") or [] if isinstance(t, (str, int, float))]
+        label = f"Reflection [{', '.join(tags)}]" if tags else "Reflection"
+        when = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
+        return ExcerptLine(number, "reflection", when, f"{label}: {record['content'][:EXCERPT_CHARS]}")
     kind = str(record.get("type", "?"))
     timestamp = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
     if parts:

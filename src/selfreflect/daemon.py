@@ -6,6 +6,11 @@ port, start the watcher and the importer threads), main loop (uvicorn serves
 HTTP), graceful shutdown on SIGTERM/SIGINT (the importer finishes its batch,
 positions are saved, the store is closed). A second Ctrl-C forces exit:
 positions are saved atomically after every batch, so even that loses nothing.
+
+The worker threads are supervised: one that fails is logged, reported by
+``/healthz`` (503 with the reason) and restarted with a growing pause (1 s,
+2 s, ... 60 s); ``/metrics`` counts the restarts. Files that keep failing to
+index are reported the same way.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import os
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 
 from selfreflect import __version__
 from selfreflect.embed import OnnxEmbedder
@@ -31,6 +37,7 @@ from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import Store, open_store
 from selfreflect.stream import Streamer
+from selfreflect.system import is_same_process, process_started
 
 log = logging.getLogger("selfreflect")
 
@@ -45,14 +52,32 @@ class PortInUse(SelfReflectError):
     """The HTTP port is taken by another program."""
 
 
+FAILING_READS = 3  # files failing in a row before /healthz says indexing is failing
+MAX_RESTART_PAUSE = 60.0
+
+
 @dataclass(frozen=True)
 class DaemonInfo:
-    """Who owns the data dir (``<data dir>/daemon.json``, written at startup)."""
+    """Who serves the data dir (``<data dir>/daemon.json``, written at startup).
+
+    Attributes:
+        pid, port: the process and its HTTP port on 127.0.0.1.
+        started: when the daemon started (seconds since the epoch).
+        version: selfreflect's version.
+        instance: this run's id (``/healthz`` answers it too).
+        process_started: the process's start time, as the system reports it:
+            with ``pid`` it tells this daemon from a later process that got
+            the same pid.
+        started_by: who started it (``serve``, ``service``, ``mcp (pid N)``).
+    """
 
     pid: int
     port: int
     started: float
     version: str
+    instance: str = ""
+    process_started: float | None = None
+    started_by: str = "serve"
 
     @property
     def url(self) -> str:
@@ -60,14 +85,27 @@ class DaemonInfo:
 
 
 def running_daemon(data_dir: Path) -> DaemonInfo | None:
-    """The daemon serving ``data_dir``, if one is alive."""
+    """The daemon serving ``data_dir``, if it is alive and is the process
+    that wrote ``daemon.json`` (not this process, not a pid reused since)."""
     try:
         info = DaemonInfo(**orjson.loads((data_dir / INFO_FILE).read_bytes()))
     except (OSError, orjson.JSONDecodeError, TypeError):
         return None
-    if info.pid == os.getpid() or not psutil.pid_exists(info.pid):
+    if info.pid == os.getpid() or not is_same_process(info.pid, info.process_started):
         return None
     return info
+
+
+@dataclass
+class Worker:
+    """A supervised thread of the daemon."""
+
+    name: str
+    target: Callable[[], None]
+    thread: threading.Thread | None = None
+    restarts: int = 0
+    fault: str | None = None  # why it is down, while it is
+    failures: int = 0
 
 
 class Daemon:
@@ -77,14 +115,16 @@ class Daemon:
         settings: the settings (``settings.port``: 0 picks a free port).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, started_by: str = "serve") -> None:
         self.settings = settings
+        self.started_by = started_by
         self.started = time.time()
         self.embedder = OnnxEmbedder()
         self.store: Store | None = None
         self.streamer: Streamer | None = None
         self.info: DaemonInfo | None = None
-        self._threads: list[threading.Thread] = []
+        self.workers: list[Worker] = []
+        self._stopping = threading.Event()
 
     def startup(self) -> socket.socket:
         """Take the store, load the model, bind the port, start streaming.
@@ -96,7 +136,7 @@ class Daemon:
         settings = self.settings
         limit_malloc_arenas()
         try:
-            self.store = open_store(settings, self.embedder.name, self.embedder.dim)
+            self.store = open_store(settings, self.embedder.name, self.embedder.dim, "serve")
         except StoreLocked as exc:
             other = running_daemon(settings.data_dir)
             if other is not None:
@@ -114,25 +154,57 @@ class Daemon:
         except BaseException:
             self.store.close()
             raise
-        self.info = DaemonInfo(os.getpid(), sock.getsockname()[1], self.started, __version__)
+        pid = os.getpid()
+        port = sock.getsockname()[1]
+        self.info = DaemonInfo(
+            pid, port, self.started, __version__, uuid.uuid4().hex, process_started(pid), self.started_by
+        )
         _write_atomic(settings.data_dir / INFO_FILE, orjson.dumps(asdict(self.info)))
         if not settings.projects_dir.is_dir():
             log.warning("no Claude Code transcripts at %s yet: watching for them", settings.projects_dir)
-        self.streamer.rescan()  # what is behind is known (and reported) from the first request on
-        for target, name in ((self.streamer.run, "importer"), (self.streamer.watch, "watcher")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        try:
+            self.streamer.rescan()  # what is behind is known (and reported) from the first request on
+        except Exception:
+            log.exception("the first scan of %s failed; the importer retries", settings.projects_dir)
+        for name, target in (("importer", self.streamer.run), ("watcher", self.streamer.watch)):
+            self.start_worker(Worker(name, target))
         log.info("selfreflect serve: pid %d, http://127.0.0.1:%d", self.info.pid, self.info.port)
         return sock
 
+    def start_worker(self, worker: Worker) -> None:
+        """Run ``worker`` in a thread that restarts it when it fails."""
+        worker.thread = threading.Thread(target=self._supervise, args=(worker,), name=worker.name, daemon=True)
+        self.workers.append(worker)
+        worker.thread.start()
+
+    def _supervise(self, worker: Worker) -> None:
+        pause = 1.0
+        while not self._stopping.is_set():
+            try:
+                worker.target()
+                if self._stopping.is_set():
+                    return
+                raise RuntimeError("it returned while the daemon runs")
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                log.exception("the %s thread failed (%s); restarting it in %.0f s", worker.name, reason, pause)
+                worker.fault = f"the {worker.name} thread failed ({reason}); restarting in {pause:.0f} s"
+                worker.failures += 1
+            self._stopping.wait(pause)
+            pause = min(pause * 2, MAX_RESTART_PAUSE)
+            worker.restarts += 1
+            worker.fault = None
+            log.info("restarting the %s thread (restart %d)", worker.name, worker.restarts)
+
     def shutdown(self) -> None:
         """Stop streaming (the batch in flight finishes), close the store."""
+        self._stopping.set()
         if self.streamer is not None:
             self.streamer.stop.set()
             self.streamer.notify(set())
-        for thread in self._threads:
-            thread.join(timeout=60)
+        for worker in self.workers:
+            if worker.thread is not None:
+                worker.thread.join(timeout=60)
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -140,18 +212,47 @@ class Daemon:
             (self.settings.data_dir / INFO_FILE).unlink(missing_ok=True)
         log.info("selfreflect serve: stopped")
 
+    def problems(self) -> list[str]:
+        """Why the daemon is not doing its job right now (empty: it is)."""
+        assert self.streamer is not None
+        found = [w.fault for w in self.workers if w.fault]
+        found += [f"the {w.name} thread is not running" for w in self.workers if w.thread and not w.thread.is_alive()]
+        stats = self.streamer.stats
+        if stats.failing_reads >= FAILING_READS:
+            found.append(f"indexing keeps failing ({stats.failing_reads} files in a row): {stats.last_failure}")
+        return found
+
     def health(self) -> dict[str, Any]:
+        """``/healthz``: ``status`` is ``ok``, or ``failing`` with ``problems``."""
         assert self.streamer is not None and self.info is not None
         stats = self.streamer.stats
+        problems = self.problems()
         return {
-            "status": "ok",
+            "status": "failing" if problems else "ok",
+            "problems": problems,
             "lag_seconds": stats.lag_seconds,
             "files_pending": stats.files_pending,
             "chunks_indexed": stats.read.chunks,
+            "lines_read": stats.read.lines,
+            "bad_lines": stats.read.bad_lines,
+            "oversized_lines": stats.read.oversized_lines,
+            "failed_reads": stats.failed_reads,
+            "restarts": {w.name: w.restarts for w in self.workers},
             "pid": self.info.pid,
             "port": self.info.port,
+            "instance": self.info.instance,
+            "started_by": self.info.started_by,
+            "version": self.info.version,
             "uptime_seconds": round(time.time() - self.started, 1),
         }
+
+    def catch_up(self) -> dict[str, Any]:
+        """Look for new lines in every transcript now (``selfreflect import``
+        while the daemon runs); the importer thread does the reading."""
+        assert self.streamer is not None
+        self.streamer.rescan()
+        self.streamer.notify(set())
+        return self.health()
 
     def metrics(self) -> str:
         """Prometheus text exposition."""
@@ -171,6 +272,13 @@ class Daemon:
             ("embed_seconds_total", "counter", "Seconds spent embedding.", round(stats.embed_seconds, 6)),
             ("memory_pauses_total", "counter", "Times intake paused for the memory cap.", stats.memory_pauses),
             ("rescans_total", "counter", "Full rescans of the transcripts folder.", stats.rescans),
+            (
+                "worker_restarts_total",
+                "counter",
+                "Times a failed worker thread was restarted.",
+                sum(w.restarts for w in self.workers),
+            ),
+            ("faults_total", "counter", "Worker failures and failed transcript reads.", self._faults()),
             ("queue_depth", "gauge", "Transcripts with lines not yet indexed.", stats.files_pending),
             ("lag_seconds", "gauge", "Age of the oldest change not yet indexed.", stats.lag_seconds),
             ("rss_bytes", "gauge", "Resident memory of the daemon.", self.streamer.rss()),
@@ -184,6 +292,10 @@ class Daemon:
                 f"selfreflect_{name} {value}",
             ]
         return "\n".join(lines) + "\n"
+
+    def _faults(self) -> int:
+        assert self.streamer is not None
+        return sum(w.failures for w in self.workers) + self.streamer.stats.failed_reads
 
 
 def _bind(port: int) -> socket.socket:

@@ -1,11 +1,13 @@
 """HTTP face of the daemon, on 127.0.0.1 only.
 
-``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /api/search``
-(the parameters and JSON of ``selfreflect search --json``), ``GET
-/api/status`` (the JSON of ``selfreflect status --json``), the MCP tools'
-calls (``/api/by-file``, ``POST /api/reflections``, ``/api/conversation``)
-and MCP itself over streamable HTTP at ``/mcp``. Thin: it translates
-parameters and formats results; the core does the work.
+``GET /healthz`` (200 ``ok``, or 503 ``failing`` with the problems),
+``GET /metrics`` (Prometheus text), ``GET /api/search`` (the parameters and
+JSON of ``selfreflect search --json``), ``GET /api/status`` (the JSON of
+``selfreflect status --json``), the MCP tools' calls (``/api/by-file``,
+``POST /api/reflections``, ``/api/conversation``), ``POST /api/import``
+(look for new lines now: ``selfreflect import`` while the daemon runs) and
+MCP itself over streamable HTTP at ``/mcp``. Thin: it translates parameters
+and formats results; the core does the work.
 
 The MCP server is built on the first request to ``/mcp``: the SDK and its
 dependencies cost ~35 MB of memory that a daemon nobody talks MCP to over
@@ -34,11 +36,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
 from selfreflect.errors import SelfReflectError, TranscriptNotFound
-from selfreflect.search import Decay, make_query, search
+from selfreflect.query import SearchRequest
 
 log = logging.getLogger("selfreflect")
-
-TRUE = {"1", "true", "yes", "on"}
 
 
 def answer(work: Callable[[], Any]) -> JSONResponse:
@@ -55,36 +55,18 @@ def create_app(daemon: Daemon) -> Starlette:
     """The routes over a started daemon."""
     store = daemon.store
     assert store is not None
-    decay = Decay(daemon.settings.decay_half_life_days, daemon.settings.decay_weight)
     backend = LocalBackend(daemon.settings, daemon.embedder, lambda: held(store), daemon.health)
 
     def healthz(request: Request) -> JSONResponse:
-        return JSONResponse(daemon.health())
+        health = daemon.health()
+        return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
 
     def metrics(request: Request) -> PlainTextResponse:
         return PlainTextResponse(daemon.metrics(), media_type="text/plain; version=0.0.4")
 
     def api_search(request: Request) -> JSONResponse:
         params = request.query_params
-        try:
-            query = make_query(
-                params.get("q", ""),
-                limit=int(params.get("limit", "10")),
-                projects=params.getlist("project"),
-                since=params.get("since"),
-                until=params.get("until"),
-                session=params.get("session"),
-                file=params.get("file"),
-                branch=params.get("branch"),
-                tool=params.get("tool"),
-                include_sidechains=params.get("no_sidechains", "").lower() not in TRUE,
-                min_score=float(params["min_score"]) if params.get("min_score") else None,
-                decay=decay if params.get("decay", "").lower() in TRUE else None,
-            )
-        except (SelfReflectError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        assert daemon.store is not None
-        return JSONResponse(search(daemon.store, daemon.embedder, query).to_json())
+        return answer(lambda: backend.search(SearchRequest.from_params(params.get, params.getlist)).to_json())
 
     def api_status(request: Request) -> JSONResponse:
         return JSONResponse(backend.status())
@@ -109,10 +91,13 @@ def create_app(daemon: Daemon) -> Starlette:
             )
         )
 
+    def api_import(request: Request) -> JSONResponse:
+        return JSONResponse(daemon.catch_up())
+
     def build_mcp() -> tuple[ASGIApp, Any]:
         from selfreflect.mcp import build_server
 
-        mcp = build_server(backend, lambda: None, decay)  # over HTTP the client's folder is unknown: all projects
+        mcp = build_server(backend, lambda: None)  # over HTTP the client's folder is unknown: all projects
         return mcp.streamable_http_app(streamable_http_path="/mcp"), mcp.session_manager.run
 
     mcp_app = LazyMCP(build_mcp)
@@ -134,6 +119,7 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/api/by-file", api_by_file),
             Route("/api/reflections", api_reflections, methods=["POST"]),
             Route("/api/conversation", api_conversation),
+            Route("/api/import", api_import, methods=["POST"]),
             Mount("/", app=mcp_app),  # serves /mcp; last, after the other routes
         ],
     )

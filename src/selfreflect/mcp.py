@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from selfreflect.backend import Backend
 from selfreflect.errors import SelfReflectError
-from selfreflect.search import Decay, SearchResponse, SearchResult, make_query
+from selfreflect.query import SearchRequest, SearchResponse, SearchResult
 from selfreflect.settings import Settings
 
 log = logging.getLogger("selfreflect")
@@ -77,14 +74,14 @@ class Stored(BaseModel):
     text: str
 
 
-def build_server(backend: Backend, cwd: Callable[[], str | None], decay: Decay) -> MCPServer:
+def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
     """The MCP server over a backend.
 
     Args:
-        backend: where the work happens (this process, or the daemon).
+        backend: where the work happens (a :class:`~selfreflect.connect.Connection`
+            over stdio, the daemon's own store over HTTP).
         cwd: the client's working directory when known (stdio: the process's),
             the default project of ``reflect_on_past``.
-        decay: the recency decay ``use_decay=True`` applies.
     """
     server = MCPServer("selfreflect", instructions=INSTRUCTIONS)
 
@@ -110,16 +107,14 @@ def build_server(backend: Backend, cwd: Callable[[], str | None], decay: Decay) 
             max_tokens: budget for the whole answer.
         """
         scope, note = _scope(project, cwd())
-        recency = decay if use_decay else None
+        request = SearchRequest(
+            query, limit=limit, projects=scope, since=since, min_score=min_score, decay=bool(use_decay)
+        )
         try:
-            response = backend.search(
-                make_query(query, limit=limit, projects=scope, since=since, min_score=min_score, decay=recency)
-            )
+            response = backend.search(request)
             if not response.results and scope and project is None:
                 note = f"nothing in {scope[0]}; searched all projects instead"
-                response = backend.search(
-                    make_query(query, limit=limit, since=since, min_score=min_score, decay=recency)
-                )
+                response = backend.search(replace(request, projects=()))
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
         return _results(response, max_tokens, note)
@@ -237,66 +232,17 @@ def _answer(text: str, structured: BaseModel) -> CallToolResult:
 # -- stdio: `selfreflect mcp` -------------------------------------------------
 
 
-def stdio_backend(settings: Settings, start_daemon: bool) -> Backend:
-    """The daemon when it runs (started, detached, when it does not and
-    ``start_daemon``); otherwise this process, opening the store per call."""
-    from selfreflect.backend import DaemonBackend
-    from selfreflect.daemon import running_daemon
-
-    info = running_daemon(settings.data_dir)
-    if info is None and start_daemon:
-        info = _start_daemon(settings)
-    if info is not None:
-        return DaemonBackend(info.url)
-    return _local_backend(settings)
-
-
-def _local_backend(settings: Settings) -> Backend:
-    from contextlib import contextmanager
-
-    from selfreflect.backend import LocalBackend
-    from selfreflect.embed import OnnxEmbedder
-    from selfreflect.store import open_store
-
-    embedder = OnnxEmbedder()
-    embedder.load()
-
-    @contextmanager
-    def briefly() -> Any:
-        store = open_store(settings, embedder.name, embedder.dim)  # the lock, only for this call
-        try:
-            yield store
-        finally:
-            store.close()
-
-    return LocalBackend(settings, embedder, briefly)
-
-
-def _start_daemon(settings: Settings, timeout: float = 60.0) -> Any:
-    """Start ``selfreflect serve`` detached and wait for it. Several clients
-    starting at once are safe: the store lock lets one daemon win, the others
-    exit, and every client finds the winner in ``daemon.json``."""
-    from selfreflect.daemon import running_daemon
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "selfreflect", "--claude-dir", str(settings.claude_dir)]
-    argv += ["--data-dir", str(settings.data_dir), "serve", "--port", str(settings.port)]
-    with open(settings.data_dir / "serve.log", "ab") as log_file:
-        subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, close_fds=True
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = running_daemon(settings.data_dir)
-        if info is not None:
-            return info
-        time.sleep(0.1)
-    log.warning("the daemon did not start within %.0f s (see %s)", timeout, settings.data_dir / "serve.log")
-    return None
-
-
 def run_stdio(settings: Settings, start_daemon: bool) -> None:
-    """``selfreflect mcp``: serve MCP over stdin/stdout."""
-    backend = stdio_backend(settings, start_daemon)
+    """``selfreflect mcp``: serve MCP over stdin/stdout.
+
+    The server answers ``initialize`` at once; the store is found (the
+    daemon verified or started, else opened here) in the background and on
+    every call again (:mod:`selfreflect.connect`), so neither a daemon that
+    cannot start nor one that dies leaves the client stuck.
+    """
+    from selfreflect.connect import Connection
+
+    connection = Connection(settings, "mcp", start_daemon=start_daemon)
+    connection.warm_up()
     workdir = str(Path(os.getcwd()))
-    build_server(backend, lambda: workdir, Decay(settings.decay_half_life_days, settings.decay_weight)).run()
+    build_server(connection, lambda: workdir).run()

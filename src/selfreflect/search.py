@@ -9,124 +9,25 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from selfreflect.embed import Embedder
 from selfreflect.errors import ConfigError
 from selfreflect.lexical import lexical_text
+from selfreflect.query import (  # noqa: F401  (the search API, in one import)
+    MAX_LIMIT,
+    Decay,
+    SearchQuery,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    make_query,
+    parse_instant,
+    parse_when,
+)
 from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
 
 SNIPPET_CHARS = 240
-MAX_LIMIT = 200
 _WORD = re.compile(r"[\w./@:-]{2,}", re.U)
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdwy])\s*$", re.I)
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-@dataclass(frozen=True)
-class Decay:
-    """Recency decay, applied to the fused score::
-
-        factor = (1 - weight) + weight * 0.5 ** (age_days / half_life_days)
-        score  = rrf_score * factor
-
-    ``age_days`` is counted back from the newest indexed chunk, not from now,
-    so an index of old conversations is not penalised as a whole. A chunk
-    with no timestamp gets the floor, ``1 - weight``. ``weight`` 0 turns it off.
-    """
-
-    half_life_days: float = 30.0
-    weight: float = 0.3
-
-    def factor(self, timestamp: str | None, newest: datetime | None) -> float:
-        if self.weight <= 0:
-            return 1.0
-        moment = _parse_instant(timestamp)
-        if moment is None or newest is None:
-            return 1.0 - self.weight
-        age_days = max(0.0, (newest - moment).total_seconds() / 86400)
-        return (1.0 - self.weight) + self.weight * 0.5 ** (age_days / self.half_life_days)
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    """A search: the words, where to look, how many results."""
-
-    text: str
-    where: SearchFilter = field(default_factory=SearchFilter)
-    limit: int = 10
-    min_score: float | None = None
-    decay: Decay | None = None
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """One hit with its citation (the result schema of DESIGN.md)."""
-
-    score: float
-    project: str
-    session_id: str
-    transcript: str
-    line_start: int
-    line_end: int
-    timestamp: str | None
-    git_branch: str
-    text: str
-    snippet: str
-    tools: list[str]
-    files: list[str]
-
-
-@dataclass(frozen=True)
-class SearchResponse:
-    query: str
-    took_ms: float
-    results: list[SearchResult]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> SearchResponse:
-        return cls(doc["query"], doc["took_ms"], [SearchResult(**r) for r in doc["results"]])
-
-
-def make_query(
-    text: str,
-    *,
-    limit: int = 10,
-    projects: tuple[str, ...] | list[str] = (),
-    since: str | None = None,
-    until: str | None = None,
-    session: str | None = None,
-    file: str | None = None,
-    branch: str | None = None,
-    tool: str | None = None,
-    include_sidechains: bool = True,
-    min_score: float | None = None,
-    decay: Decay | None = None,
-) -> SearchQuery:
-    """A query from what a face received (CLI options, HTTP parameters, MCP
-    arguments): one place that validates and converts them.
-
-    Raises:
-        ConfigError: a value that cannot be used (a bad date, a bad limit).
-    """
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-    where = SearchFilter(
-        projects=tuple(p for p in projects if p),
-        since=parse_when(since),
-        until=parse_when(until),
-        session_id=session or None,
-        file=file or None,
-        git_branch=branch or None,
-        tool=tool or None,
-        include_sidechains=include_sidechains,
-    )
-    return SearchQuery(text, where, limit, min_score, decay)
 
 
 def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPlan | None = None) -> SearchResponse:
@@ -147,7 +48,7 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         fetch = max(query.limit * 3, 30) if query.decay else query.limit
         hits = store.hybrid(vector.tolist(), lexical_text(text), query.where, fetch, plan or FusionPlan())
     if query.decay and hits:
-        newest = _parse_instant((store.latest(SearchFilter()) or {}).get("timestamp"))
+        newest = parse_instant((store.latest(SearchFilter()) or {}).get("timestamp"))
         decay = query.decay
         hits = [Hit(h.id, h.score * decay.factor(h.payload.get("timestamp"), newest), h.payload) for h in hits]
         hits.sort(key=lambda h: h.score, reverse=True)
@@ -211,36 +112,3 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     if begin + width < len(flat) and cut > width // 2:
         piece = piece[:cut]
     return ("…" if begin else "") + piece + ("…" if begin + len(piece) < len(flat) else "")
-
-
-def _parse_instant(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def parse_when(value: str | None, now: datetime | None = None) -> str | None:
-    """An ISO 8601 instant from ``7d``, ``12h``, ``2w``, ``2026-01-31`` or a full timestamp.
-
-    Raises:
-        ConfigError: the value is neither.
-    """
-    if not value:
-        return None
-    now = now or datetime.now(timezone.utc)
-    relative = _RELATIVE.match(value)
-    if relative:
-        amount, unit = int(relative[1]), relative[2].lower()
-        delta = timedelta(days=365 * amount) if unit == "y" else timedelta(**{_UNITS[unit]: amount})
-        return (now - delta).isoformat().replace("+00:00", "Z")
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"not a date or a duration: {value!r} (try 2026-01-31 or 7d)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

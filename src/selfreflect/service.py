@@ -3,6 +3,12 @@
 A systemd user unit on Linux, a launchd agent on macOS. Writing the file is
 all we do: enabling it stays the user's command (printed for them), because
 nothing here changes a user's setup on its own.
+
+Neither restarts in a loop when another daemon holds the store (one an MCP
+client started, exit code 3): systemd is told so (``RestartPreventExitStatus``),
+and under launchd ``serve --if-not-running`` exits 0, which its ``KeepAlive``
+takes as done. Both pass on the settings the user chose: the Claude folder,
+the data folder, the config file.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
     """
     home = home or Path.home()
     argv = [sys.executable, "-m", "selfreflect", "--claude-dir", str(settings.claude_dir)]
-    argv += ["--data-dir", str(settings.data_dir), "serve", "--port", str(settings.port)]
+    argv += ["--data-dir", str(settings.data_dir)]
+    if settings.config_file is not None:
+        argv += ["--config", str(settings.config_file)]
+    argv += ["serve", "--port", str(settings.port), "--started-by", "service"]
     environment = {"MAX_MEMORY_MB": str(settings.max_memory_mb), "WATCH_INTERVAL": str(settings.watch_interval)}
     if platform.startswith("linux"):
         lines = [
@@ -46,6 +55,7 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
             *(f"Environment={key}={value}" for key, value in environment.items()),
             "Restart=on-failure",
             "RestartSec=5",
+            "RestartPreventExitStatus=3",
             "",
             "[Install]",
             "WantedBy=default.target",
@@ -57,7 +67,7 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
             "systemctl --user daemon-reload && systemctl --user enable --now selfreflect",
         )
     if platform == "darwin":
-        args = "".join(f"\n    <string>{escape(a)}</string>" for a in argv)
+        args = "".join(f"\n    <string>{escape(a)}</string>" for a in [*argv, "--if-not-running"])
         env = "".join(f"\n    <key>{k}</key><string>{escape(v)}</string>" for k, v in environment.items())
         log = escape(str(settings.data_dir / "serve.log"))
         text = f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -73,6 +83,7 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
   </dict>
   <key>RunAtLoad</key><true/>
   <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>
+  <key>ThrottleInterval</key><integer>10</integer>
   <key>StandardErrorPath</key><string>{log}</string>
 </dict>
 </plist>

@@ -59,6 +59,8 @@ class Settings:
             for it (see :class:`selfreflect.search.Decay`).
         segment_points: points the store takes in memory before it seals
             them into an on-disk segment (SELFREFLECT_SEGMENT_POINTS).
+        config_file: the TOML file these settings were read from, if any
+            (handed on to a daemon or service started for this user).
     """
 
     claude_dir: Path
@@ -73,6 +75,7 @@ class Settings:
     decay_half_life_days: float = 30.0
     decay_weight: float = 0.3
     segment_points: int = 1024
+    config_file: Path | None = None
 
     @property
     def projects_dir(self) -> Path:
@@ -84,11 +87,32 @@ class Settings:
 
     @property
     def state_file(self) -> Path:
-        return self.data_dir / "state.json"
+        return self.data_dir / "state.sqlite3"
 
     @property
     def max_line_bytes(self) -> int:
         return int(self.max_line_mb * 1024 * 1024)
+
+    def ensure_data_dir(self) -> Path:
+        """The data folder, created if needed and checked writable.
+
+        Raises:
+            ConfigError: it is a file, or cannot be created or written, with
+                what to do about it.
+        """
+        folder = self.data_dir
+        choose = "choose another folder with --data-dir or SELFREFLECT_HOME"
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"the data folder {folder} is a file, not a folder: {choose}")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the data folder {folder}: {exc.strerror or exc}; {choose}") from exc
+        from selfreflect.system import is_writable_dir
+
+        if not is_writable_dir(folder):
+            raise ConfigError(f"cannot write to the data folder {folder} (read-only or not yours): {choose}")
+        return folder
 
     @classmethod
     def load(
@@ -117,8 +141,10 @@ class Settings:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         elif explicit is not None:
             raise ConfigError(f"config file {explicit} does not exist")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"config_file": path if path.exists() else None}
         for f in fields(cls):
+            if f.name == "config_file":
+                continue
             if f.name in flags:
                 raw = flags[f.name]
             elif ENV.get(f.name) and env.get(ENV[f.name], "") != "":
@@ -130,7 +156,7 @@ class Settings:
             values[f.name] = _convert(f.name, raw)
         values.setdefault("claude_dir", Path.home() / ".claude")
         values.setdefault("data_dir", _default_data_dir())
-        unknown = set(from_file) - {f.name for f in fields(cls)}
+        unknown = set(from_file) - {f.name for f in fields(cls)} | ({"config_file"} & set(from_file))
         if unknown:
             raise ConfigError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
         return cls(**values)

@@ -44,6 +44,8 @@ class StreamStats:
     lag_seconds: float = 0.0
     memory_pauses: int = 0
     rescans: int = 0
+    failing_reads: int = 0  # files that failed in a row (0 after a read that worked)
+    last_failure: str = ""
 
 
 class Streamer:
@@ -117,8 +119,13 @@ class Streamer:
         caught_up = False
         while not self.stop.is_set():
             if time.monotonic() >= next_scan:
-                self.rescan()
                 next_scan = time.monotonic() + self.watch_interval
+                try:
+                    self.rescan()
+                except Exception as exc:  # a folder that vanished mid-walk, a damaged one: next time
+                    log.warning(
+                        "scanning %s failed (%s); trying again in %.0f s", self.projects_dir, exc, self.watch_interval
+                    )
             path, tier = self._next()
             if path is None:
                 self._update_gauges()
@@ -135,11 +142,14 @@ class Streamer:
                 self._changed.discard(path)
             try:
                 more = self._read(path, tier)
-            except Exception:  # one file must not stop the importer: the next rescan retries it
+                self.stats.failing_reads = 0
+            except Exception as exc:  # one file must not stop the importer: the next rescan retries it
                 log.exception("%s: indexing failed; will retry at the next rescan", path)
                 more = False
                 with self._lock:
                     self.stats.failed_reads += 1
+                    self.stats.failing_reads += 1
+                    self.stats.last_failure = f"{path}: {type(exc).__name__}: {exc}"
                     self._changed.discard(path)
             with self._lock:
                 queue = self._queues[tier]

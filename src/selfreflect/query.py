@@ -1,0 +1,256 @@
+"""The query every face fills in: what to look for, where, how many.
+
+CLI options, HTTP parameters and MCP arguments all become one
+:class:`SearchRequest`, validated in one place (:meth:`SearchRequest.query`),
+and travel to the daemon as the same parameters (:meth:`SearchRequest.params`,
+:meth:`SearchRequest.from_params`). Light on purpose: no model, no store, so
+a client that only asks the daemon stays quick to start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from selfreflect.errors import ConfigError
+from selfreflect.store import SearchFilter
+
+MAX_LIMIT = 200
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdwy])\s*$", re.I)
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Decay:
+    """Recency decay, applied to the fused score::
+
+        factor = (1 - weight) + weight * 0.5 ** (age_days / half_life_days)
+        score  = rrf_score * factor
+
+    ``age_days`` is counted back from the newest indexed chunk, not from now,
+    so an index of old conversations is not penalised as a whole. A chunk
+    with no timestamp gets the floor, ``1 - weight``. ``weight`` 0 turns it off.
+    """
+
+    half_life_days: float = 30.0
+    weight: float = 0.3
+
+    def factor(self, timestamp: str | None, newest: datetime | None) -> float:
+        if self.weight <= 0:
+            return 1.0
+        moment = parse_instant(timestamp)
+        if moment is None or newest is None:
+            return 1.0 - self.weight
+        age_days = max(0.0, (newest - moment).total_seconds() / 86400)
+        return (1.0 - self.weight) + self.weight * 0.5 ** (age_days / self.half_life_days)
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A search: the words, where to look, how many results."""
+
+    text: str
+    where: SearchFilter = field(default_factory=SearchFilter)
+    limit: int = 10
+    min_score: float | None = None
+    decay: Decay | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit with its citation (the result schema of DESIGN.md)."""
+
+    score: float
+    project: str
+    session_id: str
+    transcript: str
+    line_start: int
+    line_end: int
+    timestamp: str | None
+    git_branch: str
+    text: str
+    snippet: str
+    tools: list[str]
+    files: list[str]
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    query: str
+    took_ms: float
+    results: list[SearchResult]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SearchResponse:
+        return cls(doc["query"], doc["took_ms"], [SearchResult(**r) for r in doc["results"]])
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A search as a face received it, before validation.
+
+    Attributes:
+        text: the words.
+        limit: results at most (1..200).
+        projects: project names or paths; empty: all.
+        since, until: dates or durations (``2026-01-31``, ``7d``).
+        session, file, branch, tool: exact filters (``file``: a path suffix).
+        include_sidechains: sub-agent conversations too.
+        min_score: drop weaker results.
+        decay: favour recent conversations (the settings' half-life and weight).
+    """
+
+    text: str
+    limit: int = 10
+    projects: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    session: str | None = None
+    file: str | None = None
+    branch: str | None = None
+    tool: str | None = None
+    include_sidechains: bool = True
+    min_score: float | None = None
+    decay: bool = False
+
+    def query(self, decay: Decay) -> SearchQuery:
+        """The validated query (``decay``: the recency decay to apply if asked).
+
+        Raises:
+            ConfigError: a value that cannot be used.
+        """
+        return make_query(
+            self.text,
+            limit=self.limit,
+            projects=self.projects,
+            since=self.since,
+            until=self.until,
+            session=self.session,
+            file=self.file,
+            branch=self.branch,
+            tool=self.tool,
+            include_sidechains=self.include_sidechains,
+            min_score=self.min_score,
+            decay=decay if self.decay else None,
+        )
+
+    def params(self) -> list[tuple[str, str]]:
+        """As ``/api/search`` parameters."""
+        out = [("q", self.text), ("limit", str(self.limit))] + [("project", p) for p in self.projects]
+        for name in ("since", "until", "session", "file", "branch", "tool"):
+            value = getattr(self, name)
+            if value:
+                out.append((name, value))
+        if self.min_score is not None:
+            out.append(("min_score", repr(self.min_score)))
+        if not self.include_sidechains:
+            out.append(("no_sidechains", "1"))
+        if self.decay:
+            out.append(("decay", "1"))
+        return out
+
+    @classmethod
+    def from_params(cls, get: Callable[[str], str | None], getlist: Callable[[str], list[str]]) -> SearchRequest:
+        """From ``/api/search`` parameters.
+
+        Raises:
+            ConfigError: a number that is not one.
+        """
+        try:
+            limit = int(get("limit") or "10")
+            min_score = float(get("min_score")) if get("min_score") else None  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigError(f"limit and min_score must be numbers: {exc}") from exc
+        return cls(
+            text=get("q") or "",
+            limit=limit,
+            projects=tuple(getlist("project")),
+            since=get("since"),
+            until=get("until"),
+            session=get("session"),
+            file=get("file"),
+            branch=get("branch"),
+            tool=get("tool"),
+            include_sidechains=(get("no_sidechains") or "").lower() not in _TRUE,
+            min_score=min_score,
+            decay=(get("decay") or "").lower() in _TRUE,
+        )
+
+
+def make_query(
+    text: str,
+    *,
+    limit: int = 10,
+    projects: tuple[str, ...] | list[str] = (),
+    since: str | None = None,
+    until: str | None = None,
+    session: str | None = None,
+    file: str | None = None,
+    branch: str | None = None,
+    tool: str | None = None,
+    include_sidechains: bool = True,
+    min_score: float | None = None,
+    decay: Decay | None = None,
+) -> SearchQuery:
+    """A query from what a face received (CLI options, HTTP parameters, MCP
+    arguments): one place that validates and converts them.
+
+    Raises:
+        ConfigError: a value that cannot be used (a bad date, a bad limit).
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    where = SearchFilter(
+        projects=tuple(p for p in projects if p),
+        since=parse_when(since),
+        until=parse_when(until),
+        session_id=session or None,
+        file=file or None,
+        git_branch=branch or None,
+        tool=tool or None,
+        include_sidechains=include_sidechains,
+    )
+    return SearchQuery(text, where, limit, min_score, decay)
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def parse_when(value: str | None, now: datetime | None = None) -> str | None:
+    """An ISO 8601 instant from ``7d``, ``12h``, ``2w``, ``2026-01-31`` or a full timestamp.
+
+    Raises:
+        ConfigError: the value is neither, or reaches outside years 1 to 9999.
+    """
+    if not value:
+        return None
+    now = now or datetime.now(timezone.utc)
+    relative = _RELATIVE.match(value)
+    try:
+        if relative:
+            amount, unit = int(relative[1]), relative[2].lower()
+            delta = timedelta(days=365 * amount) if unit == "y" else timedelta(**{_UNITS[unit]: amount})
+            return (now - delta).isoformat().replace("+00:00", "Z")
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"not a date or a duration: {value!r} (try 2026-01-31 or 7d)") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError):
+        raise ConfigError(f"{value!r} reaches outside the calendar (years 1 to 9999)") from None
