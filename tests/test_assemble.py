@@ -157,3 +157,13 @@ def test_feed_hands_back_an_exchange_when_the_next_prompt_arrives() -> None:
             assert assembler.open is not None and assembler.open.start_line == number
             assert assembler.open.start_offset == offset
     assert closed_at == {21: 4, 22: 21, 26: 22}
+
+
+def test_a_malformed_record_does_not_claim_the_uuid_of_the_valid_one_after_it() -> None:
+    """daaain's edge cases, lines 11-12: line 11 has the uuid of line 12 and a
+    message that is a string; line 12 must not be dropped as its replay."""
+    path = EDGE / "daaain__claude-code-log__edge_cases.jsonl"
+    rows = records(path)
+    assert [r["uuid"] for n, _, r in rows if n in (11, 12)] == ["edge_011", "edge_011"]
+    (part,) = parts_at(assemble(path), 12)
+    assert "Testing special characters" in part.text

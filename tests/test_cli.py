@@ -153,6 +153,28 @@ def test_other_model_is_refused(small_home: Path) -> None:
     meta.write_bytes(orjson.dumps({"model": "voyage-3", "dim": 1024, "schema": 1}))
     code, out, err = run("search", "anything")
     assert code == 1 and "built with 'voyage-3' (1024 dimensions)" in out + err
+    assert "`selfreflect reindex`" in out + err  # the message names the way out
+
+
+def test_reindex_rebuilds_transcripts_and_reflections(small_home: Path, embedder: OnnxEmbedder) -> None:
+    from selfreflect.reflection import store_reflection
+
+    run("import")
+    before = store_points(embedder)
+    data = Path(os.environ["SELFREFLECT_HOME"])
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        saved = store_reflection(store, embedder, data, "cerulean walrus rule", ["team"], "/home/me/app")
+    (data / "store" / "meta.json").write_bytes(b"[]")  # damaged
+    code, out, err = run("search", "anything")
+    assert code == 1 and "`selfreflect reindex`" in err
+    code, out, err = run("reindex")
+    assert code == 0, err
+    assert out.startswith(f"Rebuilt the index: 3 transcripts, {len(before)} chunks, 1 reflections in ")
+    after = store_points(embedder)
+    assert {p["id"] for p in after} == {p["id"] for p in before} | {saved["id"]}  # same ids: nothing duplicated
+    assert not list(data.glob("store.old-*"))
+    code, out, _ = run("search", "--json", "cerulean walrus")
+    assert json.loads(out)["results"][0]["session_id"] == "reflections"
 
 
 def test_bad_lines_are_counted_in_summary_and_status(tmp_path: Path) -> None:

@@ -135,15 +135,11 @@ class Assembler:
         if kind not in ("user", "assistant"):
             return None  # metadata, progress (duplicates sub-agents), system
         uuid = record.get("uuid")
-        if isinstance(uuid, str):
-            if uuid in self._seen:
-                return None
-            self._seen[uuid] = offset
-            if len(self._seen) > RECENT_UUIDS:
-                self._seen.popitem(last=False)
+        if isinstance(uuid, str) and uuid in self._seen:
+            return None
         message = record.get("message")
         if not isinstance(message, dict):
-            return None
+            return None  # a record that says nothing claims no uuid: the valid one after it stays
         if isinstance(record.get("cwd"), str) and record["cwd"]:
             self.cwd = record["cwd"]
         if isinstance(record.get("gitBranch"), str):
@@ -151,6 +147,10 @@ class Assembler:
         parts = self.parts_of(line, record, offset)
         if not parts:
             return None
+        if isinstance(uuid, str):
+            self._seen[uuid] = offset
+            if len(self._seen) > RECENT_UUIDS:
+                self._seen.popitem(last=False)
         starts = kind == "user" and parts[0].role in ("user", "summary")
         sidechain = bool(record.get("isSidechain"))
         session = _str(record.get("sessionId")) or self.default_session

@@ -158,12 +158,58 @@ def import_(ctx: Context) -> None:
     skipped = f", {summary.bad_lines} bad lines skipped" if summary.bad_lines else ""
     skipped += f", {summary.oversized_lines} oversized lines skipped" if summary.oversized_lines else ""
     skipped += f", {len(summary.failed_files)} unreadable" if summary.failed_files else ""
+    skipped += f", {len(summary.skipped)} entries skipped (not transcripts we can read)" if summary.skipped else ""
     if summary.lines == 0 and not summary.failed_files:
         click.echo(f"Nothing new: {summary.files} transcripts already indexed{skipped} ({summary.seconds:.1f} s)")
         return
     click.echo(
         f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
         f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
+    )
+
+
+@cli.command()
+@click.option("--keep-old", is_flag=True, help="Keep the old store folder (as store.old-TIME) instead of deleting it.")
+@pass_context
+def reindex(ctx: Context, keep_old: bool) -> None:
+    """Rebuild the index from scratch: every transcript, and every stored reflection.
+
+    For a damaged store, a store of another model, or after changing how
+    chunks are made. The old store is moved aside first and deleted once the
+    new one is complete. Stop the daemon first (`selfreflect stop`).
+    """
+    import shutil
+    import time
+
+    from selfreflect.discover import discover
+    from selfreflect.importer import Importer
+    from selfreflect.lock import StoreLock
+    from selfreflect.reflection import reindex_reflections
+    from selfreflect.state import State
+
+    settings = ctx.settings
+    discover(settings.projects_dir)  # a missing Claude dir fails before anything moves
+    daemon = ctx.connect("reindex").daemon()
+    if daemon is not None:
+        raise StoreLocked(f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop` first", daemon.pid)
+    settings.ensure_data_dir()
+    old = settings.data_dir / f"store.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    lock = StoreLock(settings.data_dir, "reindex")
+    lock.acquire()
+    try:
+        if settings.store_dir.exists():
+            settings.store_dir.rename(old)
+    finally:
+        lock.release()
+    with ctx.store("reindex") as (store, embedder):
+        summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
+        reflections = reindex_reflections(store, embedder, settings.data_dir)
+    if old.exists() and not keep_old:
+        shutil.rmtree(old, ignore_errors=True)
+    kept = f"; the old store is in {old}" if old.exists() else ""
+    click.echo(
+        f"Rebuilt the index: {summary.files} transcripts, {summary.chunks} chunks, "
+        f"{reflections} reflections in {summary.seconds:.1f} s{kept}"
     )
 
 

@@ -218,6 +218,8 @@ class Daemon:
         found = [w.fault for w in self.workers if w.fault]
         found += [f"the {w.name} thread is not running" for w in self.workers if w.thread and not w.thread.is_alive()]
         stats = self.streamer.stats
+        if stats.store_fault:
+            found.append(stats.store_fault)
         if stats.failing_reads >= FAILING_READS:
             found.append(f"indexing keeps failing ({stats.failing_reads} files in a row): {stats.last_failure}")
         return found
@@ -237,6 +239,7 @@ class Daemon:
             "bad_lines": stats.read.bad_lines,
             "oversized_lines": stats.read.oversized_lines,
             "failed_reads": stats.failed_reads,
+            "skipped_entries": stats.skipped_entries,
             "restarts": {w.name: w.restarts for w in self.workers},
             "pid": self.info.pid,
             "port": self.info.port,
@@ -272,13 +275,20 @@ class Daemon:
             ("embed_seconds_total", "counter", "Seconds spent embedding.", round(stats.embed_seconds, 6)),
             ("memory_pauses_total", "counter", "Times intake paused for the memory cap.", stats.memory_pauses),
             ("rescans_total", "counter", "Full rescans of the transcripts folder.", stats.rescans),
+            ("skipped_entries", "gauge", "Entries the last rescan skipped (FIFOs, loops, ...).", stats.skipped_entries),
             (
                 "worker_restarts_total",
                 "counter",
                 "Times a failed worker thread was restarted.",
                 sum(w.restarts for w in self.workers),
             ),
-            ("faults_total", "counter", "Worker failures and failed transcript reads.", self._faults()),
+            (
+                "faults_total",
+                "counter",
+                "Worker failures, failed reads, writes paused for a full disk.",
+                self._faults(),
+            ),
+            ("store_faults_total", "counter", "Writes paused for a full disk.", stats.store_faults),
             ("queue_depth", "gauge", "Transcripts with lines not yet indexed.", stats.files_pending),
             ("lag_seconds", "gauge", "Age of the oldest change not yet indexed.", stats.lag_seconds),
             ("rss_bytes", "gauge", "Resident memory of the daemon.", self.streamer.rss()),
@@ -295,7 +305,8 @@ class Daemon:
 
     def _faults(self) -> int:
         assert self.streamer is not None
-        return sum(w.failures for w in self.workers) + self.streamer.stats.failed_reads
+        stats = self.streamer.stats
+        return sum(w.failures for w in self.workers) + stats.failed_reads + stats.store_faults
 
 
 def _bind(port: int) -> socket.socket:

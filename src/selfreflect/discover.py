@@ -5,13 +5,24 @@ Layouts (``reference/claude-code-transcripts.md`` §2):
 (2.0.x sub-agents) and ``projects/<dir>/<session>/subagents/**/agent-<id>.jsonl``
 (2.1.x sub-agents, workflows nested deeper). Not transcripts: ``journal.jsonl``
 (workflow journals) and ``history.jsonl`` (prompt history).
+
+Anything can appear under ``~/.claude``; the walk never stops, hangs or
+recurses on it. It is iterative and bounded in depth (``MAX_DEPTH`` folders
+below a session). It does not enter symlinked folders (no loops), and takes
+only regular files: a FIFO, a socket or a folder named ``*.jsonl`` is not a
+transcript. A symlinked transcript is read when it points at a regular file
+inside the projects folder (cited by the link's own path); one pointing
+outside, or in a loop, is skipped. A name that is not valid UTF-8 cannot be
+stored or cited, so it is skipped too. Everything skipped, and every folder
+that cannot be read, is reported to ``report`` (path, reason) once per walk.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +30,9 @@ from selfreflect.errors import ClaudeDirMissing
 
 ACTIVE_SECONDS = 300  # a file written in the last 5 minutes is a live session
 NOT_TRANSCRIPTS = {"journal.jsonl", "history.jsonl"}
+MAX_DEPTH = 32  # folders below <session>/subagents/ that are still walked
+
+Report = Callable[[str, str], None]  # (path, why it was skipped)
 
 
 @dataclass(frozen=True)
@@ -44,8 +58,13 @@ class TranscriptFile:
         return now - self.mtime < ACTIVE_SECONDS
 
 
-def discover(projects_dir: Path, now: float | None = None) -> list[TranscriptFile]:
+def discover(projects_dir: Path, now: float | None = None, report: Report | None = None) -> list[TranscriptFile]:
     """Every transcript, live sessions first, then newest first.
+
+    Args:
+        projects_dir: Claude Code's ``projects/`` folder.
+        now: the time that tells live sessions (default: now).
+        report: told of every entry skipped and folder unreadable (path, reason).
 
     Raises:
         ClaudeDirMissing: ``projects_dir`` does not exist.
@@ -56,13 +75,14 @@ def discover(projects_dir: Path, now: float | None = None) -> list[TranscriptFil
             "CLAUDE_CONFIG_DIR to the folder that holds projects/"
         )
     now = time.time() if now is None else now
-    found = list(_walk(projects_dir))
+    found = list(_Walk(projects_dir, report or (lambda _path, _why: None)).transcripts())
     found.sort(key=lambda f: (not f.active(now), -f.mtime, f.key))
     return found
 
 
-def describe(projects_dir: Path, path: Path) -> TranscriptFile | None:
-    """The :class:`TranscriptFile` for ``path``, or ``None`` if it is not one."""
+def describe(projects_dir: Path, path: Path, st: os.stat_result | None = None) -> TranscriptFile | None:
+    """The :class:`TranscriptFile` for ``path``, or ``None`` if it is not one
+    (not a regular file, not where transcripts live, vanished)."""
     try:
         rel = path.relative_to(projects_dir)
     except ValueError:
@@ -70,8 +90,12 @@ def describe(projects_dir: Path, path: Path) -> TranscriptFile | None:
     if path.suffix != ".jsonl" or path.name in NOT_TRANSCRIPTS or len(rel.parts) < 2:
         return None
     try:
-        st = path.stat()
-    except OSError:
+        if st is None and path.is_symlink() and not _inside(projects_dir, path):
+            return None
+        st = st or path.stat()
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
         return None
     agent_id = path.stem[len("agent-") :] if path.stem.startswith("agent-") else None
     if len(rel.parts) == 2:
@@ -83,27 +107,82 @@ def describe(projects_dir: Path, path: Path) -> TranscriptFile | None:
     return TranscriptFile(path, rel.as_posix(), session, agent_id, st.st_mtime, st.st_size)
 
 
-def _walk(projects_dir: Path) -> Iterator[TranscriptFile]:
-    for project in _scandir(projects_dir):
-        if not project.is_dir():
-            continue
-        for entry in _scandir(Path(project.path)):
-            if entry.is_file() and entry.name.endswith(".jsonl"):
-                found = describe(projects_dir, Path(entry.path))
-                if found:
-                    yield found
-            elif entry.is_dir():
-                subagents = Path(entry.path) / "subagents"
-                if subagents.is_dir():
-                    for path in sorted(subagents.rglob("agent-*.jsonl")):
-                        found = describe(projects_dir, path)
-                        if found:
-                            yield found
+class _Walk:
+    """One walk of the projects folder (iterative: no recursion, no loops)."""
+
+    def __init__(self, projects_dir: Path, report: Report) -> None:
+        self.root = projects_dir
+        self.report = report
+
+    def transcripts(self) -> Iterator[TranscriptFile]:
+        for project in self._entries(self.root):
+            if not _is_dir(project):
+                continue
+            for entry in self._entries(Path(project.path)):
+                if _is_dir(entry):
+                    subagents = Path(entry.path) / "subagents"
+                    if subagents.is_dir() and not subagents.is_symlink():
+                        yield from self._subagents(subagents)
+                elif entry.name.endswith(".jsonl"):
+                    found = self._transcript(entry)
+                    if found:
+                        yield found
+
+    def _subagents(self, top: Path) -> Iterator[TranscriptFile]:
+        pending: list[tuple[Path, int]] = [(top, 0)]
+        while pending:
+            folder, depth = pending.pop()
+            for entry in self._entries(folder):
+                if _is_dir(entry):
+                    if depth + 1 > MAX_DEPTH:
+                        self.report(entry.path, f"folders nested deeper than {MAX_DEPTH} levels are not walked")
+                    else:
+                        pending.append((Path(entry.path), depth + 1))
+                elif entry.name.startswith("agent-") and entry.name.endswith(".jsonl"):
+                    found = self._transcript(entry)
+                    if found:
+                        yield found
+
+    def _transcript(self, entry: os.DirEntry[str]) -> TranscriptFile | None:
+        path = entry.path
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            self.report(repr(os.fsencode(path))[2:-1], "the file name is not valid UTF-8: it cannot be stored or cited")
+            return None
+        try:
+            if entry.is_symlink() and not _inside(self.root, Path(path)):
+                self.report(path, f"a symlink to {os.path.realpath(path)}, outside the projects folder")
+                return None
+            st = os.stat(path)  # follows a symlink: a loop raises ELOOP here
+        except (OSError, ValueError) as exc:
+            self.report(path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})")
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            self.report(path, "not a regular file (a FIFO, a socket, a device or a folder)")
+            return None
+        return describe(self.root, Path(path), st)
+
+    def _entries(self, folder: Path) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as entries:
+                return sorted(entries, key=lambda e: e.name)
+        except FileNotFoundError:
+            return []  # vanished mid-walk: the next scan sees what replaced it
+        except OSError as exc:
+            self.report(str(folder), f"the folder cannot be read ({exc.strerror or exc})")
+            return []
 
 
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
+def _inside(projects_dir: Path, link: Path) -> bool:
+    """``link`` resolves to somewhere inside the projects folder."""
+    root, target = os.path.realpath(projects_dir), os.path.realpath(link)
+    return os.path.commonpath([root, target]) == root
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """A real folder (a symlinked one is not entered: it could loop)."""
     try:
-        with os.scandir(path) as entries:
-            return sorted(entries, key=lambda e: e.name)
+        return entry.is_dir(follow_symlinks=False)
     except OSError:
-        return []  # vanished or unreadable: the next scan sees it again
+        return False

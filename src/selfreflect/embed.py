@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from selfreflect.parse import clean_text
+
 BUNDLED_MODEL = "all-MiniLM-L6-v2-int8"
 
 
@@ -102,20 +104,20 @@ class OnnxEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word-pieces of each text, without [CLS] and [SEP]."""
         self.load()
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings = self._tokenizer.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
         return [len(e.ids) for e in encodings]
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """Character span of each word-piece of ``text``, in order."""
         self.load()
-        return list(self._tokenizer.encode(text, add_special_tokens=False).offsets)
+        return list(self._tokenizer.encode(clean_text(text), add_special_tokens=False).offsets)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors, one row per text (float32, shape [n, dim])."""
         self.load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = self._tokenizer.encode_batch([clean_text(t) for t in texts])  # the tokenizer refuses surrogates
         seq = min(self.max_tokens, max(len(e.ids) for e in encodings))
         ids = np.zeros((len(texts), seq), dtype=np.int64)
         mask = np.zeros((len(texts), seq), dtype=np.int64)

@@ -30,3 +30,11 @@ class ConfigError(SelfReflectError):
 
 class TranscriptNotFound(SelfReflectError):
     """No indexed transcript matches what was asked for."""
+
+
+class DiskFull(SelfReflectError):
+    """Too little room on the disk to write safely (nothing was written)."""
+
+    def __init__(self, message: str, free: int = 0) -> None:
+        super().__init__(message)
+        self.free = free

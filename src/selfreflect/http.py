@@ -17,6 +17,7 @@ HTTP does not pay (stdio clients use the ``/api`` routes).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
@@ -39,6 +41,9 @@ from selfreflect.errors import SelfReflectError, TranscriptNotFound
 from selfreflect.query import SearchRequest
 
 log = logging.getLogger("selfreflect")
+
+MAX_QUERY = 8 * 1024  # bytes of query string
+MAX_BODY = 256 * 1024  # bytes of request body: a reflection holds 8,000 characters; MCP messages are small
 
 
 def answer(work: Callable[[], Any]) -> JSONResponse:
@@ -77,10 +82,9 @@ def create_app(daemon: Daemon) -> Starlette:
 
     async def api_reflections(request: Request) -> JSONResponse:
         try:
-            body = await request.json()
-            content, tags, cwd = str(body["content"]), list(body.get("tags") or []), body.get("cwd")
-        except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": f"expected JSON with content, tags, cwd: {exc}"}, status_code=400)
+            content, tags, cwd = reflection_fields(await read_json(request))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         return await run_in_threadpool(answer, lambda: backend.store_reflection(content, tags, cwd))
 
     def api_conversation(request: Request) -> JSONResponse:
@@ -111,6 +115,7 @@ def create_app(daemon: Daemon) -> Starlette:
 
     return Starlette(
         lifespan=lifespan,
+        middleware=[Middleware(Limits)],
         routes=[
             Route("/healthz", healthz),
             Route("/metrics", metrics),
@@ -123,6 +128,59 @@ def create_app(daemon: Daemon) -> Starlette:
             Mount("/", app=mcp_app),  # serves /mcp; last, after the other routes
         ],
     )
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body, read up to ``MAX_BODY`` bytes.
+
+    Raises:
+        ValueError: too big, or not JSON.
+    """
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_BODY:
+            raise ValueError(f"the body is over {MAX_BODY // 1024} KB")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"the body is not JSON: {exc}") from None
+
+
+def reflection_fields(body: Any) -> tuple[str, list[str], str | None]:
+    """``store_reflection``'s arguments from a JSON body, as the MCP tool types
+    them: content a string, tags a list of strings, cwd a string or null.
+
+    Raises:
+        ValueError: anything else, saying what.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("content"), str):
+        raise ValueError('expected {"content": "...", "tags": ["..."], "cwd": "..."}: content must be a string')
+    tags, cwd = body.get("tags") or [], body.get("cwd")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError("tags must be a list of strings")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ValueError("cwd must be a string or null")
+    return body["content"], tags, cwd
+
+
+class Limits:
+    """Bounded requests: a query string over ``MAX_QUERY`` bytes is a 414, a
+    declared body over ``MAX_BODY`` a 413 (bodies are also cut off while read)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if len(scope.get("query_string", b"")) > MAX_QUERY:
+                await JSONResponse({"error": f"the query string is over {MAX_QUERY} bytes"}, 414)(scope, receive, send)
+                return
+            length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY:
+                await JSONResponse({"error": f"the body is over {MAX_BODY // 1024} KB"}, 413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class LazyMCP:

@@ -45,6 +45,7 @@ class ImportSummary:
     bad_lines: int = 0
     oversized_lines: int = 0
     failed_files: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not transcripts we can read
     seconds: float = 0.0
 
     def add(self, other: ImportSummary) -> None:
@@ -90,7 +91,12 @@ class Importer:
         """Catch up on every transcript: index whatever is not indexed yet."""
         started = time.monotonic()
         summary = ImportSummary()
-        files = discover(self.settings.projects_dir)
+
+        def skipped(path: str, why: str) -> None:
+            log.warning("%s: skipped: %s", path, why)
+            summary.skipped.append((path, why))
+
+        files = discover(self.settings.projects_dir, report=skipped)
         summary.files = len(files)
         for transcript in files:
             self.import_file(transcript, summary)

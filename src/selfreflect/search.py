@@ -63,6 +63,8 @@ def by_file(store: Store, path: str, limit: int = 10) -> SearchResponse:
     matched by suffix: ``src/app.py`` finds ``/home/x/proj/src/app.py``.
     Scores are 0: these are not ranked by relevance."""
     started = time.perf_counter()
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
     suffix = "/".join(p for p in path.replace("\\", "/").split("/") if p and p != ".")
     if not suffix:
         raise ConfigError("give a file path, such as src/app.py")

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from selfreflect.errors import SelfReflectError
+from selfreflect.errors import DiskFull, SelfReflectError
 
 log = logging.getLogger("selfreflect")
 
@@ -168,6 +168,16 @@ class State:
         if not self._dirty and not self._meta_dirty and self.path.exists():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._write()
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise DiskFull(f"the disk holding {self.path} is full: free some space (nothing was lost)") from exc
+            raise SelfReflectError(f"cannot save the read positions in {self.path}: {exc}") from exc
+        self._dirty.clear()
+        self._meta_dirty = False
+
+    def _write(self) -> None:
         with closing(_connect(self.path)) as db:
             with db:
                 if db.execute("PRAGMA user_version").fetchone()[0] < FORMAT:
@@ -180,8 +190,6 @@ class State:
                         blob = orjson.dumps(asdict(position)).decode()
                         db.execute("INSERT OR REPLACE INTO positions (path, position) VALUES (?, ?)", (key, blob))
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", (self.store_id,))
-        self._dirty.clear()
-        self._meta_dirty = False
 
     def _move_aside(self, path: Path, why: str) -> None:
         aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")

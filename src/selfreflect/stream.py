@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from selfreflect.discover import describe, discover
-from selfreflect.errors import ClaudeDirMissing
+from selfreflect.errors import ClaudeDirMissing, DiskFull
 from selfreflect.importer import Importer, ImportSummary, is_current
 from selfreflect.memory import malloc_trim, release_code_pages
 
@@ -31,6 +31,7 @@ BATCHES_PER_TURN = 2  # batches one file gets before the scheduler looks again
 BACKFILL_CHUNKS = 8  # chunks per batch of a file nobody is writing: a live one waits less
 TIERS = ("event", "active", "backlog")  # file events, written in the last 5 min, the rest
 GUARD_PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
+MAX_FAULT_PAUSE = 30.0  # the longest wait before writing again after a full disk
 
 
 @dataclass
@@ -46,6 +47,9 @@ class StreamStats:
     rescans: int = 0
     failing_reads: int = 0  # files that failed in a row (0 after a read that worked)
     last_failure: str = ""
+    skipped_entries: int = 0  # entries the last rescan skipped (FIFOs, loops, unreadable folders, ...)
+    store_fault: str = ""  # why writing is paused (a full disk), while it is
+    store_faults: int = 0
 
 
 class Streamer:
@@ -73,6 +77,7 @@ class Streamer:
         self._process = psutil.Process()
         self._no_pause_until = 0.0
         self._smallest: int | None = None  # chunks per batch while near the memory cap
+        self._reported: set[tuple[str, str]] = set()  # skipped entries already logged
 
     # -- events in ---------------------------------------------------------------
 
@@ -117,6 +122,7 @@ class Streamer:
         """Index until :attr:`stop` is set (a thread): live files first, then the backlog."""
         next_scan = time.monotonic() + self.watch_interval  # the daemon scanned at startup
         caught_up = False
+        fault_pause = 1.0
         while not self.stop.is_set():
             if time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + self.watch_interval
@@ -143,6 +149,15 @@ class Streamer:
             try:
                 more = self._read(path, tier)
                 self.stats.failing_reads = 0
+                self.stats.store_fault, fault_pause = "", 1.0
+            except DiskFull as exc:  # nothing was written and nothing is lost: wait for room, then go on
+                with self._lock:
+                    self.stats.store_fault = f"writing paused: {exc}"
+                    self.stats.store_faults += 1
+                log.warning("%s; retrying in %.0f s", exc, fault_pause)
+                self.stop.wait(fault_pause)
+                fault_pause = min(fault_pause * 2, MAX_FAULT_PAUSE)
+                more = True  # the file stays queued
             except Exception as exc:  # one file must not stop the importer: the next rescan retries it
                 log.exception("%s: indexing failed; will retry at the next rescan", path)
                 more = False
@@ -167,10 +182,15 @@ class Streamer:
 
     def rescan(self) -> None:
         """Queue every transcript whose size or time differs from what was read."""
+        skipped: list[tuple[str, str]] = []
         try:
-            files = discover(self.projects_dir)
+            files = discover(self.projects_dir, report=lambda path, why: skipped.append((path, why)))
         except ClaudeDirMissing:
             return
+        for path, why in set(skipped) - self._reported:  # logged once, not at every rescan
+            log.warning("%s: skipped: %s", path, why)
+        self._reported = set(skipped)
+        self.stats.skipped_entries = len(skipped)
         now = time.time()
         positions = self.importer.state.positions
         with self._lock:

@@ -10,9 +10,11 @@ in blocks and reported, never held in memory whole.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 BLOCK = 1 << 16
 
@@ -69,9 +71,10 @@ def read_lines(
             never wrote the last newline still gives its last record.
 
     Raises:
-        OSError: the file vanished or cannot be read (the caller reports it).
+        OSError: the file vanished, cannot be read, or is not a regular file
+            (the caller reports it).
     """
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         handle.seek(offset)
         number, start = first_line, offset
         pending = bytearray()
@@ -101,3 +104,21 @@ def read_lines(
                 if len(pending) > max_line_bytes:
                     pending.clear()
                     skipping = True
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file. Opened without
+    blocking, so a FIFO or a device named like a transcript (or swapped in
+    after discovery saw a file) is refused instead of hanging the reader.
+
+    Raises:
+        OSError: it vanished, cannot be read, or is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

@@ -17,6 +17,13 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
   merged into ever bigger ones), and the appendable segment starts empty.
 - :meth:`EdgeStore.release_memory` unmaps the file pages that reads and
   writes left resident (:mod:`selfreflect.memory`).
+- The engine writes through memory-mapped, sparse files: on a full disk a
+  write does not fail, the process dies of SIGBUS. So before every write,
+  and before opening (loading replays the log), the store checks that the
+  disk has at least ``MIN_FREE_BYTES`` free (a compaction and a log file
+  fit in it) and raises :class:`~selfreflect.errors.DiskFull` instead:
+  nothing is written, the read positions do not move, and the same import
+  picks up where it stopped once there is room.
 - Writes go to the engine's write-ahead log, which makes them durable when
   they return; segments are flushed after each compaction, which keeps the
   log short. (A flush after every write was measured instead: it costs a
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -39,11 +47,13 @@ from typing import Any
 import orjson
 import qdrant_edge as qe
 
-from selfreflect.errors import ModelMismatch, SelfReflectError, StoreLocked
+from selfreflect.errors import DiskFull, ModelMismatch, SelfReflectError, StoreLocked
 from selfreflect.lock import StoreLock
 from selfreflect.memory import malloc_trim, release_code_pages, release_mapped_pages
 from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, Record, SearchFilter
 from selfreflect.system import disk_bytes
+
+MIN_FREE_BYTES = 64 << 20  # a sealed segment's files and a 32 MB log file, with room to spare
 
 DENSE = "dense"
 LEXICAL = "bm25"
@@ -167,6 +177,7 @@ class EdgeStore:
         self._owner.acquire()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self.check_room()
             self._check_meta()
             self._shard = self._load()
             schema = self._shard.info().payload_schema
@@ -193,7 +204,9 @@ class EdgeStore:
         except Exception as exc:  # the engine raises plain exceptions
             if "WouldBlock" in str(exc):
                 raise StoreLocked(f"the store at {self.folder} is in use by another process") from exc
-            raise SelfReflectError(f"cannot open the store at {shard_dir}: {exc}") from exc
+            raise SelfReflectError(
+                f"cannot open the store at {shard_dir}: {exc} (`selfreflect reindex` rebuilds it)"
+            ) from exc
 
     def close(self) -> None:
         with self._gate.exclusive():
@@ -223,14 +236,13 @@ class EdgeStore:
                 raise ValueError(f"a JSON {type(meta).__name__}, not an object")
         except (OSError, ValueError) as exc:
             raise SelfReflectError(
-                f"the store's {path} is damaged ({exc}): delete the folder {self.folder} "
-                "and run `selfreflect import` to build it again"
+                f"the store's {path} is damaged ({exc}): run `selfreflect reindex` to rebuild the store"
             ) from exc
         if meta.get("model") != self.model or meta.get("dim") != self.dim:
             raise ModelMismatch(
                 f"the store at {self.folder} was built with {meta.get('model')!r} "
                 f"({meta.get('dim')} dimensions), not {self.model!r} ({self.dim}): "
-                "use another --data-dir, or delete the store and import again"
+                "run `selfreflect reindex` to rebuild it with this model, or use another --data-dir"
             )
         schema = meta.get("schema", 1)
         if not isinstance(schema, int) or schema > SCHEMA:
@@ -263,6 +275,7 @@ class EdgeStore:
         first give back what can be: freed heap, the store's mapped pages,
         and library code that is not running.
         """
+        self.check_room()  # building a segment writes a few MB through sparse mapped files
         malloc_trim()
         release_code_pages()
         self.release_memory()
@@ -285,8 +298,28 @@ class EdgeStore:
 
     # -- writes --------------------------------------------------------------
 
+    def check_room(self) -> None:
+        """Raise :class:`DiskFull` unless the disk has room for a write.
+
+        Raises:
+            DiskFull: less than ``MIN_FREE_BYTES`` free.
+        """
+        free = shutil.disk_usage(self.folder).free
+        if free < MIN_FREE_BYTES:
+            raise DiskFull(
+                f"the disk holding {self.folder} has {free / 2**20:.0f} MB free; the store needs "
+                f"{MIN_FREE_BYTES / 2**20:.0f} MB to write safely: free some space and run the command again "
+                "(nothing was lost: reading resumes where it stopped)",
+                free=free,
+            )
+
     def _write(self, operation: Any, points: int = 0) -> None:
-        """Apply an update: when this returns, it is on disk (in the log)."""
+        """Apply an update: when this returns, it is on disk (in the log).
+
+        Raises:
+            DiskFull: no room on the disk (nothing was written).
+        """
+        self.check_room()
         with self._use() as shard:
             shard.update(operation)
             if not self._logged:
