@@ -166,7 +166,7 @@ def test_a_failing_worker_is_reported_by_healthz_and_restarted(tmp_path: Path) -
     try:
         assert {w.name for w in daemon.workers} == {"importer", "watcher"}
         daemon.start_worker(Worker("flaky", flaky))
-        with TestClient(create_app(daemon)) as client:
+        with TestClient(create_app(daemon), base_url="http://127.0.0.1") as client:
             down = eventually(lambda: (r := client.get("/healthz")).status_code == 503 and r)
             body = down.json()
             assert body["status"] == "failing"

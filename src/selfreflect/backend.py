@@ -8,20 +8,21 @@ gets is decided in one place, :mod:`selfreflect.connect`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict
 from typing import Any, Protocol
 
 from selfreflect.client import get_json, post_json
 from selfreflect.conversation import excerpt, find_transcript
 from selfreflect.embed import Embedder
-from selfreflect.errors import TranscriptNotFound
-from selfreflect.query import Decay, SearchRequest, SearchResponse
+from selfreflect.errors import ConfigError, TranscriptNotFound
+from selfreflect.query import Decay, SearchRequest, SearchResponse, parse_when
 from selfreflect.reflection import store_reflection
 from selfreflect.search import by_file, search
 from selfreflect.settings import Settings
+from selfreflect.state import State
 from selfreflect.status import status_report
-from selfreflect.store import Store
+from selfreflect.store import SearchFilter, Store
 
 MAX_CONTEXT_LINES = 50
 
@@ -37,6 +38,29 @@ class Backend(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def forget(self, kind: str, value: str) -> dict[str, Any]: ...
+
+
+FORGET_KINDS = ("project", "session", "transcript", "before")
+
+
+def forget_filter(kind: str, value: str) -> SearchFilter:
+    """What ``selfreflect forget --<kind> <value>`` removes.
+
+    Raises:
+        ConfigError: an unknown kind, an empty value, a date that is not one.
+    """
+    value = value.strip()
+    if kind not in FORGET_KINDS or not value:
+        raise ConfigError(f"forget what? one of {', '.join(FORGET_KINDS)}, with a value")
+    if kind == "project":
+        return SearchFilter(projects=(value,))
+    if kind == "session":
+        return SearchFilter(session_id=value)
+    if kind == "transcript":
+        return SearchFilter(transcript=value)
+    return SearchFilter(until=parse_when(value))
+
 
 class LocalBackend:
     """The core over a store in this process.
@@ -46,6 +70,10 @@ class LocalBackend:
         embedder: the model (loaded on the first call that needs it).
         store: gives the store for one call (a context manager).
         extra_status: merged into :meth:`status` as ``daemon`` (the daemon's health).
+        state: the read positions the importer in this process uses (the
+            daemon's), so a tombstone reaches it at once; else read from disk.
+        between_batches: held, no import batch is in flight in this process
+            (what is forgotten cannot be written back by a batch read before).
     """
 
     def __init__(
@@ -54,12 +82,16 @@ class LocalBackend:
         embedder: Embedder,
         store: Callable[[], AbstractContextManager[Store]],
         extra_status: Callable[[], dict[str, Any]] | None = None,
+        state: State | None = None,
+        between_batches: AbstractContextManager[Any] | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.decay = Decay(settings.decay_half_life_days, settings.decay_weight)
         self._store = store
         self._extra_status = extra_status
+        self._state = state
+        self._between_batches = between_batches or nullcontext()
 
     def search(self, request: SearchRequest) -> SearchResponse:
         query = request.query(self.decay)  # a bad value fails before any I/O
@@ -109,28 +141,47 @@ class LocalBackend:
             report["daemon"] = self._extra_status()
         return report
 
+    def forget(self, kind: str, value: str) -> dict[str, Any]:
+        """Remove what ``kind``/``value`` names from the index, and keep it out
+        when the transcripts are read again (a tombstone in the state)."""
+        where = forget_filter(kind, value)
+        stored = where.until if kind == "before" else value.strip()
+        with self._between_batches, self._store() as store:
+            state = self._state or State.load(self.settings.state_file)
+            state.bury(kind, str(stored))
+            removed = store.delete(where)
+        return {"kind": kind, "value": stored, "removed": removed}
+
 
 class DaemonBackend:
-    """The core, answered by the running daemon at ``url``."""
+    """The core, answered by the running daemon at ``url`` (with ``token``, if it wants one)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url
+        self.token = token
 
     def search(self, request: SearchRequest) -> SearchResponse:
-        return SearchResponse.from_json(get_json(self.url, "/api/search", request.params()))
+        return SearchResponse.from_json(self._get("/api/search", request.params()))
 
     def by_file(self, path: str, limit: int) -> SearchResponse:
-        return SearchResponse.from_json(get_json(self.url, "/api/by-file", [("path", path), ("limit", str(limit))]))
+        return SearchResponse.from_json(self._get("/api/by-file", [("path", path), ("limit", str(limit))]))
 
     def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]:
-        return dict(post_json(self.url, "/api/reflections", {"content": content, "tags": tags, "cwd": cwd}))
+        body = {"content": content, "tags": tags, "cwd": cwd}
+        return dict(post_json(self.url, "/api/reflections", body, token=self.token))
 
     def read_conversation(self, session_id: str, line: int, before: int, after: int) -> dict[str, Any]:
         params = [("session_id", session_id), ("line", str(line)), ("before", str(before)), ("after", str(after))]
-        return dict(get_json(self.url, "/api/conversation", params))
+        return dict(self._get("/api/conversation", params))
 
     def status(self) -> dict[str, Any]:
-        return dict(get_json(self.url, "/api/status"))
+        return dict(self._get("/api/status"))
+
+    def forget(self, kind: str, value: str) -> dict[str, Any]:
+        return dict(post_json(self.url, "/api/forget", {"kind": kind, "value": value}, token=self.token))
+
+    def _get(self, path: str, params: list[tuple[str, str]] | None = None) -> Any:
+        return get_json(self.url, path, params, token=self.token)
 
 
 @contextmanager

@@ -126,6 +126,9 @@ def cli(
 
 def main() -> None:
     """Entry point of the ``selfreflect`` command."""
+    from selfreflect.system import private_files
+
+    private_files()  # the store, the state, logs, reflections, daemon.json: the user's alone
     cli(prog_name="selfreflect")
 
 
@@ -145,7 +148,7 @@ def import_(ctx: Context) -> None:
     files = discover(ctx.settings.projects_dir)  # a missing Claude dir fails before the model loads
     daemon = ctx.connect("import").daemon()
     if daemon is not None:
-        _import_through(daemon, len(files))
+        _import_through(daemon, len(files), ctx.settings.token)
         return
     with ctx.store("import") as (store, embedder):
         importer = Importer(ctx.settings, store, embedder, State.load(ctx.settings.state_file))
@@ -166,6 +169,39 @@ def import_(ctx: Context) -> None:
         f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
         f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
     )
+
+
+@cli.command()
+@click.option("--project", help="A project, by name or path.")
+@click.option("--session", help="A session id.")
+@click.option("--transcript", help="A transcript file (its path).")
+@click.option("--before", help="Everything older than this date or duration (2026-01-31, 90d).")
+@click.option("--yes", is_flag=True, help="Do not ask (asked only on a terminal).")
+@pass_context
+def forget(
+    ctx: Context, project: str | None, session: str | None, transcript: str | None, before: str | None, yes: bool
+) -> None:
+    """Remove conversations from the index, and keep them out for good.
+
+    Give exactly one of --project, --session, --transcript, --before. What it
+    names is deleted from the index now, and a tombstone keeps it from being
+    indexed again when the transcripts are read again (import, reindex).
+    The transcripts themselves are not touched.
+    """
+    from selfreflect.backend import forget_filter
+
+    given = [(k, v) for k, v in (("project", project), ("session", session), ("transcript", transcript)) if v]
+    given += [("before", before)] if before else []
+    if len(given) != 1:
+        raise SelfReflectError("give exactly one of --project, --session, --transcript, --before")
+    ((kind, value),) = given
+    forget_filter(kind, value)  # validates before anything is asked or removed
+    if not ctx.indexed():
+        raise SelfReflectError(f"nothing is indexed yet in {ctx.settings.data_dir}")
+    if sys.stdin.isatty() and not yes:
+        click.confirm(f"Forget every conversation of {kind} {value!r}, now and when it is read again?", abort=True)
+    done = ctx.connect("forget").forget(kind, value)
+    click.echo(f"Forgot {done['removed']} chunks of {kind} {done['value']!r}; they stay out of the index.")
 
 
 @cli.command()
@@ -213,7 +249,7 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     )
 
 
-def _import_through(daemon: Any, files: int) -> None:
+def _import_through(daemon: Any, files: int, token: str | None) -> None:
     """``import`` while the daemon owns the store: it reads, we wait and report."""
     import time
 
@@ -222,11 +258,11 @@ def _import_through(daemon: Any, files: int) -> None:
     started = time.monotonic()
     click.echo(f"The daemon (pid {daemon.pid}, started by {daemon.started_by}) owns the store: it imports.", err=True)
     try:
-        before = post_json(daemon.url, "/api/import", {})
+        before = post_json(daemon.url, "/api/import", {}, token=token)
         now, told = before, set[str]()
         while now["files_pending"]:
             time.sleep(0.2)
-            now = get_json(daemon.url, "/healthz", accept=(503,))
+            now = get_json(daemon.url, "/healthz", accept=(503,), token=token)
             for problem in set(now["problems"]) - told:  # failing files are skipped and retried later
                 click.echo(f"the daemon reports: {problem}", err=True)
                 told.add(problem)
@@ -460,7 +496,7 @@ def status(ctx: Context, as_json: bool) -> None:
     if daemon:
         up = int(daemon["uptime_seconds"])
         click.echo(
-            f"daemon:      pid {daemon['pid']}, http://127.0.0.1:{daemon['port']}, "
+            f"daemon:      pid {daemon['pid']}, port {daemon['port']}, "
             f"up {up // 3600}h{up % 3600 // 60:02d}m, {daemon['files_pending']} files pending, "
             f"lag {daemon['lag_seconds']:.1f} s, started by {daemon['started_by']}, {daemon['status']}"
         )

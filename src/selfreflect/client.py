@@ -15,11 +15,10 @@ class DaemonUnavailable(SelfReflectError):
     """The daemon did not answer."""
 
 
-def post_json(base_url: str, path: str, body: Any, timeout: float = 30.0) -> Any:
+def post_json(base_url: str, path: str, body: Any, timeout: float = 30.0, token: str | None = None) -> Any:
     """POST JSON to the daemon and decode its JSON answer (errors as :func:`get_json`)."""
-    request = urllib.request.Request(
-        f"{base_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", **_auth(token)}
+    request = urllib.request.Request(f"{base_url}{path}", data=json.dumps(body).encode(), headers=headers)
     return _fetch(request, base_url, timeout)
 
 
@@ -29,6 +28,7 @@ def get_json(
     params: list[tuple[str, str]] | None = None,
     timeout: float = 30.0,
     accept: tuple[int, ...] = (),
+    token: str | None = None,
 ) -> Any:
     """GET ``path`` from the daemon and decode its JSON (also the JSON of an
     error status in ``accept``: ``/healthz`` answers 503 with its problems).
@@ -41,7 +41,12 @@ def get_json(
     url = f"{base_url}{path}"
     if params:
         url += "?" + urllib.parse.urlencode(params)
-    return _fetch(urllib.request.Request(url), base_url, timeout, accept)
+    return _fetch(urllib.request.Request(url, headers=_auth(token)), base_url, timeout, accept)
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    """The daemon's token, when it has one (``SELFREFLECT_TOKEN``)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _fetch(request: urllib.request.Request, base_url: str, timeout: float, accept: tuple[int, ...] = ()) -> Any:

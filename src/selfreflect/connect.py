@@ -84,7 +84,7 @@ class Connection:
                     self._start_failed_at = time.monotonic()
             self._daemon = info
             if info is not None:
-                return DaemonBackend(info.url)
+                return DaemonBackend(info.url, self.settings.token)
             if self._local is None:
                 self._local = _local_backend(self.settings, self.command)
             return self._local
@@ -127,6 +127,9 @@ class Connection:
 
     def status(self) -> dict[str, Any]:
         return self._call(lambda b: b.status())
+
+    def forget(self, kind: str, value: str) -> dict[str, Any]:
+        return self._call(lambda b: b.forget(kind, value))
 
     # -- starting a daemon -------------------------------------------------------
 

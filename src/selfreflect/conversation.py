@@ -14,6 +14,7 @@ from selfreflect.chunk import render
 from selfreflect.discover import discover
 from selfreflect.errors import TranscriptNotFound
 from selfreflect.parse import BadLine, parse_line
+from selfreflect.redact import redact
 from selfreflect.settings import Settings
 from selfreflect.store import SearchFilter, Store
 from selfreflect.tail import read_lines
@@ -63,7 +64,7 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
         tags = [str(t) for t in record.get("tags") or [] if isinstance(t, (str, int, float))]
         label = f"Reflection [{', '.join(tags)}]" if tags else "Reflection"
         when = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
-        return ExcerptLine(number, "reflection", when, f"{label}: {record['content'][:EXCERPT_CHARS]}")
+        return ExcerptLine(number, "reflection", when, redact(f"{label}: {record['content']}")[:EXCERPT_CHARS])
     kind = str(record.get("type", "?"))
     timestamp = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
     if parts:
@@ -72,6 +73,7 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
         text = f"Summary: {record.get('summary', '')}"
     else:
         text = f"({kind} record)"
+    text = redact(text)  # what leaves the process is masked like what is stored
     if len(text) > EXCERPT_CHARS:
         text = text[:EXCERPT_CHARS] + "…"
     return ExcerptLine(number, kind, timestamp, text)

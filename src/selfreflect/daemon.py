@@ -69,6 +69,7 @@ class DaemonInfo:
             with ``pid`` it tells this daemon from a later process that got
             the same pid.
         started_by: who started it (``serve``, ``service``, ``mcp (pid N)``).
+        host: the address it listens on.
     """
 
     pid: int
@@ -78,10 +79,12 @@ class DaemonInfo:
     instance: str = ""
     process_started: float | None = None
     started_by: str = "serve"
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "localhost") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
 def running_daemon(data_dir: Path) -> DaemonInfo | None:
@@ -147,7 +150,7 @@ class Daemon:
                 ) from exc
             raise
         try:
-            sock = _bind(settings.port)
+            sock = _bind(settings.host, settings.port)
             self.embedder.load()
             importer = Importer(settings, self.store, self.embedder, State.load(settings.state_file))
             self.streamer = Streamer(importer, settings.projects_dir, settings.watch_interval, settings.max_memory_mb)
@@ -157,7 +160,7 @@ class Daemon:
         pid = os.getpid()
         port = sock.getsockname()[1]
         self.info = DaemonInfo(
-            pid, port, self.started, __version__, uuid.uuid4().hex, process_started(pid), self.started_by
+            pid, port, self.started, __version__, uuid.uuid4().hex, process_started(pid), self.started_by, settings.host
         )
         _write_atomic(settings.data_dir / INFO_FILE, orjson.dumps(asdict(self.info)))
         if not settings.projects_dir.is_dir():
@@ -168,7 +171,7 @@ class Daemon:
             log.exception("the first scan of %s failed; the importer retries", settings.projects_dir)
         for name, target in (("importer", self.streamer.run), ("watcher", self.streamer.watch)):
             self.start_worker(Worker(name, target))
-        log.info("selfreflect serve: pid %d, http://127.0.0.1:%d", self.info.pid, self.info.port)
+        log.info("selfreflect serve: pid %d, %s", self.info.pid, self.info.url)
         return sock
 
     def start_worker(self, worker: Worker) -> None:
@@ -309,14 +312,15 @@ class Daemon:
         return sum(w.failures for w in self.workers) + stats.failed_reads + stats.store_faults
 
 
-def _bind(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(("127.0.0.1", port))
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise PortInUse(f"cannot listen on 127.0.0.1:{port}: {exc.strerror} (use --port or SELFREFLECT_PORT)") from exc
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror} (use --port or SELFREFLECT_PORT)") from exc
     sock.listen(128)
     sock.set_inheritable(True)
     return sock

@@ -1,4 +1,15 @@
-"""HTTP face of the daemon, on 127.0.0.1 only.
+"""HTTP face of the daemon, for local callers only.
+
+Every route, ``/mcp`` included, sits behind :class:`Guard`: a web page the
+user visits must not read the history or write into Claude's memory. So a
+request is refused unless its ``Host`` is a loopback name (421: DNS
+rebinding), any ``Origin`` it carries is a loopback origin (403: a
+cross-site request), and a ``POST`` says ``Content-Type: application/json``
+(415: a "simple" cross-site form post needs no preflight). There are no CORS
+headers. With ``SELFREFLECT_TOKEN`` set, which listening on anything but
+loopback requires, every request must carry ``Authorization: Bearer
+<token>`` (401), and then any ``Host`` is taken. Sizes are bounded
+(:class:`Limits`).
 
 ``GET /healthz`` (200 ``ok``, or 503 ``failing`` with the problems),
 ``GET /metrics`` (Prometheus text), ``GET /api/search`` (the parameters and
@@ -17,6 +28,7 @@ HTTP does not pay (stdio clients use the ``/api`` routes).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -24,6 +36,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import uvicorn
@@ -60,7 +73,16 @@ def create_app(daemon: Daemon) -> Starlette:
     """The routes over a started daemon."""
     store = daemon.store
     assert store is not None
-    backend = LocalBackend(daemon.settings, daemon.embedder, lambda: held(store), daemon.health)
+    streamer = daemon.streamer
+    assert streamer is not None
+    backend = LocalBackend(
+        daemon.settings,
+        daemon.embedder,
+        lambda: held(store),
+        daemon.health,
+        streamer.importer.state,
+        streamer.between_batches,
+    )
 
     def healthz(request: Request) -> JSONResponse:
         health = daemon.health()
@@ -95,14 +117,29 @@ def create_app(daemon: Daemon) -> Starlette:
             )
         )
 
+    async def api_forget(request: Request) -> JSONResponse:
+        try:
+            body = await read_json(request)
+            if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("kind", "value")):
+                raise ValueError('expected {"kind": "project|session|transcript|before", "value": "..."}')
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return await run_in_threadpool(answer, lambda: backend.forget(body["kind"], body["value"]))
+
     def api_import(request: Request) -> JSONResponse:
         return JSONResponse(daemon.catch_up())
 
     def build_mcp() -> tuple[ASGIApp, Any]:
+        from mcp.server.transport_security import TransportSecuritySettings
+
         from selfreflect.mcp import build_server
 
         mcp = build_server(backend, lambda: None)  # over HTTP the client's folder is unknown: all projects
-        return mcp.streamable_http_app(streamable_http_path="/mcp"), mcp.session_manager.run
+        # Guard checks Host and Origin first; the SDK's own check (loopback names only) stays on unless a
+        # token lets other hosts in.
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False) if daemon.settings.token else None
+        app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
+        return app, mcp.session_manager.run
 
     mcp_app = LazyMCP(build_mcp)
 
@@ -115,7 +152,7 @@ def create_app(daemon: Daemon) -> Starlette:
 
     return Starlette(
         lifespan=lifespan,
-        middleware=[Middleware(Limits)],
+        middleware=[Middleware(Guard, token=daemon.settings.token), Middleware(Limits)],
         routes=[
             Route("/healthz", healthz),
             Route("/metrics", metrics),
@@ -125,6 +162,7 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/api/reflections", api_reflections, methods=["POST"]),
             Route("/api/conversation", api_conversation),
             Route("/api/import", api_import, methods=["POST"]),
+            Route("/api/forget", api_forget, methods=["POST"]),
             Mount("/", app=mcp_app),  # serves /mcp; last, after the other routes
         ],
     )
@@ -162,6 +200,51 @@ def reflection_fields(body: Any) -> tuple[str, list[str], str | None]:
     if cwd is not None and not isinstance(cwd, str):
         raise ValueError("cwd must be a string or null")
     return body["content"], tags, cwd
+
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class Guard:
+    """Only local callers (or ones holding the token); see the module docstring."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                status, message = refusal
+                await JSONResponse({"error": message}, status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        if self.token is not None:
+            given = headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                return 401, "a token is required: Authorization: Bearer <SELFREFLECT_TOKEN>"
+        elif _hostname(headers.get("host", "")) not in LOCAL_HOSTS:
+            return 421, "only local callers: the Host must be 127.0.0.1, localhost or [::1]"
+        origin = headers.get("origin")
+        if origin is not None and _hostname(urlsplit(origin).netloc) not in LOCAL_HOSTS:
+            return 403, "cross-origin requests are refused"
+        if scope.get("method") == "POST":
+            kind = headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                return 415, "POST takes Content-Type: application/json only"
+        return None
+
+
+def _hostname(host: str) -> str:
+    """``127.0.0.1:7718`` -> ``127.0.0.1``; ``[::1]:7718`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 class Limits:

@@ -1,6 +1,6 @@
 """The importer: runs the pipeline over transcripts and commits positions.
 
-discover -> tail -> parse -> assemble -> chunk -> redact -> embed -> store,
+discover -> tail -> parse -> assemble -> redact -> chunk -> embed -> store,
 then state. Positions are saved only after the store confirmed the batch,
 and point ids are deterministic, so a crash at any moment loses nothing and
 duplicates nothing: the next run re-reads from the last saved position and
@@ -9,12 +9,15 @@ overwrites what it had already written.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from selfreflect.assemble import Assembler, Exchange
 from selfreflect.chunk import Chunk, chunk_exchange, seal
@@ -22,7 +25,7 @@ from selfreflect.discover import TranscriptFile, discover
 from selfreflect.embed import Embedder, embed_batched
 from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
-from selfreflect.redact import redact
+from selfreflect.redact import redact_part
 from selfreflect.settings import Settings
 from selfreflect.state import State, TranscriptPosition
 from selfreflect.store import Record, Store
@@ -223,12 +226,16 @@ class Importer:
         return chunks[done:]
 
     def _chunk(self, exchange: Exchange) -> list[Chunk]:
-        return chunk_exchange(exchange, self.budget, self.embedder.count_tokens, self.embedder.token_spans)
+        """Chunks of ``exchange``, cut from its redacted text: a secret is found in
+        the whole text of a part, before a chunk boundary could split it."""
+        masked = replace(exchange, parts=[replace(p, text=redact_part(p.text)) for p in exchange.parts])
+        return chunk_exchange(masked, self.budget, self.embedder.count_tokens, self.embedder.token_spans)
 
     def _commit(self, batch: Batch, assembler: Assembler, summary: ImportSummary) -> None:
         """Write the batch, then (only then) save the read position."""
         transcript, position = batch.transcript, batch.position
         records = [self._record(transcript, ex, chunk) for ex, chunk in batch.chunks]
+        records = [(r, text) for r, text in records if self._wanted(r.payload)]
         known = self.store.text_hashes([r.id for r, _ in records])
         changed = [(r, text) for r, text in records if known.get(r.id) != r.payload["text_hash"]]
         step = self.settings.chunk_size
@@ -255,8 +262,23 @@ class Importer:
         self.state.set(str(transcript.path), position)
         self.state.save()
 
+    def _wanted(self, payload: dict[str, Any]) -> bool:
+        """Not forgotten (``selfreflect forget``), and in a project the
+        settings include and do not exclude."""
+        if self.state.forgotten(payload):
+            return False
+        names = (
+            payload["project_path"],
+            payload["project"],
+            payload["transcript"].split("/projects/")[-1].split("/")[0],
+        )
+        include, exclude = self.settings.include_projects, self.settings.exclude_projects
+        if include and not any(fnmatch.fnmatchcase(n, os.path.expanduser(g)) for g in include for n in names):
+            return False
+        return not any(fnmatch.fnmatchcase(n, os.path.expanduser(g)) for g in exclude for n in names)
+
     def _record(self, transcript: TranscriptFile, exchange: Exchange, chunk: Chunk) -> tuple[Record, str]:
-        text = redact(chunk.text)
+        text = chunk.text  # cut from redacted parts (_chunk)
         project_dir = transcript.key.split("/", 1)[0]
         payload = {
             "kind": "conversation",

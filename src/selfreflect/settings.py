@@ -34,9 +34,16 @@ ENV = {
     "decay_half_life_days": "SELFREFLECT_DECAY_HALF_LIFE_DAYS",
     "decay_weight": "SELFREFLECT_DECAY_WEIGHT",
     "segment_points": "SELFREFLECT_SEGMENT_POINTS",
+    "host": "SELFREFLECT_HOST",
+    "token": "SELFREFLECT_TOKEN",
+    "include_projects": "SELFREFLECT_INCLUDE_PROJECTS",
+    "exclude_projects": "SELFREFLECT_EXCLUDE_PROJECTS",
 }
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 DEFAULT_PORT = 7718
+_MADE_PRIVATE: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,14 @@ class Settings:
             them into an on-disk segment (SELFREFLECT_SEGMENT_POINTS).
         config_file: the TOML file these settings were read from, if any
             (handed on to a daemon or service started for this user).
+        host: the address the daemon listens on (SELFREFLECT_HOST; loopback
+            by default; anything else needs ``token``).
+        token: a secret every HTTP request must carry (SELFREFLECT_TOKEN), as
+            ``Authorization: Bearer <token>``.
+        include_projects, exclude_projects: globs over a project's path or
+            name (SELFREFLECT_INCLUDE_PROJECTS / _EXCLUDE_PROJECTS, comma
+            separated): only included projects are indexed (all when empty),
+            and never an excluded one.
     """
 
     claude_dir: Path
@@ -76,6 +91,10 @@ class Settings:
     decay_weight: float = 0.3
     segment_points: int = 1024
     config_file: Path | None = None
+    host: str = "127.0.0.1"
+    token: str | None = None
+    include_projects: tuple[str, ...] = ()
+    exclude_projects: tuple[str, ...] = ()
 
     @property
     def projects_dir(self) -> Path:
@@ -108,10 +127,13 @@ class Settings:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create the data folder {folder}: {exc.strerror or exc}; {choose}") from exc
-        from selfreflect.system import is_writable_dir
+        from selfreflect.system import is_writable_dir, make_private
 
         if not is_writable_dir(folder):
             raise ConfigError(f"cannot write to the data folder {folder} (read-only or not yours): {choose}")
+        if folder not in _MADE_PRIVATE:  # once a process: new files are private by the umask (cli.main)
+            make_private(folder)  # the history is private: 0700 folders, 0600 files, also those made before
+            _MADE_PRIVATE.add(folder)
         return folder
 
     @classmethod
@@ -159,7 +181,13 @@ class Settings:
         unknown = set(from_file) - {f.name for f in fields(cls)} | ({"config_file"} & set(from_file))
         if unknown:
             raise ConfigError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        settings = cls(**values)
+        if settings.host not in LOOPBACK and not settings.token:
+            raise ConfigError(
+                f"listening on {settings.host} lets other machines call the daemon: set SELFREFLECT_TOKEN "
+                "(every request must then carry it), or keep the default host 127.0.0.1"
+            )
+        return settings
 
 
 def _convert(name: str, raw: Any) -> Any:
@@ -178,6 +206,9 @@ def _convert(name: str, raw: Any) -> Any:
             if not 0.0 <= weight <= 1.0:
                 raise ValueError("must be between 0 and 1")
             return weight
+        if name in ("include_projects", "exclude_projects"):
+            items = raw if isinstance(raw, list) else str(raw).split(",")
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if name in ("watch_interval", "max_line_mb", "decay_half_life_days"):
             seconds_or_mb = float(raw)
             if seconds_or_mb <= 0:

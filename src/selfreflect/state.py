@@ -17,7 +17,9 @@ that safe, only slower. Never silently.
 
 The state also records which store it describes (the store's id): when the
 store was deleted or replaced, the positions are dropped and everything is
-read again into the new store.
+read again into the new store. And what the user asked to forget
+(``selfreflect forget``): tombstones that keep it out of the index when the
+transcripts are read again.
 """
 
 from __future__ import annotations
@@ -83,12 +85,15 @@ class State:
         positions: every transcript's position (read them; change them with
             :meth:`set` and :meth:`forget`, which :meth:`save` writes).
         store_id: the id of the store these positions describe.
+        tombstones: what was forgotten, as (kind, value): ``project``,
+            ``session``, ``transcript`` or ``before`` (an ISO instant).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.positions: dict[str, TranscriptPosition] = {}
         self.store_id = ""
+        self.tombstones: tuple[tuple[str, str], ...] = ()
         self._dirty: set[str] = set()
         self._meta_dirty = False
 
@@ -116,6 +121,7 @@ class State:
                     _create(db)
                 rows = db.execute("SELECT path, position FROM positions").fetchall()
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                state.tombstones = tuple(db.execute("SELECT kind, value FROM forgotten ORDER BY kind, value"))
         except sqlite3.DatabaseError as exc:
             state._move_aside(path, f"it is not a state database ({exc})")
             return state
@@ -141,6 +147,32 @@ class State:
     def forget(self, path: str) -> None:
         self.positions.pop(path, None)
         self._dirty.add(path)
+
+    def bury(self, kind: str, value: str) -> None:
+        """Remember, at once and for good, that what ``kind`` = ``value`` names
+        was forgotten (see :meth:`forgotten`)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(_connect(self.path)) as db, db:
+            if db.execute("PRAGMA user_version").fetchone()[0] < FORMAT:
+                _create(db)
+            db.execute("INSERT OR IGNORE INTO forgotten (kind, value) VALUES (?, ?)", (kind, value))
+        self.tombstones = tuple(sorted({*self.tombstones, (kind, value)}))
+
+    def forgotten(self, payload: dict[str, Any]) -> bool:
+        """A chunk (its payload) that a tombstone keeps out of the index."""
+        for kind, value in self.tombstones:
+            if kind == "before" and (payload.get("timestamp") or "9999") < value:
+                return True
+            if kind == "session" and payload.get("session_id") == value:
+                return True
+            if kind == "transcript" and payload.get("transcript") == value:
+                return True
+            if kind == "project" and value.lower() in (
+                str(payload.get("project", "")).lower(),
+                str(payload.get("project_path", "")).lower(),
+            ):
+                return True
+        return False
 
     def bind(self, store_id: str) -> bool:
         """Tie the state to the store ``store_id``. Positions saved for
@@ -233,6 +265,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _create(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS positions (path TEXT PRIMARY KEY, position TEXT NOT NULL)")
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS forgotten (kind TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, value))"
+    )
     db.execute(f"PRAGMA user_version = {FORMAT}")
 
 

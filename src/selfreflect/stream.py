@@ -78,6 +78,7 @@ class Streamer:
         self._no_pause_until = 0.0
         self._smallest: int | None = None  # chunks per batch while near the memory cap
         self._reported: set[tuple[str, str]] = set()  # skipped entries already logged
+        self.between_batches = threading.Lock()  # held while a file is read: taken, no batch is in flight
 
     # -- events in ---------------------------------------------------------------
 
@@ -147,7 +148,8 @@ class Streamer:
             with self._lock:
                 self._changed.discard(path)
             try:
-                more = self._read(path, tier)
+                with self.between_batches:
+                    more = self._read(path, tier)
                 self.stats.failing_reads = 0
                 self.stats.store_fault, fault_pause = "", 1.0
             except DiskFull as exc:  # nothing was written and nothing is lost: wait for room, then go on

@@ -17,6 +17,7 @@ Memory release (:mod:`selfreflect.memory`) is Linux-only and says so there.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -93,3 +94,38 @@ def is_writable_dir(folder: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """From now on, files and folders this process creates are the user's
+    alone (0600, 0700), whatever the umask was. No effect on Windows, where
+    a user's profile folder is private already."""
+    os.umask(PRIVATE_UMASK)
+
+
+def make_private(folder: Path) -> int:
+    """Take group and other permissions away from ``folder`` and everything
+    in it (made by an older version, or under a looser umask). Symlinks are
+    not followed. Returns how many entries were changed. POSIX only."""
+    if WINDOWS or not folder.is_dir():
+        return 0
+    changed = 0
+    for root, dirs, files in os.walk(folder):
+        for name, private in [(root, 0o700)] + [(os.path.join(root, f), 0o600) for f in files]:
+            try:
+                st = os.lstat(name)
+                if stat_is_link(st) or not st.st_mode & 0o077:
+                    continue
+                os.chmod(name, stat.S_IMODE(st.st_mode) & private)
+                changed += 1
+            except OSError:
+                continue
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+    return changed
+
+
+def stat_is_link(st: os.stat_result) -> bool:
+    return stat.S_ISLNK(st.st_mode)

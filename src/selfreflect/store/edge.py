@@ -347,6 +347,15 @@ class EdgeStore:
             found = shard.retrieve(list(ids), with_payload=qe.PayloadSelector.Include(["text_hash"]), with_vector=False)
         return {str(r.id): (r.payload or {}).get("text_hash", "") for r in found}
 
+    def delete(self, where: SearchFilter) -> int:
+        """Delete every point ``where`` selects; returns how many there were."""
+        flt = to_filter(where)
+        if flt is None:
+            raise SelfReflectError("refusing to delete everything: give what to delete")
+        count = self.count(where)
+        self._write(qe.UpdateOperation.delete_points_by_filter(flt))
+        return count
+
     def delete_transcript(self, transcript: str) -> None:
         self._write(qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[_match("transcript", transcript)])))
 
