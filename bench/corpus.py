@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
-QUERIES = ROOT / "bench" / "eval" / "queries-dev.jsonl"
+QUERY_SETS = [ROOT / "bench" / "eval" / "queries-dev.jsonl", ROOT / "bench" / "eval" / "queries-paraphrase.jsonl"]
 
 
 def default_shared() -> Path | None:

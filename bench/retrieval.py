@@ -40,7 +40,7 @@ from selfreflect.state import State
 from selfreflect.store import Hit, Record, SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-from corpus import QUERIES, corpus_files, default_shared
+from corpus import QUERY_SETS, corpus_files, default_shared
 
 Ranked = list[tuple[str, int, int]]  # (file name, line_start, line_end), best first
 
@@ -110,12 +110,21 @@ def names(hits: list[Hit]) -> Ranked:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
-    parser.add_argument("--queries", type=Path, default=QUERIES)
+    parser.add_argument(
+        "--queries",
+        type=Path,
+        action="append",
+        help="a labeled query file (repeatable; default: every set in bench/eval/)",
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     sources = corpus_files("real", args.shared)
-    labeled = [json.loads(line) for line in args.queries.open()]
-    queries = [q for q in labeled if q["file"] in {p.name for p in sources}]
+    query_sets: dict[str, list[dict[str, Any]]] = {}
+    left_out = 0
+    for path in args.queries or QUERY_SETS:
+        labeled = [json.loads(line) for line in path.open()]
+        query_sets[path.name] = [q for q in labeled if q["file"] in {p.name for p in sources}]
+        left_out += len(labeled) - len(query_sets[path.name])
     started = time.perf_counter()
     embedder = OnnxEmbedder()
     embedder.load()
@@ -166,21 +175,25 @@ def main() -> None:
                 "ours, dense only": lambda q: names(store.dense(embedder.embed([q])[0].tolist(), everything, 10)),
                 "ours, BM25 only": lambda q: names(store.lexical(lexical_text(q), everything, 10)),
             }
-            results = {label: evaluate(queries, run) for label, run in runs.items()}
+            results = {
+                name: {label: evaluate(queries, run) for label, run in runs.items()}
+                for name, queries in query_sets.items()
+            }
     kinds = ["all", "semantic", "keyword", "mixed"]
-    left_out = len(labeled) - len(queries)
-    print(f"{len(queries)} queries over {len(sources)} transcripts, {time.perf_counter() - started:.0f} s")
+    total = sum(len(q) for q in query_sets.values())
+    print(f"{total} queries over {len(sources)} transcripts, {time.perf_counter() - started:.0f} s")
     if left_out:
         print(f"{left_out} queries left out: their transcript is not in the corpus (pass --shared to add it)")
-    print()
-    print(f"{'':34}" + "".join(f"{k:>24}" for k in kinds))
-    print(f"{'':34}" + "".join(f"{'R@1  R@5  MRR@10':>24}" for _ in kinds))
-    for label, table in results.items():
-        cells = "".join(
-            f"{table[k]['r1']:>12.2f}{table[k]['r5']:>5.2f}{table[k]['mrr']:>7.2f}" if k in table else f"{'-':>24}"
-            for k in kinds
-        )
-        print(f"{label:34}{cells}")
+    for name, tables in results.items():
+        print(f"\n{name}: {len(query_sets[name])} queries")
+        print(f"{'':34}" + "".join(f"{k:>24}" for k in kinds))
+        print(f"{'':34}" + "".join(f"{'R@1  R@5  MRR@10':>24}" for _ in kinds))
+        for label, table in tables.items():
+            cells = "".join(
+                f"{table[k]['r1']:>12.2f}{table[k]['r5']:>5.2f}{table[k]['mrr']:>7.2f}" if k in table else f"{'-':>24}"
+                for k in kinds
+            )
+            print(f"{label:34}{cells}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from selfreflect.store.edge import EdgeStore
 from conftest import REAL, build_claude_home
 
 RESULT_KEYS = {
+    "duplicates",
     "score",
     "project",
     "session_id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -9,11 +10,13 @@ import pytest
 
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.errors import ConfigError
+from selfreflect.importer import Importer
 from selfreflect.search import SearchQuery, parse_when, search, snippet
+from selfreflect.state import State
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-from conftest import Corpus
+from conftest import REAL, Corpus, make_settings
 
 
 def hits(
@@ -136,3 +139,23 @@ def test_decay_favours_recent_conversations(corpus_store: EdgeStore, embedder: O
     assert recent[0].timestamp and recent[0].timestamp[:7] == newest[:7]  # the newest month leads
     assert [r.timestamp for r in recent] != [r.timestamp for r in plain]
     assert [r.score for r in recent] == sorted((r.score for r in recent), reverse=True)
+
+
+def test_copies_of_an_exchange_collapse_into_one_result(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    """A resumed or copied session holds the same records: one result, which
+    says where the copies are."""
+    settings = make_settings(tmp_path)
+    folder = settings.projects_dir / "-p"
+    folder.mkdir(parents=True)
+    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
+        shutil.copyfile(REAL / "obra__episodic-memory__tiny-conversation.jsonl", folder / name)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        Importer(settings, store, embedder, State.load(settings.state_file)).run()
+        results = search(store, embedder, SearchQuery("Proactiveness instructions", limit=5)).results
+    texts = [r.text for r in results]
+    assert len(texts) == len(set(texts))  # no text twice
+    top = results[0]
+    assert len(top.duplicates) == 2
+    assert {d.rsplit(":", 1)[0] for d in top.duplicates} | {top.transcript} == {
+        str(folder / n) for n in ("a.jsonl", "b.jsonl", "c.jsonl")
+    }

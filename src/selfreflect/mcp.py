@@ -202,9 +202,10 @@ def _results(response: SearchResponse, max_tokens: int, note: str) -> CallToolRe
     lines = [note] if note else []
     for n, r in enumerate(response.results, start=1):
         when = (r.timestamp or "")[:16].replace("T", " ")
+        copies = f" (also in {len(r.duplicates)} other places)" if r.duplicates else ""
         entry = (
             f"{n}. [{r.score:.4f}] {r.project} · {when} · session {r.session_id} · "
-            f"{r.transcript}:{r.line_start}-{r.line_end}\n   {r.snippet}"
+            f"{r.transcript}:{r.line_start}-{r.line_end}{copies}\n   {r.snippet}"
         )
         cost = len(entry) + min(len(r.text), TEXT_CHARS)
         if kept and cost > budget:

@@ -76,6 +76,7 @@ class SearchResult:
     snippet: str
     tools: list[str]
     files: list[str]
+    duplicates: list[str] = field(default_factory=list)  # other places the same text is, as transcript:start-end
 
 
 @dataclass(frozen=True)

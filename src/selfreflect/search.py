@@ -7,6 +7,7 @@ and the dense list and the BM25 list are fused with reciprocal rank fusion
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 
@@ -44,8 +45,9 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     hits: list[Hit] = []
     if text and query.limit > 0:
         vector = embedder.embed([text])[0]
-        # with decay, re-rank a deeper list: an older top hit may fall below a newer one
-        fetch = max(query.limit * 3, 30) if query.decay else query.limit
+        # deeper than asked: copies of one exchange collapse into one result; with decay, an
+        # older top hit may fall below a newer one
+        fetch = max(query.limit * 3, 30) if query.decay else max(query.limit * 2, 20)
         hits = store.hybrid(vector.tolist(), lexical_text(text), query.where, fetch, plan or FusionPlan())
     if query.decay and hits:
         newest = parse_instant((store.latest(SearchFilter()) or {}).get("timestamp"))
@@ -54,8 +56,22 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         hits.sort(key=lambda h: h.score, reverse=True)
     if query.min_score is not None:
         hits = [h for h in hits if h.score >= query.min_score]
-    results = [to_result(h, text) for h in hits[: query.limit]]
+    results = [to_result(h, text, copies) for h, copies in collapse(hits)[: query.limit]]
     return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results)
+
+
+def collapse(hits: list[Hit]) -> list[tuple[Hit, list[str]]]:
+    """Hits with the same text (a resumed or copied session holds the same
+    exchanges) as one: the best, with where the others are."""
+    kept: dict[str, tuple[Hit, list[str]]] = {}
+    for hit in hits:
+        key = hashlib.sha1(" ".join(str(hit.payload.get("text", "")).split()).encode("utf-8", "replace")).hexdigest()
+        if key in kept:
+            p = hit.payload
+            kept[key][1].append(f"{p.get('transcript', '')}:{p.get('line_start', 0)}-{p.get('line_end', 0)}")
+        else:
+            kept[key] = (hit, [])
+    return list(kept.values())
 
 
 def by_file(store: Store, path: str, limit: int = 10) -> SearchResponse:
@@ -73,7 +89,7 @@ def by_file(store: Store, path: str, limit: int = 10) -> SearchResponse:
     return SearchResponse(path, round((time.perf_counter() - started) * 1000, 2), results)
 
 
-def to_result(hit: Hit, query: str) -> SearchResult:
+def to_result(hit: Hit, query: str, duplicates: list[str] | None = None) -> SearchResult:
     p = hit.payload
     text = p.get("text", "")
     return SearchResult(
@@ -89,6 +105,7 @@ def to_result(hit: Hit, query: str) -> SearchResult:
         snippet=snippet(text, query),
         tools=list(p.get("tools", [])),
         files=list(p.get("files", [])),
+        duplicates=duplicates or [],
     )
 
 
