@@ -93,8 +93,10 @@ def test_search_human_output_and_filters(small_home: Path) -> None:
     code, out, _ = run("search", "Proactiveness", "--limit", "2")
     assert code == 0
     assert "/obra__episodic-memory__tiny-conversation.jsonl:2-2" in out
-    code, out, _ = run("search", "Proactiveness", "--project", "no-such-project")
-    assert code == 0 and out.strip() == "No results."
+    code, out, err = run("search", "Proactiveness", "--project", "no-such-project")
+    assert code == 1 and "no indexed project matches 'no-such-project'; did you mean" in err
+    code, out, _ = run("search", "Proactiveness", "--project", "STREAMING/")  # a name, any case, a trailing slash
+    assert code == 0 and "tiny-conversation.jsonl:2-2" in out
     code, out, _ = run("search", "--json", "anything", "--since", "2026-01-01")
     assert all(r["timestamp"] >= "2026-01-01" for r in json.loads(out)["results"])
     code, out, _ = run("search", "x", "--since", "someday")

@@ -117,9 +117,9 @@ def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
                 scoped, text, _ = await call(session, "reflect_on_past", query="ls -la")
                 assert 'project="all"' in text
                 assert {r["project"] for r in scoped["results"]} == {"mine"}
-                # a folder with nothing indexed: all projects, and it says so
-                elsewhere, text, _ = await call(session, "reflect_on_past", query="ls -la", project="/nowhere")
-                assert elsewhere["results"] == []
+                # a project that is not indexed: an error naming the close ones
+                _, text, error = await call(session, "reflect_on_past", query="ls -la", project="/nowhere")
+                assert error and "no indexed project matches '/nowhere'; did you mean" in text
 
                 by_file, _, error = await call(session, "search_by_file", path="todo-app/package.json")
                 assert not error and by_file["results"]

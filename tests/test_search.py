@@ -6,11 +6,13 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.errors import ConfigError
 from selfreflect.importer import Importer
+from selfreflect.projects import ProjectNotFound
 from selfreflect.search import SearchQuery, parse_when, search, snippet
 from selfreflect.state import State
 from selfreflect.store import SearchFilter
@@ -159,3 +161,45 @@ def test_copies_of_an_exchange_collapse_into_one_result(tmp_path: Path, embedder
     assert {d.rsplit(":", 1)[0] for d in top.duplicates} | {top.transcript} == {
         str(folder / n) for n in ("a.jsonl", "b.jsonl", "c.jsonl")
     }
+
+
+def test_a_session_is_one_project_however_often_claude_changes_folder(
+    corpus: Corpus, corpus_store: EdgeStore, embedder: OnnxEmbedder
+) -> None:
+    """The d-kimuson session starts in /path/to/Demo and cds into todo-app and
+    todo-app/types: every chunk of it is project Demo."""
+    path = corpus.files["d-kimuson__claude-code-viewer__fe5e1c67-53e7-4862-81ae-d0e013e3270b.jsonl"]
+    points = corpus_store.scroll(SearchFilter(transcript=str(path)), 1000)
+    assert {p["cwd"] for p in points} > {"/path/to/Demo"}  # it did move
+    assert {p["project_path"] for p in points} == {"/path/to/Demo"}
+    for given in ("/path/to/Demo", "/path/to/Demo/", "demo", "DEMO", "-path-to-Demo", "/path/to/Demo/todo-app/types"):
+        found = search(corpus_store, embedder, SearchQuery("todo", SearchFilter(projects=(given,)), 50)).results
+        assert found and {r.project for r in found} == {"Demo"}, given
+        assert any(r.transcript == str(path) for r in found)
+    with pytest.raises(ProjectNotFound, match=r"did you mean 'spotter'"):
+        search(corpus_store, embedder, SearchQuery("todo", SearchFilter(projects=("spoter",)), 5))
+
+
+def test_projects_with_the_same_folder_name_stay_apart(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    settings = make_settings(tmp_path)
+    for owner in ("a", "b"):
+        folder = settings.projects_dir / f"-home-{owner}-app"
+        folder.mkdir(parents=True)
+        record = {
+            "type": "user",
+            "uuid": owner,
+            "sessionId": owner,
+            "cwd": f"/home/{owner}/app",
+            "message": {"role": "user", "content": f"deploy the {owner} service to staging"},
+        }
+        (folder / f"{owner}.jsonl").write_bytes(orjson.dumps(record) + b"\n")
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        Importer(settings, store, embedder, State.load(settings.state_file)).run()
+        everything = search(store, embedder, SearchQuery("deploy service staging", limit=5)).results
+        assert {r.project for r in everything} == {"a/app", "b/app"}
+        only_a = search(store, embedder, SearchQuery("deploy", SearchFilter(projects=("a/app",)), 5)).results
+        assert [r.session_id for r in only_a] == ["a"]
+        assert {
+            r.session_id
+            for r in search(store, embedder, SearchQuery("deploy", SearchFilter(projects=("app",)), 5)).results
+        } == {"a", "b"}

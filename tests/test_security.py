@@ -235,7 +235,7 @@ def test_excluded_projects_and_private_markers_stay_out(tmp_path: Path) -> None:
         **record,
         "uuid": "u2",
         "cwd": "/home/me/app",
-        "message": {"role": "user", "content": "deploy it <private>the vault code is 7741</private> now"},
+        "message": {"role": "user", "content": "deploy it <private>the vault code is zebra-quasar-7741</private> now"},
     }
     (home / "projects" / "-p" / "m.jsonl").write_bytes(orjson.dumps(marked) + b"\n")
     data = tmp_path / "data"
@@ -256,5 +256,5 @@ def test_excluded_projects_and_private_markers_stay_out(tmp_path: Path) -> None:
     results = orjson.loads(found.stdout)["results"]
     assert not [r for r in results if "quarterly" in r["text"]]
     texts = " ".join(r["text"] for r in results)
-    assert "deploy it [PRIVATE] now" in texts and "7741" not in texts
-    assert b"7741" not in b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())
+    assert "deploy it [PRIVATE] now" in texts and "zebra-quasar" not in texts
+    assert b"zebra-quasar" not in b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())

@@ -57,9 +57,14 @@ def _fetch(request: urllib.request.Request, base_url: str, timeout: float, accep
         if exc.code in accept:
             return json.loads(exc.read())
         try:
-            message = json.loads(exc.read()).get("error", str(exc))
+            body = json.loads(exc.read())
+            message = body.get("error", str(exc))
         except (ValueError, AttributeError):
-            message = str(exc)
+            body, message = {}, str(exc)
+        if body.get("kind") == "unknown-project":
+            from selfreflect.projects import ProjectNotFound
+
+            raise ProjectNotFound(message, list(body.get("suggestions") or [])) from exc
         raise (TranscriptNotFound if exc.code == 404 else SelfReflectError)(message) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise DaemonUnavailable(f"no answer from {base_url}: {exc}") from exc

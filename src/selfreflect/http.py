@@ -51,6 +51,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
 from selfreflect.errors import SelfReflectError, TranscriptNotFound
+from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest
 
 log = logging.getLogger("selfreflect")
@@ -63,6 +64,9 @@ def answer(work: Callable[[], Any]) -> JSONResponse:
     """Run a backend call; domain errors become 400/404 with ``{"error": ...}``."""
     try:
         return JSONResponse(work())
+    except ProjectNotFound as exc:
+        body = {"error": str(exc), "kind": "unknown-project", "suggestions": exc.suggestions}
+        return JSONResponse(body, status_code=404)
     except TranscriptNotFound as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
     except (SelfReflectError, ValueError) as exc:

@@ -25,6 +25,7 @@ from selfreflect.discover import TranscriptFile, discover
 from selfreflect.embed import Embedder, embed_batched
 from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
+from selfreflect.projects import project_path
 from selfreflect.redact import redact_part
 from selfreflect.settings import Settings
 from selfreflect.state import State, TranscriptPosition
@@ -64,10 +65,6 @@ class ImportSummary:
 def point_id(transcript_key: str, session_id: str, exchange: str, ordinal: int) -> str:
     """Deterministic: the same chunk of the same exchange always gets the same id."""
     return str(uuid.uuid5(ID_NAMESPACE, f"{session_id}|{transcript_key}|{exchange}|{ordinal}"))
-
-
-def project_name(cwd: str, fallback: str) -> str:
-    return path_name(cwd) or fallback if cwd else fallback
 
 
 class Importer:
@@ -191,6 +188,8 @@ class Importer:
                 continue
             if record is None:
                 continue
+            if not position.first_cwd and isinstance(record.get("cwd"), str) and record["cwd"].strip():
+                position.first_cwd = record["cwd"]  # where the session started: its project
             closed = assembler.feed(line.number, line.start, record)
             if closed is not None:
                 batch.add(closed, self._chunk(closed))
@@ -234,7 +233,8 @@ class Importer:
     def _commit(self, batch: Batch, assembler: Assembler, summary: ImportSummary) -> None:
         """Write the batch, then (only then) save the read position."""
         transcript, position = batch.transcript, batch.position
-        records = [self._record(transcript, ex, chunk) for ex, chunk in batch.chunks]
+        started_in = position.first_cwd
+        records = [self._record(transcript, ex, chunk, started_in) for ex, chunk in batch.chunks]
         records = [(r, text) for r, text in records if self._wanted(r.payload)]
         known = self.store.text_hashes([r.id for r, _ in records])
         changed = [(r, text) for r, text in records if known.get(r.id) != r.payload["text_hash"]]
@@ -267,23 +267,24 @@ class Importer:
         settings include and do not exclude."""
         if self.state.forgotten(payload):
             return False
-        names = (
-            payload["project_path"],
-            payload["project"],
-            payload["transcript"].split("/projects/")[-1].split("/")[0],
-        )
+        names = (payload["project_path"], payload["project"], payload["claude_project"])
         include, exclude = self.settings.include_projects, self.settings.exclude_projects
         if include and not any(fnmatch.fnmatchcase(n, os.path.expanduser(g)) for g in include for n in names):
             return False
         return not any(fnmatch.fnmatchcase(n, os.path.expanduser(g)) for g in exclude for n in names)
 
-    def _record(self, transcript: TranscriptFile, exchange: Exchange, chunk: Chunk) -> tuple[Record, str]:
+    def _record(
+        self, transcript: TranscriptFile, exchange: Exchange, chunk: Chunk, started_in: str
+    ) -> tuple[Record, str]:
         text = chunk.text  # cut from redacted parts (_chunk)
-        project_dir = transcript.key.split("/", 1)[0]
+        folder = transcript.key.split("/", 1)[0]
+        project = project_path(started_in or exchange.cwd, folder)
         payload = {
             "kind": "conversation",
-            "project": project_name(exchange.cwd, project_dir),
-            "project_path": exchange.cwd or project_dir,
+            "project": path_name(project),
+            "project_path": project,
+            "claude_project": folder,
+            "cwd": exchange.cwd,
             "session_id": exchange.session_id,
             "transcript": str(transcript.path),
             "line_start": chunk.line_start,

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from selfreflect.backend import Backend
 from selfreflect.errors import SelfReflectError
+from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest, SearchResponse, SearchResult
 from selfreflect.settings import Settings
 
@@ -111,7 +112,12 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
             query, limit=limit, projects=scope, since=since, min_score=min_score, decay=bool(use_decay)
         )
         try:
-            response = backend.search(request)
+            try:
+                response = backend.search(request)
+            except ProjectNotFound:
+                if project is not None:
+                    raise
+                response = SearchResponse(query, 0.0, [])  # the client's folder is no indexed project
             if not response.results and scope and project is None:
                 note = f"nothing in {scope[0]}; searched all projects instead"
                 response = backend.search(replace(request, projects=()))

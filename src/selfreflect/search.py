@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from dataclasses import replace
 
 from selfreflect.embed import Embedder
 from selfreflect.errors import ConfigError
 from selfreflect.lexical import lexical_text
+from selfreflect.projects import display_names, not_found, resolve
 from selfreflect.query import (  # noqa: F401  (the search API, in one import)
     MAX_LIMIT,
     Decay,
@@ -26,6 +28,8 @@ from selfreflect.query import (  # noqa: F401  (the search API, in one import)
     parse_when,
 )
 from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
+
+MAX_PROJECTS = 10_000
 
 SNIPPET_CHARS = 240
 _WORD = re.compile(r"[\w./@:-]{2,}", re.U)
@@ -42,6 +46,8 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     """
     started = time.perf_counter()
     text = query.text.strip()
+    paths = [str(v) for v, _ in store.facet("project_path", SearchFilter(), MAX_PROJECTS)]
+    query = replace(query, where=resolve_projects(query.where, paths))
     hits: list[Hit] = []
     if text and query.limit > 0:
         vector = embedder.embed([text])[0]
@@ -56,8 +62,27 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         hits.sort(key=lambda h: h.score, reverse=True)
     if query.min_score is not None:
         hits = [h for h in hits if h.score >= query.min_score]
-    results = [to_result(h, text, copies) for h, copies in collapse(hits)[: query.limit]]
+    names = display_names(paths)
+    results = [to_result(h, text, copies, names) for h, copies in collapse(hits)[: query.limit]]
     return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results)
+
+
+def resolve_projects(where: SearchFilter, paths: list[str]) -> SearchFilter:
+    """``where`` with the projects asked for (names, paths, Claude folder
+    names, any case) turned into the indexed project paths they name.
+
+    Raises:
+        ProjectNotFound: one names no indexed project (with the closest ones).
+    """
+    if not where.projects:
+        return where
+    matched: list[str] = []
+    for given in where.projects:
+        found = resolve(given, paths)
+        if not found:
+            raise not_found(given, paths)
+        matched += found
+    return replace(where, projects=tuple(dict.fromkeys(matched)))
 
 
 def collapse(hits: list[Hit]) -> list[tuple[Hit, list[str]]]:
@@ -89,12 +114,14 @@ def by_file(store: Store, path: str, limit: int = 10) -> SearchResponse:
     return SearchResponse(path, round((time.perf_counter() - started) * 1000, 2), results)
 
 
-def to_result(hit: Hit, query: str, duplicates: list[str] | None = None) -> SearchResult:
+def to_result(
+    hit: Hit, query: str, duplicates: list[str] | None = None, names: dict[str, str] | None = None
+) -> SearchResult:
     p = hit.payload
     text = p.get("text", "")
     return SearchResult(
         score=round(hit.score, 6),
-        project=p.get("project", ""),
+        project=(names or {}).get(p.get("project_path", ""), p.get("project", "")),
         session_id=p.get("session_id", ""),
         transcript=p.get("transcript", ""),
         line_start=int(p.get("line_start", 0)),

@@ -62,6 +62,8 @@ class TranscriptPosition:
         done: the last read went to the end of the file and wrote the open
             exchange too; a read that stopped early (the daemon's turns) has
             read lines whose exchange is not written yet.
+        first_cwd: the first ``cwd`` of the transcript: where the session was
+            started, so its project (:mod:`selfreflect.projects`).
     """
 
     offset: int = 0
@@ -76,6 +78,7 @@ class TranscriptPosition:
     final: bool = False
     context: dict[str, Any] | None = None
     done: bool = False
+    first_cwd: str = ""
 
 
 class State:

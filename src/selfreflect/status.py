@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from selfreflect.embed import OnnxEmbedder
+from selfreflect.projects import display_names
 from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import SearchFilter, Store
@@ -33,12 +34,14 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
     }
     if store is None:
         return report
-    for project, chunks in store.facet("project_path", SearchFilter(), MAX_PROJECTS):
+    facets = store.facet("project_path", SearchFilter(), MAX_PROJECTS)
+    names = display_names(str(p) for p, _ in facets)
+    for project, chunks in facets:
         where = SearchFilter(projects=(str(project),))
         latest = store.latest(where) or {}
         report["projects"].append(
             {
-                "project": latest.get("project") or str(project),
+                "project": names.get(str(project)) or latest.get("project") or str(project),
                 "path": str(project),
                 "sessions": len(store.facet("session_id", where, MAX_SESSIONS)),
                 "chunks": chunks,
