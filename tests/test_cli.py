@@ -22,6 +22,7 @@ from conftest import REAL, build_claude_home
 
 RESULT_KEYS = {
     "duplicates",
+    "relevance",
     "score",
     "project",
     "session_id",

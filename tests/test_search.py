@@ -94,11 +94,28 @@ def test_sidechains_can_be_left_out(corpus_store: EdgeStore, embedder: OnnxEmbed
     assert all(n != "agent-a2898e3.jsonl" for n, _, _ in main_only)
 
 
-def test_min_score_drops_weak_results(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+def test_min_score_drops_results_under_that_relevance(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
     all_results = search(corpus_store, embedder, SearchQuery("docker", limit=10)).results
-    cut = all_results[2].score
+    cut = sorted(r.relevance for r in all_results)[len(all_results) // 2]
     kept = search(corpus_store, embedder, SearchQuery("docker", limit=10, min_score=cut)).results
-    assert kept and all(r.score >= cut for r in kept) and len(kept) < len(all_results)
+    assert kept and all(r.relevance >= cut for r in kept) and len(kept) < len(all_results)
+
+
+def test_relevance_tells_a_match_from_the_best_of_nothing(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    """The fused score only ranks: the best of nothing scores like a match.
+    Relevance does not."""
+    from selfreflect.query import STRONG
+
+    match = search(
+        corpus_store,
+        embedder,
+        SearchQuery("why does the assistant keep asking permission before fixing obvious problems", limit=3),
+    ).results
+    assert match[0].relevance >= STRONG and 0 <= match[0].relevance <= 1
+    for unrelated in ("abort listener memory leak in the websocket pool", "kubernetes helm chart ingress annotations"):
+        nothing = search(corpus_store, embedder, SearchQuery(unrelated, SearchFilter(projects=("spotter",)), 5)).results
+        assert nothing and nothing[0].relevance < STRONG, (unrelated, nothing[0].relevance)
+        assert nothing[0].score > 0.016  # while its rank score looks like a match's
 
 
 def test_parse_when() -> None:

@@ -296,7 +296,11 @@ def _import_through(daemon: Any, files: int, token: str | None) -> None:
 @click.option("--tool", help="Only chunks that used this tool (Bash, Edit, ...).")
 @click.option("--no-sidechains", is_flag=True, help="Leave out sub-agent conversations.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 200))
-@click.option("--min-score", type=float, help="Drop results scoring below this (fused score, at most ~0.033).")
+@click.option(
+    "--min-score",
+    type=float,
+    help="Drop results whose relevance (0 to 1) is below this; 0.32 and up is a strong match.",
+)
 @click.option("--decay/--no-decay", default=False, help="Favour recent conversations (recency decay; off by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON.")
 @pass_context
@@ -320,7 +324,7 @@ def search(
 
     Uses the running daemon when there is one (it owns the store).
     """
-    from selfreflect.query import Decay, SearchRequest
+    from selfreflect.query import STRONG, Decay, SearchRequest
 
     request = SearchRequest(
         " ".join(query),
@@ -349,7 +353,7 @@ def search(
     for r in response.results:
         when = (r.timestamp or "")[:16].replace("T", " ")
         click.echo(
-            click.style(f"{r.score:.4f}", fg="green")
+            click.style(f"{r.relevance:.2f}", fg="green" if r.relevance >= STRONG else "yellow")
             + f"  {r.project}  {when}  "
             + click.style(f"{r.transcript}:{r.line_start}-{r.line_end}", fg="cyan")
         )

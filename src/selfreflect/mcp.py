@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from selfreflect.backend import Backend
 from selfreflect.errors import SelfReflectError
 from selfreflect.projects import ProjectNotFound
-from selfreflect.query import SearchRequest, SearchResponse, SearchResult
+from selfreflect.query import STRONG, SearchRequest, SearchResponse, SearchResult
 from selfreflect.settings import Settings
 
 log = logging.getLogger("selfreflect")
@@ -103,7 +103,7 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
             limit: results at most.
             project: a project name or path, or "all". Default: the current project.
             since: only after this date or duration ago (2026-01-31, 7d, 12h).
-            min_score: drop results below this fused score (about 0.033 at best).
+            min_score: drop results whose relevance (0 to 1) is below this; 0.32 and up is a strong match.
             use_decay: favour recent conversations (recency decay; off by default).
             max_tokens: budget for the whole answer.
         """
@@ -118,9 +118,13 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
                 if project is not None:
                     raise
                 response = SearchResponse(query, 0.0, [])  # the client's folder is no indexed project
-            if not response.results and scope and project is None:
-                note = f"nothing in {scope[0]}; searched all projects instead"
+            strong = response.results and response.results[0].relevance >= STRONG
+            if not strong and scope and project is None:
+                found = "nothing" if not response.results else "no strong match"
+                note = f"{found} in {scope[0]}; searched all projects instead"
                 response = backend.search(replace(request, projects=()))
+            elif not strong and response.results:
+                note = f"no strong match (best relevance {response.results[0].relevance:.2f}, strong is {STRONG})"
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
         return _results(response, max_tokens, note)
@@ -210,7 +214,7 @@ def _results(response: SearchResponse, max_tokens: int, note: str) -> CallToolRe
         when = (r.timestamp or "")[:16].replace("T", " ")
         copies = f" (also in {len(r.duplicates)} other places)" if r.duplicates else ""
         entry = (
-            f"{n}. [{r.score:.4f}] {r.project} · {when} · session {r.session_id} · "
+            f"{n}. [relevance {r.relevance:.2f}] {r.project} · {when} · session {r.session_id} · "
             f"{r.transcript}:{r.line_start}-{r.line_end}{copies}\n   {r.snippet}"
         )
         cost = len(entry) + min(len(r.text), TEXT_CHARS)

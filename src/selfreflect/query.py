@@ -19,6 +19,7 @@ from selfreflect.errors import ConfigError
 from selfreflect.store import SearchFilter
 
 MAX_LIMIT = 200
+STRONG = 0.32  # relevance from which a hit is a strong match (measured: docs/search.md)
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdwy])\s*$", re.I)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _TRUE = {"1", "true", "yes", "on"}
@@ -77,6 +78,7 @@ class SearchResult:
     tools: list[str]
     files: list[str]
     duplicates: list[str] = field(default_factory=list)  # other places the same text is, as transcript:start-end
+    relevance: float = 0.0  # how well it matches on its own, 0 to 1 (search.relevance_of); score only ranks
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class SearchRequest:
         since, until: dates or durations (``2026-01-31``, ``7d``).
         session, file, branch, tool: exact filters (``file``: a path suffix).
         include_sidechains: sub-agent conversations too.
-        min_score: drop weaker results.
+        min_score: drop results whose relevance (0 to 1) is under this.
         decay: favour recent conversations (the settings' half-life and weight).
     """
 

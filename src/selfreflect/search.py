@@ -11,6 +11,9 @@ import hashlib
 import re
 import time
 from dataclasses import replace
+from typing import Any
+
+import numpy as np
 
 from selfreflect.embed import Embedder
 from selfreflect.errors import ConfigError
@@ -18,6 +21,7 @@ from selfreflect.lexical import lexical_text
 from selfreflect.projects import display_names, not_found, resolve
 from selfreflect.query import (  # noqa: F401  (the search API, in one import)
     MAX_LIMIT,
+    STRONG,
     Decay,
     SearchQuery,
     SearchRequest,
@@ -33,6 +37,11 @@ MAX_PROJECTS = 10_000
 
 SNIPPET_CHARS = 240
 _WORD = re.compile(r"[\w./@:-]{2,}", re.U)
+_STOP_WORDS = set(
+    "the and for with that this what how why when did was were are you your have has had from into about can "
+    "not but its our out all any who which there their them then than they been also just some more most very "
+    "is it in on of to a an be do does so if or as at by we i my me".split()
+)
 
 
 def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPlan | None = None) -> SearchResponse:
@@ -49,6 +58,7 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     paths = [str(v) for v, _ in store.facet("project_path", SearchFilter(), MAX_PROJECTS)]
     query = replace(query, where=resolve_projects(query.where, paths))
     hits: list[Hit] = []
+    relevance: dict[str, float] = {}
     if text and query.limit > 0:
         vector = embedder.embed([text])[0]
         # deeper than asked: copies of one exchange collapse into one result; with decay, an
@@ -60,11 +70,34 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         decay = query.decay
         hits = [Hit(h.id, h.score * decay.factor(h.payload.get("timestamp"), newest), h.payload) for h in hits]
         hits.sort(key=lambda h: h.score, reverse=True)
+    if hits:
+        relevance = relevance_of(hits, vector, text, store)
     if query.min_score is not None:
-        hits = [h for h in hits if h.score >= query.min_score]
+        hits = [h for h in hits if relevance.get(h.id, 0.0) >= query.min_score]
     names = display_names(paths)
-    results = [to_result(h, text, copies, names) for h, copies in collapse(hits)[: query.limit]]
+    results = [
+        to_result(h, text, copies, names, relevance.get(h.id, 0.0)) for h, copies in collapse(hits)[: query.limit]
+    ]
     return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results)
+
+
+def relevance_of(hits: list[Hit], vector: Any, text: str, store: Store) -> dict[str, float]:
+    """How well each hit matches on its own, 0 to 1 (the fused score only
+    ranks): ``0.7 * cosine + 0.3 * term coverage``, the cosine of the query's
+    and the chunk's embeddings and the share of the query's words (stop words
+    aside) in the chunk. ``STRONG`` and up is a strong match; docs/search.md
+    says how that was measured."""
+    vectors = store.vectors([h.id for h in hits])
+    terms = {w.lower() for w in _WORD.findall(text)} - _STOP_WORDS
+    query_vector = np.asarray(vector, dtype=np.float32)
+    out = {}
+    for hit in hits:
+        chunk = vectors.get(hit.id)
+        cosine = float(np.asarray(chunk, dtype=np.float32) @ query_vector) if chunk else 0.0
+        lowered = str(hit.payload.get("text", "")).lower()
+        coverage = sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0
+        out[hit.id] = round(max(0.0, min(1.0, 0.7 * cosine + 0.3 * coverage)), 4)
+    return out
 
 
 def resolve_projects(where: SearchFilter, paths: list[str]) -> SearchFilter:
@@ -115,7 +148,11 @@ def by_file(store: Store, path: str, limit: int = 10) -> SearchResponse:
 
 
 def to_result(
-    hit: Hit, query: str, duplicates: list[str] | None = None, names: dict[str, str] | None = None
+    hit: Hit,
+    query: str,
+    duplicates: list[str] | None = None,
+    names: dict[str, str] | None = None,
+    relevance: float = 0.0,
 ) -> SearchResult:
     p = hit.payload
     text = p.get("text", "")
@@ -133,6 +170,7 @@ def to_result(
         tools=list(p.get("tools", [])),
         files=list(p.get("files", [])),
         duplicates=duplicates or [],
+        relevance=relevance,
     )
 
 

@@ -347,6 +347,14 @@ class EdgeStore:
             found = shard.retrieve(list(ids), with_payload=qe.PayloadSelector.Include(["text_hash"]), with_vector=False)
         return {str(r.id): (r.payload or {}).get("text_hash", "") for r in found}
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The dense vector of each point (for a hit's own relevance)."""
+        if not ids:
+            return {}
+        with self._use() as shard:
+            found = shard.retrieve(list(ids), with_payload=False, with_vector=True)
+        return {str(r.id): list((r.vector or {}).get(DENSE) or []) for r in found}
+
     def delete(self, where: SearchFilter) -> int:
         """Delete every point ``where`` selects; returns how many there were."""
         flt = to_filter(where)
