@@ -118,7 +118,9 @@ def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
                 assert 'project="all"' in text
                 assert {r["project"] for r in scoped["results"]} == {"mine"}
                 # nothing strong in the client's project: it says so and widens to all projects
-                wide, text, _ = await call(session, "reflect_on_past", query="Proactiveness section of the instructions")
+                wide, text, _ = await call(
+                    session, "reflect_on_past", query="Proactiveness section of the instructions"
+                )
                 assert "no strong match in " in text and "searched all projects instead" in text
                 assert wide["results"][0]["project"] != "mine" and wide["results"][0]["relevance"] >= 0.32
                 # a project that is not indexed: an error naming the close ones
