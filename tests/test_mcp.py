@@ -245,3 +245,5 @@ def test_several_stdio_clients_share_one_daemon(tmp_path: Path, home: Path) -> N
         if "serve" in (p.info["cmdline"] or []) and str(tmp_path / "data") in " ".join(p.info["cmdline"] or [])
     ]
     assert [p.pid for p in serving] == pids[:1]
+    log = (tmp_path / "data" / "serve.log").read_text()
+    assert "error:" not in log and "Traceback" not in log  # the daemons that lost the race exit quietly

@@ -398,9 +398,11 @@ def serve(ctx: Context, port: int | None, if_not_running: bool, started_by: str)
             return
         except DaemonRunning as exc:
             if if_not_running or started_by.startswith("mcp"):
-                log.info("another daemon won: %s", exc)  # expected when several clients start one at once
+                # expected when several clients start one at once: not an error, and no error line in serve.log
+                logging.getLogger("selfreflect").info("another daemon won: %s", exc)
                 if if_not_running:
                     return
+                raise click.exceptions.Exit(EXIT_LOCKED) from exc
             raise
         except StoreLocked as exc:
             if started_by.startswith("mcp"):
