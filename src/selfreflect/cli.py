@@ -386,6 +386,7 @@ def serve(ctx: Context, port: int | None, if_not_running: bool, started_by: str)
 
     from selfreflect.daemon import Daemon, DaemonRunning
     from selfreflect.http import serve as run_server
+    from selfreflect.lock import read_owner
 
     settings = ctx.settings if port is None else dataclasses.replace(ctx.settings, port=port)
     settings.ensure_data_dir()
@@ -396,17 +397,17 @@ def serve(ctx: Context, port: int | None, if_not_running: bool, started_by: str)
         try:
             run_server(Daemon(settings, started_by), log_level="info" if level <= logging.INFO else "warning")
             return
-        except DaemonRunning as exc:
-            if if_not_running or started_by.startswith("mcp"):
+        except StoreLocked as exc:
+            owner = read_owner(settings.data_dir)
+            daemon_won = isinstance(exc, DaemonRunning) or (owner is not None and owner.command == "serve")
+            if daemon_won and (if_not_running or started_by.startswith("mcp")):
                 # expected when several clients start one at once: not an error, and no error line in serve.log
                 logging.getLogger("selfreflect").info("another daemon won: %s", exc)
                 if if_not_running:
                     return
                 raise click.exceptions.Exit(EXIT_LOCKED) from exc
-            raise
-        except StoreLocked as exc:
-            if started_by.startswith("mcp"):
-                raise  # the client falls back at once rather than wait
+            if daemon_won or started_by.startswith("mcp"):
+                raise  # a daemon runs; or an MCP client falls back at once rather than wait
             if not waiting:
                 log.warning("%s: waiting for it to finish", exc)
                 waiting = True
