@@ -63,7 +63,6 @@ class Connection:
         self.settings = settings
         self.command = command
         self.start_daemon = start_daemon
-        self._daemon: DaemonInfo | None = None
         self._local: LocalBackend | None = None
         self._lock = threading.Lock()
         self._start_failed_at = -RETRY_START_AFTER
@@ -82,7 +81,6 @@ class Connection:
                 info = self._start()
                 if info is None:
                     self._start_failed_at = time.monotonic()
-            self._daemon = info
             if info is not None:
                 return DaemonBackend(info.url, self.settings.token)
             if self._local is None:
