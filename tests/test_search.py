@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -220,3 +221,43 @@ def test_projects_with_the_same_folder_name_stay_apart(tmp_path: Path, embedder:
             r.session_id
             for r in search(store, embedder, SearchQuery("deploy", SearchFilter(projects=("app",)), 5)).results
         } == {"a", "b"}
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args], cwd=cwd, check=True, capture_output=True
+    )
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to make a repository and a worktree")
+@pytest.mark.parametrize("grouped", [True, False])
+def test_a_repositorys_subfolders_and_worktrees_are_one_project(
+    tmp_path: Path, embedder: OnnxEmbedder, grouped: bool
+) -> None:
+    repo, worktree = tmp_path / "code" / "shop", tmp_path / "code" / "shop-feature"
+    (repo / "api").mkdir(parents=True)
+    git("init", "-q", cwd=repo)
+    git("commit", "-q", "--allow-empty", "-m", "start", cwd=repo)
+    git("worktree", "add", "-q", str(worktree), cwd=repo)
+    settings = make_settings(tmp_path, group_repositories=grouped)
+    for n, cwd in enumerate((repo, repo / "api", worktree)):
+        folder = settings.projects_dir / f"-p{n}"
+        folder.mkdir(parents=True)
+        record = {
+            "type": "user",
+            "uuid": f"u{n}",
+            "sessionId": f"s{n}",
+            "cwd": str(cwd),
+            "message": {"role": "user", "content": f"checkout flow step {n}"},
+        }
+        (folder / f"s{n}.jsonl").write_bytes(orjson.dumps(record) + b"\n")
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        Importer(settings, store, embedder, State.load(settings.state_file)).run()
+        points = store.scroll(SearchFilter(), 100)
+        if grouped:
+            assert {p["project_path"] for p in points} == {str(repo)}
+            assert {p["started_in"] for p in points} == {str(repo), str(repo / "api"), str(worktree)}
+            from_worktree = search(store, embedder, SearchQuery("checkout", SearchFilter(projects=(str(worktree),)), 5))
+            assert {r.session_id for r in from_worktree.results} == {"s0", "s1", "s2"}
+        else:
+            assert {p["project_path"] for p in points} == {str(repo), str(repo / "api"), str(worktree)}

@@ -25,7 +25,7 @@ from selfreflect.discover import TranscriptFile, discover
 from selfreflect.embed import Embedder, embed_batched
 from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
-from selfreflect.projects import project_path
+from selfreflect.projects import project_path, repository_root
 from selfreflect.redact import redact_part
 from selfreflect.settings import Settings
 from selfreflect.state import State, TranscriptPosition
@@ -278,12 +278,14 @@ class Importer:
     ) -> tuple[Record, str]:
         text = chunk.text  # cut from redacted parts (_chunk)
         folder = transcript.key.split("/", 1)[0]
-        project = project_path(started_in or exchange.cwd, folder)
+        started = project_path(started_in or exchange.cwd, folder)
+        project = (repository_root(started) if self.settings.group_repositories else None) or started
         payload = {
             "kind": "conversation",
             "project": path_name(project),
             "project_path": project,
             "claude_project": folder,
+            "started_in": started,
             "cwd": exchange.cwd,
             "session_id": exchange.session_id,
             "transcript": str(transcript.path),

@@ -8,6 +8,11 @@ subfolder. The project of a session is therefore its first ``cwd`` (where it
 was started), never each record's; without any ``cwd`` it is the folder's
 name decoded. Never a hash of a name.
 
+Where that folder lies in a git repository that still exists on this
+machine, the project is the repository's main working tree: a session
+started in a subfolder, or in a linked worktree (``git worktree add``), is
+the repository's (``group_repositories``, on by default).
+
 A project is named by the last part of its path, made longer only where two
 projects would share a name (``a/app`` and ``b/app``). What a user or Claude
 types to choose a project (a name, a path with or without a trailing slash,
@@ -19,9 +24,12 @@ an error that names the closest ones.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
+import subprocess
 from collections.abc import Iterable
+from pathlib import Path
 
 from selfreflect.errors import ConfigError
 from selfreflect.system import path_name
@@ -47,6 +55,32 @@ def project_path(first_cwd: str, folder: str) -> str:
     if first_cwd:
         return _strip(first_cwd) or first_cwd
     return "/" + folder.lstrip("-").replace("-", "/") if folder.startswith("-") else folder
+
+
+@functools.lru_cache(maxsize=1024)
+def repository_root(path: str) -> str | None:
+    """The main working tree of the git repository ``path`` lies in (a
+    linked worktree's too), or ``None``: not a folder here, not in a
+    repository, or no git."""
+    if not path or not os.path.isdir(path):
+        return None
+    try:
+        found = subprocess.run(
+            ["git", "-C", path, "rev-parse", "--git-common-dir", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = found.stdout.split("\n")
+    if found.returncode != 0 or len(lines) < 2 or not lines[1].strip():
+        return None
+    common = Path(path, lines[0].strip()).resolve() if not os.path.isabs(lines[0].strip()) else Path(lines[0].strip())
+    top = lines[1].strip()
+    root = str(common.parent) if common.name == ".git" else top  # a bare repository's worktrees: their own top
+    return _strip(root)
 
 
 def display_names(paths: Iterable[str]) -> dict[str, str]:
@@ -87,6 +121,10 @@ def resolve(given: str, paths: Iterable[str]) -> list[str]:
     if not found and ("/" in wanted or "\\" in wanted):
         inside = [p for p in paths if lowered.startswith(_strip(p).lower() + "/")]
         found = sorted(inside, key=len)[-1:]
+    if not found and ("/" in wanted or "\\" in wanted):
+        root = repository_root(wanted)  # a worktree of an indexed repository
+        if root is not None and _strip(root) != wanted:
+            found = resolve(root, paths)
     return found
 
 

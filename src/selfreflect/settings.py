@@ -38,6 +38,7 @@ ENV = {
     "token": "SELFREFLECT_TOKEN",
     "include_projects": "SELFREFLECT_INCLUDE_PROJECTS",
     "exclude_projects": "SELFREFLECT_EXCLUDE_PROJECTS",
+    "group_repositories": "SELFREFLECT_GROUP_REPOSITORIES",
 }
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -76,6 +77,9 @@ class Settings:
             name (SELFREFLECT_INCLUDE_PROJECTS / _EXCLUDE_PROJECTS, comma
             separated): only included projects are indexed (all when empty),
             and never an excluded one.
+        group_repositories: a session started in a subfolder or a linked
+            worktree of a git repository belongs to the repository's main
+            working tree (SELFREFLECT_GROUP_REPOSITORIES; on).
     """
 
     claude_dir: Path
@@ -95,6 +99,7 @@ class Settings:
     token: str | None = None
     include_projects: tuple[str, ...] = ()
     exclude_projects: tuple[str, ...] = ()
+    group_repositories: bool = True
 
     @property
     def projects_dir(self) -> Path:
@@ -214,7 +219,7 @@ def _convert(name: str, raw: Any) -> Any:
             if seconds_or_mb <= 0:
                 raise ValueError("must be positive")
             return seconds_or_mb
-        if name == "prefer_local_embeddings":
+        if name in ("prefer_local_embeddings", "group_repositories"):
             if isinstance(raw, bool):
                 return raw
             return str(raw).strip().lower() in ("1", "true", "yes", "on")
