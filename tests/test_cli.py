@@ -91,9 +91,11 @@ def test_search_json_is_exactly_the_result_schema(small_home: Path) -> None:
 
 def test_search_human_output_and_filters(small_home: Path) -> None:
     run("import")
-    code, out, _ = run("search", "Proactiveness", "--limit", "2")
+    code, out, err = run("search", "Proactiveness", "--limit", "2")
     assert code == 0
-    assert "/obra__episodic-memory__tiny-conversation.jsonl:2-2" in out
+    assert "/obra__episodic-memory__tiny-conversation.jsonl:2-2" in out and "No strong match" not in err
+    code, out, err = run("search", "kubernetes helm chart ingress annotations")
+    assert code == 0 and "No strong match: the best relevance is 0." in err
     code, out, err = run("search", "Proactiveness", "--project", "no-such-project")
     assert code == 1 and "no indexed project matches 'no-such-project'; did you mean" in err
     code, out, _ = run("search", "Proactiveness", "--project", "STREAMING/")  # a name, any case, a trailing slash

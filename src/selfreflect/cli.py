@@ -360,6 +360,9 @@ def search(
         click.echo(f"    {r.snippet}\n")
     count = len(response.results)
     click.echo(f"{count} result{'s' if count != 1 else ''} in {response.took_ms:.0f} ms", err=True)
+    best = response.results[0].relevance
+    if best < STRONG:
+        click.echo(f"No strong match: the best relevance is {best:.2f} ({STRONG} and up is strong).", err=True)
 
 
 @cli.command()
