@@ -124,25 +124,25 @@ class SearchRequest:
     decay: bool = False
 
     def query(self, decay: Decay) -> SearchQuery:
-        """The validated query (``decay``: the recency decay to apply if asked).
+        """The validated query (``decay``: the recency decay to apply if asked):
+        the one place a face's values are checked and converted.
 
         Raises:
-            ConfigError: a value that cannot be used.
+            ConfigError: a value that cannot be used (a bad date, a bad limit).
         """
-        return make_query(
-            self.text,
-            limit=self.limit,
-            projects=self.projects,
-            since=self.since,
-            until=self.until,
-            session=self.session,
-            file=self.file,
-            branch=self.branch,
-            tool=self.tool,
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, not {self.limit}")
+        where = SearchFilter(
+            projects=tuple(p for p in self.projects if p),
+            since=parse_when(self.since),
+            until=parse_when(self.until),
+            session_id=self.session or None,
+            file=self.file or None,
+            git_branch=self.branch or None,
+            tool=self.tool or None,
             include_sidechains=self.include_sidechains,
-            min_score=self.min_score,
-            decay=decay if self.decay else None,
         )
+        return SearchQuery(self.text, where, self.limit, self.min_score, decay if self.decay else None)
 
     def params(self) -> list[tuple[str, str]]:
         """As ``/api/search`` parameters."""
@@ -185,42 +185,6 @@ class SearchRequest:
             min_score=min_score,
             decay=(get("decay") or "").lower() in _TRUE,
         )
-
-
-def make_query(
-    text: str,
-    *,
-    limit: int = 10,
-    projects: tuple[str, ...] | list[str] = (),
-    since: str | None = None,
-    until: str | None = None,
-    session: str | None = None,
-    file: str | None = None,
-    branch: str | None = None,
-    tool: str | None = None,
-    include_sidechains: bool = True,
-    min_score: float | None = None,
-    decay: Decay | None = None,
-) -> SearchQuery:
-    """A query from what a face received (CLI options, HTTP parameters, MCP
-    arguments): one place that validates and converts them.
-
-    Raises:
-        ConfigError: a value that cannot be used (a bad date, a bad limit).
-    """
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-    where = SearchFilter(
-        projects=tuple(p for p in projects if p),
-        since=parse_when(since),
-        until=parse_when(until),
-        session_id=session or None,
-        file=file or None,
-        git_branch=branch or None,
-        tool=tool or None,
-        include_sidechains=include_sidechains,
-    )
-    return SearchQuery(text, where, limit, min_score, decay)
 
 
 def parse_instant(value: str | None) -> datetime | None:

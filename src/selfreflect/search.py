@@ -19,15 +19,13 @@ from selfreflect.embed import Embedder
 from selfreflect.errors import ConfigError
 from selfreflect.lexical import lexical_text
 from selfreflect.projects import display_names, not_found, resolve
-from selfreflect.query import (  # noqa: F401  (the search API, in one import)
+from selfreflect.query import (  # noqa: F401  (Decay, parse_when: the search API in one import)
     MAX_LIMIT,
     STRONG,
     Decay,
     SearchQuery,
-    SearchRequest,
     SearchResponse,
     SearchResult,
-    make_query,
     parse_instant,
     parse_when,
 )
@@ -70,14 +68,14 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         decay = query.decay
         hits = [Hit(h.id, h.score * decay.factor(h.payload.get("timestamp"), newest), h.payload) for h in hits]
         hits.sort(key=lambda h: h.score, reverse=True)
-    if hits:
+    if hits and query.min_score is not None:  # the filter needs every hit's relevance
         relevance = relevance_of(hits, vector, text, store)
-    if query.min_score is not None:
-        hits = [h for h in hits if relevance.get(h.id, 0.0) >= query.min_score]
+        hits = [h for h in hits if relevance[h.id] >= query.min_score]
+    kept = collapse(hits)[: query.limit]
+    if kept and not relevance:  # else only what is shown
+        relevance = relevance_of([h for h, _ in kept], vector, text, store)
     names = display_names(paths)
-    results = [
-        to_result(h, text, copies, names, relevance.get(h.id, 0.0)) for h, copies in collapse(hits)[: query.limit]
-    ]
+    results = [to_result(h, text, copies, names, relevance.get(h.id, 0.0)) for h, copies in kept]
     return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results)
 
 
