@@ -105,3 +105,15 @@ def eventually(check: Any, timeout: float = 10.0, every: float = 0.05) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s")
         time.sleep(every)
+
+
+def run_cli(claude_dir: Path, data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``selfreflect ARGS`` in a real process on these folders (no stdin)."""
+    return subprocess.run(
+        [sys.executable, "-m", "selfreflect", *args],
+        env={**os.environ, "CLAUDE_CONFIG_DIR": str(claude_dir), "SELFREFLECT_HOME": str(data_dir), **env},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )

@@ -22,6 +22,7 @@ from selfreflect.tail import read_lines
 
 from conftest import REAL
 from daemon_process import DaemonProcess, eventually
+from daemon_process import run_cli as cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -54,18 +55,6 @@ def fill(disk: Path, leave_mb: int) -> Path:
     size = shutil.disk_usage(disk).free - (leave_mb << 20)
     subprocess.run(["fallocate", "-l", str(size), str(filler)], check=True)
     return filler
-
-
-def cli(home: Path, data: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(home), "SELFREFLECT_HOME": str(data), **extra}
-    return subprocess.run(
-        [sys.executable, "-m", "selfreflect", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def indexed_transcripts(data: Path, embedder: OnnxEmbedder) -> dict[str, int]:

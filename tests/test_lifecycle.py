@@ -30,6 +30,7 @@ from selfreflect.store.edge import EdgeStore
 
 from conftest import REAL, make_settings
 from daemon_process import DaemonProcess, eventually
+from daemon_process import run_cli as cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,17 +53,6 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 def env_for(home: Path, data: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "CLAUDE_CONFIG_DIR": str(home), "SELFREFLECT_HOME": str(data), **extra}
-
-
-def cli(home: Path, data: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "selfreflect", *args],
-        env=env_for(home, data, **extra),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def imported(home: Path, data: Path, embedder: OnnxEmbedder) -> None:
