@@ -94,7 +94,12 @@ class Streamer:
         self._wake.set()
 
     def watch(self) -> None:
-        """Feed file events to :meth:`notify` until :attr:`stop` is set (a thread)."""
+        """Feed file events to :meth:`notify` until :attr:`stop` is set (a thread).
+
+        Once the watcher is watching (its first answer, events or a quiet
+        second), everything is scanned again: what was written between the
+        last scan and the start of the watch raised no event.
+        """
         import watchfiles
 
         while not self.stop.is_set():
@@ -102,6 +107,7 @@ class Streamer:
                 self.stop.wait(1.0)
                 continue
             try:
+                watching = False
                 for changes in watchfiles.watch(
                     self.projects_dir,
                     watch_filter=lambda _change, path: path.endswith(".jsonl"),
@@ -109,10 +115,15 @@ class Streamer:
                     step=20,
                     stop_event=self.stop,
                     rust_timeout=1000,
-                    yield_on_timeout=False,
+                    yield_on_timeout=True,
                     raise_interrupt=False,
                 ):
-                    self.notify({path for _change, path in changes})
+                    if not watching:
+                        watching = True
+                        self.rescan()
+                        self._wake.set()
+                    if changes:
+                        self.notify({path for _change, path in changes})
             except (FileNotFoundError, RuntimeError, OSError) as exc:
                 log.warning("watching %s failed (%s); retrying", self.projects_dir, exc)
                 self.stop.wait(1.0)
