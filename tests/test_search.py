@@ -14,7 +14,7 @@ from selfreflect.embed import OnnxEmbedder
 from selfreflect.errors import ConfigError
 from selfreflect.importer import Importer
 from selfreflect.projects import ProjectNotFound
-from selfreflect.search import SearchQuery, parse_when, search, snippet
+from selfreflect.search import SearchQuery, parse_when, search, snippet, snippets
 from selfreflect.state import State
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
@@ -135,6 +135,21 @@ def test_snippet_shows_the_part_that_matched() -> None:
     shown = snippet(text, "docker memory limit")
     assert "docker memory limit" in shown and shown.startswith("…") and shown.endswith("…")
     assert snippet("short text", "x") == "short text"
+
+
+def test_snippet_finds_the_part_that_means_the_question(embedder: OnnxEmbedder) -> None:
+    """A question in other words shares no word with the text: the snippet is
+    the window closest in meaning, not the start of the chunk."""
+    filler = "We renamed the settings page and moved its tabs around so the navigation reads better. " * 4
+    point = "The container kept getting killed by the kernel, so we raised its RAM cap to four gigabytes."
+    text = filler + point + " " + filler
+    question = "why did the service die from running out of memory"
+    vector = embedder.embed([question])[0]
+    by_meaning, by_words = snippets([text, text], question, vector, embedder), snippet(text, question)
+    assert "RAM cap" in by_meaning[0] and by_meaning[0] == by_meaning[1]
+    assert "RAM cap" not in by_words  # words alone cannot place it
+    # the words still win where they match
+    assert "settings page" in snippets([text], "settings page tabs navigation", vector, embedder)[0]
 
 
 def test_decay_formula() -> None:

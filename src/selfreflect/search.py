@@ -34,6 +34,7 @@ from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
 MAX_PROJECTS = 10_000
 
 SNIPPET_CHARS = 240
+MEANING_WINDOWS = 12  # windows embedded per search to place snippets by meaning (~1.7 ms each)
 _WORD = re.compile(r"[\w./@:-]{2,}", re.U)
 _STOP_WORDS = set(
     "the and for with that this what how why when did was were are you your have has had from into about can "
@@ -75,7 +76,11 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     if kept and not relevance:  # else only what is shown
         relevance = relevance_of([h for h, _ in kept], vector, text, store)
     names = display_names(paths)
-    results = [to_result(h, text, copies, names, relevance.get(h.id, 0.0)) for h, copies in kept]
+    shown = snippets([str(h.payload.get("text", "")) for h, _ in kept], text, vector, embedder) if kept else []
+    results = [
+        to_result(h, text, copies, names, relevance.get(h.id, 0.0), piece)
+        for (h, copies), piece in zip(kept, shown, strict=True)
+    ]
     return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results)
 
 
@@ -86,7 +91,7 @@ def relevance_of(hits: list[Hit], vector: Any, text: str, store: Store) -> dict[
     aside) in the chunk. ``STRONG`` and up is a strong match; docs/search.md
     says how that was measured."""
     vectors = store.vectors([h.id for h in hits])
-    terms = {w.lower() for w in _WORD.findall(text)} - _STOP_WORDS
+    terms = _terms(text)
     query_vector = np.asarray(vector, dtype=np.float32)
     out = {}
     for hit in hits:
@@ -151,6 +156,7 @@ def to_result(
     duplicates: list[str] | None = None,
     names: dict[str, str] | None = None,
     relevance: float = 0.0,
+    shown: str | None = None,
 ) -> SearchResult:
     p = hit.payload
     text = p.get("text", "")
@@ -164,7 +170,7 @@ def to_result(
         timestamp=p.get("timestamp"),
         git_branch=p.get("git_branch", ""),
         text=text,
-        snippet=snippet(text, query),
+        snippet=snippet(text, query) if shown is None else shown,
         tools=list(p.get("tools", [])),
         files=list(p.get("files", [])),
         duplicates=duplicates or [],
@@ -172,22 +178,82 @@ def to_result(
     )
 
 
-def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+def snippets(texts: list[str], query: str, vector: Any, embedder: Embedder | None) -> list[str]:
+    """For each text, the window that matched best: the one that holds the
+    most query words, or, where no window holds half of them (a question in
+    other words), the one closest in meaning, found by embedding the text's
+    windows (at most ``MEANING_WINDOWS`` per search, the best ranked first)."""
+    terms = _terms(query)
+    chosen: list[str | None] = []
+    tiles: list[tuple[int, str]] = []  # (index of the text, window) to embed
+    for i, text in enumerate(texts):
+        flat = " ".join(text.split())
+        begin, found = _word_window(flat, terms)
+        if len(flat) <= SNIPPET_CHARS or embedder is None or found * 2 >= len(terms) > 0:
+            chosen.append(_cut(flat, begin))
+            continue
+        chosen.append(None)
+        own = _tiles(flat)
+        if len(tiles) + len(own) > MEANING_WINDOWS:
+            chosen[i] = _cut(flat, begin)
+            continue
+        tiles += [(i, tile) for tile in own]
+    if tiles and embedder is not None:
+        vectors = embedder.embed([tile for _, tile in tiles]) @ np.asarray(vector, dtype=np.float32)
+        best: dict[int, tuple[float, str]] = {}
+        for (i, tile), cosine in zip(tiles, vectors, strict=True):
+            lowered = tile.lower()
+            score = float(cosine) + 0.3 * (sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0)
+            if i not in best or score > best[i][0]:
+                best[i] = (score, tile)
+        for i, (_, tile) in best.items():
+            flat = " ".join(texts[i].split())
+            chosen[i] = _cut(flat, flat.find(tile))
+    return [c if c is not None else "" for c in chosen]
+
+
+def snippet(text: str, query: str) -> str:
     """The window of ``text`` that holds the most query words."""
     flat = " ".join(text.split())
+    return _cut(flat, _word_window(flat, _terms(query) or {w.lower() for w in _WORD.findall(query)})[0])
+
+
+def _terms(query: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(query)} - _STOP_WORDS
+
+
+def _word_window(flat: str, words: set[str], width: int = SNIPPET_CHARS) -> tuple[int, int]:
+    """Where the window with the most of ``words`` begins, and how many it holds."""
+    best, best_hits = 0, 0
+    lowered = flat.lower()
+    starts = sorted({m.start() for w in words for m in re.finditer(re.escape(w), lowered)})
+    for start in starts:
+        begin = max(0, start - width // 4)
+        window = lowered[begin : begin + width]
+        hits = sum(1 for w in words if w in window)
+        if hits > best_hits:
+            best, best_hits = begin, hits
+    return best, best_hits
+
+
+def _tiles(flat: str, width: int = SNIPPET_CHARS) -> list[str]:
+    """``flat`` cut into windows of up to ``width`` characters at spaces."""
+    out, begin = [], 0
+    while begin < len(flat):
+        end = begin + width
+        if end < len(flat):
+            cut = flat.rfind(" ", begin, end)
+            end = cut if cut > begin + width // 2 else end
+        out.append(flat[begin:end].strip())
+        begin = end
+    return [t for t in out if t]
+
+
+def _cut(flat: str, best: int, width: int = SNIPPET_CHARS) -> str:
+    """The ``width`` characters of ``flat`` from about ``best``, at word
+    boundaries, with an ellipsis where text was left out."""
     if len(flat) <= width:
         return flat
-    words = {w.lower() for w in _WORD.findall(query)}
-    best, best_hits = 0, -1
-    if words:
-        lowered = flat.lower()
-        starts = sorted({m.start() for w in words for m in re.finditer(re.escape(w), lowered)})
-        for start in starts:
-            begin = max(0, start - width // 4)
-            window = lowered[begin : begin + width]
-            hits = sum(1 for w in words if w in window)
-            if hits > best_hits:
-                best, best_hits = begin, hits
     begin = flat.rfind(" ", 0, best) + 1 if best else 0
     piece = flat[begin : begin + width]
     cut = piece.rfind(" ")
