@@ -6,7 +6,10 @@ Indexes the real transcripts of ``tests/corpus/real/`` with the real
 pipeline (each file a transcript, keyed by its file name; ``--shared`` adds
 those of ``FOLDER/corpus/real/`` that the repository may not carry), runs
 every query through the search core the CLI uses, and reports Recall@1,
-Recall@5 and MRR@10, overall and per kind. A hit is a result from the
+Recall@5 and MRR@10, overall and per kind; then the same with each query's
+two alternative phrasings from ``bench/eval/alternatives.jsonl`` (written
+from the query alone, as Claude would pass them to ``reflect_on_past``),
+and the search's latency with 0 to 3 alternatives. A hit is a result from the
 query's ``file`` whose [line_start, line_end] contains one of its
 ``relevant_lines``. Queries about a transcript that is not in the corpus are
 left out and counted. Baselines in the same run, over the same corpus: the
@@ -43,6 +46,7 @@ from selfreflect.store.edge import EdgeStore
 from corpus import QUERY_SETS, corpus_files, default_shared
 
 Ranked = list[tuple[str, int, int]]  # (file name, line_start, line_end), best first
+ALTERNATIVES = Path(__file__).parent / "eval" / "alternatives.jsonl"
 
 
 def anchor_chunks(path: Path) -> list[tuple[str, int, int]]:
@@ -83,10 +87,10 @@ def anchor_chunks(path: Path) -> list[tuple[str, int, int]]:
     return chunks
 
 
-def evaluate(queries: list[dict[str, Any]], run: Callable[[str], Ranked]) -> dict[str, dict[str, float]]:
+def evaluate(queries: list[dict[str, Any]], run: Callable[[dict[str, Any]], Ranked]) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, list[float]]] = {}
     for q in queries:
-        ranked = run(q["query"])[:10]
+        ranked = run(q)[:10]
         rank = next(
             (
                 i
@@ -101,6 +105,20 @@ def evaluate(queries: list[dict[str, Any]], run: Callable[[str], Ranked]) -> dic
             row["r5"].append(1.0 if rank is not None and rank <= 5 else 0.0)
             row["mrr"].append(1.0 / rank if rank else 0.0)
     return {kind: {k: sum(v) / len(v) for k, v in row.items()} for kind, row in rows.items()}
+
+
+def latency(store: EdgeStore, embedder: OnnxEmbedder, queries: list[dict[str, Any]], extra: int) -> tuple[float, float]:
+    """p50 and p95 in ms of ``search`` (limit 5, as MCP asks) with ``extra``
+    alternatives: the written ones, and for a third, the two joined (timing only)."""
+    took = []
+    for q in queries:
+        written = q["alternatives"]
+        alternatives = (written + [" ".join(written)])[:extra]
+        started = time.perf_counter()
+        search(store, embedder, SearchQuery(q["query"], limit=5, alternatives=tuple(alternatives)))
+        took.append((time.perf_counter() - started) * 1000)
+    took.sort()
+    return took[len(took) // 2], took[int(len(took) * 0.95)]
 
 
 def names(hits: list[Hit]) -> Ranked:
@@ -121,8 +139,9 @@ def main() -> None:
     sources = corpus_files("real", args.shared)
     query_sets: dict[str, list[dict[str, Any]]] = {}
     left_out = 0
+    written = {a["id"]: a["alternatives"] for a in map(json.loads, ALTERNATIVES.open())}
     for path in args.queries or QUERY_SETS:
-        labeled = [json.loads(line) for line in path.open()]
+        labeled = [{**q, "alternatives": written.get(q["id"], [])} for q in map(json.loads, path.open())]
         query_sets[path.name] = [q for q in labeled if q["file"] in {p.name for p in sources}]
         left_out += len(labeled) - len(query_sets[path.name])
     started = time.perf_counter()
@@ -159,26 +178,34 @@ def main() -> None:
                 ]
             )
             everything = SearchFilter()
-            runs: dict[str, Callable[[str], Ranked]] = {
-                "hybrid (selfreflect search)": lambda q: [
-                    (Path(r.transcript).name, r.line_start, r.line_end)
-                    for r in search(store, embedder, SearchQuery(q, limit=10)).results
-                ],
-                "hybrid + decay (30 d, weight 0.3)": lambda q: [
-                    (Path(r.transcript).name, r.line_start, r.line_end)
-                    for r in search(store, embedder, SearchQuery(q, limit=10, decay=Decay())).results
-                ],
+
+            def ours(q: dict[str, Any], alternatives: bool = False, decay: Decay | None = None) -> Ranked:
+                query = SearchQuery(q["query"], limit=10, decay=decay)
+                if alternatives:
+                    query = SearchQuery(q["query"], limit=10, decay=decay, alternatives=tuple(q["alternatives"]))
+                return [
+                    (Path(r.transcript).name, r.line_start, r.line_end) for r in search(store, embedder, query).results
+                ]
+
+            runs: dict[str, Callable[[dict[str, Any]], Ranked]] = {
+                "hybrid (selfreflect search)": ours,
+                "hybrid + 2 alternatives": lambda q: ours(q, alternatives=True),
+                "hybrid + decay (30 d, weight 0.3)": lambda q: ours(q, decay=Decay()),
                 "baseline: anchor dense-only": lambda q: names(
-                    baseline.dense(anchor.embed([q])[0].tolist(), everything, 10)
+                    baseline.dense(anchor.embed([q["query"]])[0].tolist(), everything, 10)
                 ),
-                "baseline: BM25 on anchor chunks": lambda q: names(baseline.lexical(q, everything, 10)),
-                "ours, dense only": lambda q: names(store.dense(embedder.embed([q])[0].tolist(), everything, 10)),
-                "ours, BM25 only": lambda q: names(store.lexical(lexical_text(q), everything, 10)),
+                "baseline: BM25 on anchor chunks": lambda q: names(baseline.lexical(q["query"], everything, 10)),
+                "ours, dense only": lambda q: names(
+                    store.dense(embedder.embed([q["query"]])[0].tolist(), everything, 10)
+                ),
+                "ours, BM25 only": lambda q: names(store.lexical(lexical_text(q["query"]), everything, 10)),
             }
             results = {
                 name: {label: evaluate(queries, run) for label, run in runs.items()}
                 for name, queries in query_sets.items()
             }
+            every = [q for queries in query_sets.values() for q in queries if q["alternatives"]]
+            timings = {extra: latency(store, embedder, every, extra) for extra in range(4)}
     kinds = ["all", "semantic", "keyword", "mixed"]
     total = sum(len(q) for q in query_sets.values())
     print(f"{total} queries over {len(sources)} transcripts, {time.perf_counter() - started:.0f} s")
@@ -194,6 +221,9 @@ def main() -> None:
                 for k in kinds
             )
             print(f"{label:34}{cells}")
+    print(f"\nsearch latency, limit 5, over {len(every)} queries (ms):")
+    for extra, (p50, p95) in timings.items():
+        print(f"  {extra} alternatives: p50 {p50:.1f}  p95 {p95:.1f}")
 
 
 if __name__ == "__main__":

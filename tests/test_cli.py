@@ -22,6 +22,7 @@ from conftest import REAL, build_claude_home
 
 RESULT_KEYS = {
     "duplicates",
+    "found_by",
     "relevance",
     "score",
     "project",
@@ -80,8 +81,8 @@ def test_search_json_is_exactly_the_result_schema(small_home: Path) -> None:
     code, out, _ = run("search", "--json", "--limit", "3", "--", "run", "a", "command", "ls", "-la")
     assert code == 0
     doc = json.loads(out)
-    assert set(doc) == {"query", "took_ms", "results"}
-    assert doc["query"] == "run a command ls -la"
+    assert set(doc) == {"query", "took_ms", "results", "alternatives"}
+    assert doc["query"] == "run a command ls -la" and doc["alternatives"] == []
     assert 1 <= len(doc["results"]) <= 3
     for result in doc["results"]:
         assert set(result) == RESULT_KEYS
@@ -104,6 +105,21 @@ def test_search_human_output_and_filters(small_home: Path) -> None:
     assert all(r["timestamp"] >= "2026-01-01" for r in json.loads(out)["results"])
     code, out, _ = run("search", "x", "--since", "someday")
     assert code == 1 and "not a date or a duration" in out + _
+
+
+def test_search_also_searches_other_phrasings(small_home: Path) -> None:
+    run("import")
+    question = "why does it keep asking me before it repairs things"
+    also = ["Proactiveness section of CLAUDE.md", "asks permission before fixing"]
+    code, out, _ = run("search", "--json", "--limit", "3", question, "--also", also[0], "--also", also[1])
+    doc = json.loads(out)
+    assert code == 0 and doc["query"] == question and doc["alternatives"] == also
+    assert doc["results"] and all(r["found_by"] and set(r["found_by"]) <= {question, *also} for r in doc["results"])
+    assert doc["results"][0]["transcript"].endswith("tiny-conversation.jsonl")
+    code, out, _ = run("search", "--limit", "1", question, "--also", also[0])
+    assert code == 0 and "    found by: " in out
+    code, out, err = run("search", "q", "--also", "a", "--also", "b", "--also", "c", "--also", "d")
+    assert code == 1 and "at most 3 alternative phrasings" in out + err
 
 
 def test_status_per_project(small_home: Path) -> None:

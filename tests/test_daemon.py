@@ -159,8 +159,17 @@ def test_health_metrics_status_and_search_parameters(tmp_path: Path, home: Path)
         status = daemon.get("/api/status")
         assert status["chunks"] > 300 and status["daemon"]["pid"] == daemon.proc.pid
         found = daemon.get("/api/search", q="ls -la", limit=2, project="spotter")
-        assert set(found) == {"query", "took_ms", "results"} and len(found["results"]) == 2
-        assert {r["project"] for r in found["results"]} == {"spotter"}
+        assert set(found) == {"query", "took_ms", "results", "alternatives"} and len(found["results"]) == 2
+        assert {r["project"] for r in found["results"]} == {"spotter"} and found["alternatives"] == []
+        # more q: alternative phrasings of the same need, fused; each hit says which found it
+        fused = daemon.get("/api/search", q=["list the files", "ls -la", "directory listing"], limit=3)
+        assert fused["query"] == "list the files" and fused["alternatives"] == ["ls -la", "directory listing"]
+        assert fused["results"] and all(r["found_by"] for r in fused["results"])
+        assert "ls -la" in fused["results"][0]["found_by"]
+        paths = {"path": ["todo-app/package.json", "no/such/file.py"], "limit": 50}
+        files = __import__("httpx").get(daemon.url + "/api/by-file", params=paths).json()
+        assert files["results"] and files["alternatives"] == ["no/such/file.py"]
+        assert all(r["found_by"] == ["todo-app/package.json"] for r in files["results"])
         bad = __import__("httpx").get(daemon.url + "/api/search", params={"q": "x", "since": "someday"})
         assert bad.status_code == 400 and "not a date" in bad.json()["error"]
         assert daemon.stop() == 0

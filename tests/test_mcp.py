@@ -99,7 +99,10 @@ def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
                 assert set(tools) == TOOLS
                 schema = tools["reflect_on_past"].input_schema
                 assert schema["required"] == ["query"] and schema["properties"]["limit"]["default"] == 5
-                assert {"project", "since", "min_score", "use_decay"} <= set(schema["properties"])
+                assert {"project", "since", "min_score", "use_decay", "alternatives"} <= set(schema["properties"])
+                assert schema["properties"]["alternatives"]["anyOf"][0]["maxItems"] == 3
+                described = tools["reflect_on_past"].description or ""
+                assert "alternatives" in described and "keyword" in described and "at the time" in described
                 assert tools["reflect_on_past"].output_schema is not None
                 report = await wait_indexed(session)
                 assert report["daemon"]["pid"] != os.getpid()  # the daemon it started serves the calls
@@ -107,11 +110,21 @@ def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
                 found, text, error = await call(
                     session, "reflect_on_past", query="list all files in the current directory", project="all"
                 )
-                assert not error and found["results"] and set(found) == {"query", "took_ms", "results"}
+                assert not error and found["results"] and set(found) == {"query", "took_ms", "results", "alternatives"}
                 top = found["results"][0]
                 assert top["transcript"].endswith(FILES[0]) and "ls -la" in cited_text(top)
                 assert f"{top['transcript']}:{top['line_start']}-{top['line_end']}" in text
                 assert all(len(r["text"]) <= 600 for r in found["results"])
+
+                # alternatives: each phrasing searched, the lists fused, each hit says which found it
+                also = ["ls -la", "directory listing command"]
+                fused, text, error = await call(
+                    session, "reflect_on_past", query="show me what is in the folder", alternatives=also, project="all"
+                )
+                assert not error and fused["alternatives"] == also and "found by: 'ls -la'" in text
+                assert all(set(r["found_by"]) <= {"show me what is in the folder", *also} for r in fused["results"])
+                _, text, error = await call(session, "reflect_on_past", query="x", alternatives=["a", "b", "c", "d"])
+                assert error and "3" in text
 
                 # the client's folder is its project by default; "all" widens it
                 scoped, text, _ = await call(session, "reflect_on_past", query="ls -la")
@@ -127,8 +140,10 @@ def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
                 _, text, error = await call(session, "reflect_on_past", query="ls -la", project="/nowhere")
                 assert error and "no indexed project matches '/nowhere'; did you mean" in text
 
-                by_file, _, error = await call(session, "search_by_file", path="todo-app/package.json")
-                assert not error and by_file["results"]
+                by_file, _, error = await call(
+                    session, "search_by_file", path="todo-app/package.json", alternatives=["old/name.json"]
+                )
+                assert not error and by_file["results"] and by_file["alternatives"] == ["old/name.json"]
                 assert all(any(f.endswith("todo-app/package.json") for f in r["files"]) for r in by_file["results"])
 
                 first = found["results"][0]

@@ -14,9 +14,10 @@ from selfreflect.embed import OnnxEmbedder
 from selfreflect.errors import ConfigError
 from selfreflect.importer import Importer
 from selfreflect.projects import ProjectNotFound
-from selfreflect.search import SearchQuery, parse_when, search, snippet, snippets
+from selfreflect.query import SearchRequest
+from selfreflect.search import Decay, SearchQuery, fuse, parse_when, search, snippet, snippets
 from selfreflect.state import State
-from selfreflect.store import SearchFilter
+from selfreflect.store import Hit, SearchFilter
 from selfreflect.store.edge import EdgeStore
 
 from conftest import REAL, Corpus, make_settings
@@ -145,11 +146,13 @@ def test_snippet_finds_the_part_that_means_the_question(embedder: OnnxEmbedder) 
     text = filler + point + " " + filler
     question = "why did the service die from running out of memory"
     vector = embedder.embed([question])[0]
-    by_meaning, by_words = snippets([text, text], question, vector, embedder), snippet(text, question)
-    assert "RAM cap" in by_meaning[0] and by_meaning[0] == by_meaning[1]
-    assert "RAM cap" not in by_words  # words alone cannot place it
+    by_meaning = snippets([text] * 4, [question] * 4, [vector] * 4, embedder)
+    assert "RAM cap" in by_meaning[0]
+    assert "RAM cap" not in snippet(text, question)  # words alone cannot place it
+    # a bounded cost: past the token budget, the later results fall back to words
+    assert by_meaning[-1] == snippet(text, question)
     # the words still win where they match
-    assert "settings page" in snippets([text], "settings page tabs navigation", vector, embedder)[0]
+    assert "settings page" in snippets([text], ["settings page tabs navigation"], [vector], embedder)[0]
 
 
 def test_decay_formula() -> None:
@@ -276,3 +279,75 @@ def test_a_repositorys_subfolders_and_worktrees_are_one_project(
             assert {r.session_id for r in from_worktree.results} == {"s0", "s1", "s2"}
         else:
             assert {p["project_path"] for p in points} == {str(repo), str(repo / "api"), str(worktree)}
+
+
+def test_fuse_ranks_by_every_phrasing_and_says_who_found_what() -> None:
+    def hit(i: str) -> Hit:
+        return Hit(i, 0.0, {"id": i})
+
+    lists = [
+        (0, 1.0, [hit("a"), hit("b")]),  # the query: dense
+        (0, 1.0, [hit("b")]),  # the query: BM25
+        (1, 1.0, [hit("c"), hit("b"), hit("a")]),  # an alternative: dense
+        (1, 1.0, []),  # an alternative: BM25, nothing
+    ]
+    fused, found_by = fuse(lists, k=60)
+    assert [h.id for h in fused] == ["b", "a", "c"]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61 + 1 / 62, abs=1e-6)
+    assert found_by == {"b": [0, 1], "a": [0, 1], "c": [1]}  # best rank first; a tie: the query first
+    one = [(0, 1.0, [Hit("x", 0.5, {})])]
+    assert fuse(one, k=60) == ([Hit("x", 0.5, {})], {"x": [0]})  # one list: the engine's own scores
+
+
+def test_phrasings_are_checked_and_travel_as_repeated_q() -> None:
+    assert SearchQuery(" why ", alternatives=("why", "", " how ")).phrasings() == ["why", "how"]
+    request = SearchRequest("why did it fail", alternatives=("exit code 137", "docker oom"))
+    params = request.params()
+    assert [v for k, v in params if k == "q"] == ["why did it fail", "exit code 137", "docker oom"]
+    values: dict[str, list[str]] = {}
+    for k, v in params:
+        values.setdefault(k, []).append(v)
+    again = SearchRequest.from_params(lambda k: values.get(k, [None])[0], lambda k: values.get(k, []))
+    assert again == request
+    with pytest.raises(ConfigError, match="at most 3 alternative"):
+        SearchRequest("q", alternatives=("a", "b", "c", "d")).query(Decay())
+
+
+@pytest.mark.parametrize(
+    ("query", "alternatives", "name", "lines"),
+    [
+        (
+            "known gotcha: the very first typing pass crawls while it builds its lookup table",
+            ("dialyzer first run slow because it builds the PLT", "dialyzer PLT first run slow"),
+            "marot__spotter__subagent.jsonl",
+            (57, 72, 77),
+        ),
+        (
+            "which dialects got colorized in the browser bundle",
+            ("highlight.js languages registered in app.js bundle", "highlight.js languages registered bundle"),
+            "agent-a2898e3.jsonl",
+            (80, 144),
+        ),
+    ],
+)
+def test_alternatives_find_a_question_asked_in_other_words(
+    corpus_store: EdgeStore,
+    embedder: OnnxEmbedder,
+    query: str,
+    alternatives: tuple[str, ...],
+    name: str,
+    lines: tuple[int, ...],
+) -> None:
+    """The user's words, plus how it was said at the time and a keyword form
+    (as Claude writes them, without seeing the transcript): the lists of all
+    three are fused, and each hit says which phrasings found it."""
+    response = search(corpus_store, embedder, SearchQuery(query, limit=5, alternatives=alternatives))
+    assert response.alternatives == list(alternatives)
+    top = [
+        r
+        for r in response.results
+        if r.transcript.endswith(name) and any(r.line_start <= x <= r.line_end for x in lines)
+    ]
+    assert top and set(top[0].found_by) & set(alternatives)
+    assert all(r.found_by and set(r.found_by) <= {query, *alternatives} for r in response.results)
+    assert len({r.text for r in response.results}) == len(response.results)  # one result per exchange

@@ -30,7 +30,7 @@ MAX_CONTEXT_LINES = 50
 class Backend(Protocol):
     def search(self, request: SearchRequest) -> SearchResponse: ...
 
-    def by_file(self, path: str, limit: int) -> SearchResponse: ...
+    def by_file(self, path: str, limit: int, alternatives: tuple[str, ...] = ()) -> SearchResponse: ...
 
     def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]: ...
 
@@ -99,9 +99,9 @@ class LocalBackend:
         with self._store() as store:
             return search(store, self.embedder, query)
 
-    def by_file(self, path: str, limit: int) -> SearchResponse:
+    def by_file(self, path: str, limit: int, alternatives: tuple[str, ...] = ()) -> SearchResponse:
         with self._store() as store:
-            return by_file(store, path, limit)
+            return by_file(store, path, limit, alternatives)
 
     def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]:
         self.embedder.load()
@@ -163,8 +163,9 @@ class DaemonBackend:
     def search(self, request: SearchRequest) -> SearchResponse:
         return SearchResponse.from_json(self._get("/api/search", request.params()))
 
-    def by_file(self, path: str, limit: int) -> SearchResponse:
-        return SearchResponse.from_json(self._get("/api/by-file", [("path", path), ("limit", str(limit))]))
+    def by_file(self, path: str, limit: int, alternatives: tuple[str, ...] = ()) -> SearchResponse:
+        params = [("path", p) for p in (path, *alternatives)] + [("limit", str(limit))]
+        return SearchResponse.from_json(self._get("/api/by-file", params))
 
     def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]:
         body = {"content": content, "tags": tags, "cwd": cwd}

@@ -287,6 +287,12 @@ def _import_through(daemon: Any, files: int, token: str | None) -> None:
 
 @cli.command()
 @click.argument("query", nargs=-1, required=True)
+@click.option(
+    "--also",
+    "alternatives",
+    multiple=True,
+    help="Another phrasing of the same need, searched too and fused (repeatable, up to 3).",
+)
 @click.option("--project", "projects", multiple=True, help="Only this project (name or path; repeatable).")
 @click.option("--since", help="Only after this date or duration ago (2026-01-31, 7d, 12h).")
 @click.option("--until", help="Only before this date or duration ago.")
@@ -307,6 +313,7 @@ def _import_through(daemon: Any, files: int, token: str | None) -> None:
 def search(
     ctx: Context,
     query: tuple[str, ...],
+    alternatives: tuple[str, ...],
     projects: tuple[str, ...],
     since: str | None,
     until: str | None,
@@ -339,6 +346,7 @@ def search(
         include_sidechains=not no_sidechains,
         min_score=min_score,
         decay=decay,
+        alternatives=alternatives,
     )
     request.query(Decay())  # validates before any I/O
     if not ctx.indexed():
@@ -357,7 +365,10 @@ def search(
             + f"  {r.project}  {when}  "
             + click.style(f"{r.transcript}:{r.line_start}-{r.line_end}", fg="cyan")
         )
-        click.echo(f"    {r.snippet}\n")
+        click.echo(f"    {r.snippet}")
+        if len(r.found_by) > 1 or (r.found_by and r.found_by[0] != response.query):
+            click.echo(click.style(f"    found by: {' | '.join(r.found_by)}", dim=True))
+        click.echo()
     count = len(response.results)
     click.echo(f"{count} result{'s' if count != 1 else ''} in {response.took_ms:.0f} ms", err=True)
     best = response.results[0].relevance

@@ -114,8 +114,8 @@ class Connection:
     def search(self, request: SearchRequest) -> SearchResponse:
         return self._call(lambda b: b.search(request))
 
-    def by_file(self, path: str, limit: int) -> SearchResponse:
-        return self._call(lambda b: b.by_file(path, limit))
+    def by_file(self, path: str, limit: int, alternatives: tuple[str, ...] = ()) -> SearchResponse:
+        return self._call(lambda b: b.by_file(path, limit, alternatives))
 
     def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]:
         return self._call(lambda b: b.store_reflection(content, tags, cwd))

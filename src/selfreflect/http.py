@@ -104,7 +104,8 @@ def create_app(daemon: Daemon) -> Starlette:
 
     def api_by_file(request: Request) -> JSONResponse:
         params = request.query_params
-        return answer(lambda: backend.by_file(params.get("path", ""), int(params.get("limit", "10"))).to_json())
+        paths = params.getlist("path") or [""]
+        return answer(lambda: backend.by_file(paths[0], int(params.get("limit", "10")), tuple(paths[1:])).to_json())
 
     async def api_reflections(request: Request) -> JSONResponse:
         try:

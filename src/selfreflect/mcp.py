@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from selfreflect.backend import Backend
 from selfreflect.errors import SelfReflectError
 from selfreflect.projects import ProjectNotFound
-from selfreflect.query import STRONG, SearchRequest, SearchResponse, SearchResult
+from selfreflect.query import MAX_ALTERNATIVES, STRONG, SearchRequest, SearchResponse, SearchResult
 from selfreflect.settings import Settings
 
 log = logging.getLogger("selfreflect")
@@ -36,6 +36,8 @@ TEXT_CHARS = 600  # chunk text per result in MCP answers: the snippet says where
 INSTRUCTIONS = """\
 selfreflect searches the user's past Claude Code conversations.
 - reflect_on_past: search by meaning or exact words (an error, a function, a command).
+  Ask in the user's words, and pass alternatives: how it was likely written at the
+  time (error text, file, command, function names) and a 4-8 word keyword form.
   Defaults to the current project; pass project="all" to search every project.
 - search_by_file: conversations that read or edited a file (a path suffix is enough).
 - read_conversation: the lines around a hit (session_id and line from a result).
@@ -50,6 +52,7 @@ class Results(BaseModel):
     query: str
     took_ms: float
     results: list[SearchResult]
+    alternatives: list[str] = []
 
 
 class Line(BaseModel):
@@ -89,6 +92,7 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
     @server.tool()
     def reflect_on_past(
         query: str,
+        alternatives: Annotated[list[str] | None, Field(max_length=MAX_ALTERNATIVES)] = None,
         limit: Annotated[int, Field(ge=1, le=50)] = 5,
         project: str | None = None,
         since: str | None = None,
@@ -98,8 +102,16 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
     ) -> Annotated[CallToolResult, Results]:
         """Search past conversations by meaning and by exact words (hybrid).
 
+        Give the need in the user's words as query, and up to 3 alternatives;
+        each is searched and the results fused. Good alternatives: how it was
+        likely written at the time (the error message, file and function
+        names, the command), and a short keyword form (4-8 words).
+        E.g. query "how did we stop the container running out of memory",
+        alternatives ["docker OOMKilled exit code 137 mem_limit", "docker memory limit compose"].
+
         Args:
-            query: what to look for: a question, an error message, a function name, a command.
+            query: what to look for, in the user's words: a question, an error message, a function, a command.
+            alternatives: other phrasings of the same need (see above); found_by says which found a hit.
             limit: results at most.
             project: a project name or path, or "all". Default: the current project.
             since: only after this date or duration ago (2026-01-31, 7d, 12h).
@@ -109,7 +121,13 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         """
         scope, note = _scope(project, cwd())
         request = SearchRequest(
-            query, limit=limit, projects=scope, since=since, min_score=min_score, decay=bool(use_decay)
+            query,
+            limit=limit,
+            projects=scope,
+            since=since,
+            min_score=min_score,
+            decay=bool(use_decay),
+            alternatives=tuple(alternatives or ()),
         )
         try:
             try:
@@ -117,7 +135,9 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
             except ProjectNotFound:
                 if project is not None:
                     raise
-                response = SearchResponse(query, 0.0, [])  # the client's folder is no indexed project
+                response = SearchResponse(
+                    query, 0.0, [], list(request.alternatives)
+                )  # the folder is no indexed project
             strong = response.results and response.results[0].relevance >= STRONG
             if not strong and scope and project is None:
                 found = "nothing" if not response.results else "no strong match"
@@ -130,15 +150,20 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         return _results(response, max_tokens, note)
 
     @server.tool()
-    def search_by_file(path: str, limit: Annotated[int, Field(ge=1, le=50)] = 10) -> Annotated[CallToolResult, Results]:
+    def search_by_file(
+        path: str,
+        alternatives: Annotated[list[str] | None, Field(max_length=MAX_ALTERNATIVES)] = None,
+        limit: Annotated[int, Field(ge=1, le=50)] = 10,
+    ) -> Annotated[CallToolResult, Results]:
         """Conversations that read or edited a file, newest first.
 
         Args:
             path: the file; a suffix is enough (src/app.py finds /home/x/proj/src/app.py).
+            alternatives: up to 3 other paths of the same file (before a rename, another spelling).
             limit: results at most.
         """
         try:
-            response = backend.by_file(path, limit)
+            response = backend.by_file(path, limit, tuple(alternatives or ()))
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
         return _results(response, 2000, "" if response.results else f"no indexed conversation touched {path}")
@@ -217,6 +242,8 @@ def _results(response: SearchResponse, max_tokens: int, note: str) -> CallToolRe
             f"{n}. [relevance {r.relevance:.2f}] {r.project} · {when} · session {r.session_id} · "
             f"{r.transcript}:{r.line_start}-{r.line_end}{copies}\n   {r.snippet}"
         )
+        if response.alternatives and r.found_by:
+            entry += "\n   found by: " + " | ".join(repr(p) for p in r.found_by)
         cost = len(entry) + min(len(r.text), TEXT_CHARS)
         if kept and cost > budget:
             lines.append(f"({len(response.results) - len(kept)} more left out for the token budget)")
@@ -230,6 +257,7 @@ def _results(response: SearchResponse, max_tokens: int, note: str) -> CallToolRe
         query=response.query,
         took_ms=response.took_ms,
         results=[replace(r, text=r.text[:TEXT_CHARS]) for r in kept],
+        alternatives=response.alternatives,
     )
     return _answer("\n".join(lines), results)
 

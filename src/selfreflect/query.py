@@ -19,6 +19,7 @@ from selfreflect.errors import ConfigError
 from selfreflect.store import SearchFilter
 
 MAX_LIMIT = 200
+MAX_ALTERNATIVES = 3  # other phrasings of one need a search takes
 STRONG = 0.32  # relevance from which a hit is a strong match (measured: docs/search.md)
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdwy])\s*$", re.I)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -59,6 +60,15 @@ class SearchQuery:
     limit: int = 10
     min_score: float | None = None
     decay: Decay | None = None
+    alternatives: tuple[str, ...] = ()  # other phrasings of the same need
+
+    def phrasings(self) -> list[str]:
+        """The query, then its alternatives: stripped, the empty and repeated left out."""
+        seen: dict[str, None] = {}
+        for text in (self.text, *self.alternatives):
+            if text.strip():
+                seen.setdefault(text.strip(), None)
+        return list(seen)
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class SearchResult:
     files: list[str]
     duplicates: list[str] = field(default_factory=list)  # other places the same text is, as transcript:start-end
     relevance: float = 0.0  # how well it matches on its own, 0 to 1 (search.relevance_of); score only ranks
+    found_by: list[str] = field(default_factory=list)  # with alternatives: the phrasings that found it, best first
 
 
 @dataclass(frozen=True)
@@ -86,13 +97,16 @@ class SearchResponse:
     query: str
     took_ms: float
     results: list[SearchResult]
+    alternatives: list[str] = field(default_factory=list)  # the other phrasings searched
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> SearchResponse:
-        return cls(doc["query"], doc["took_ms"], [SearchResult(**r) for r in doc["results"]])
+        return cls(
+            doc["query"], doc["took_ms"], [SearchResult(**r) for r in doc["results"]], doc.get("alternatives", [])
+        )
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,8 @@ class SearchRequest:
         include_sidechains: sub-agent conversations too.
         min_score: drop results whose relevance (0 to 1) is under this.
         decay: favour recent conversations (the settings' half-life and weight).
+        alternatives: up to 3 other phrasings of the same need, each searched
+            with the same filters, the lists fused.
     """
 
     text: str
@@ -122,6 +138,7 @@ class SearchRequest:
     include_sidechains: bool = True
     min_score: float | None = None
     decay: bool = False
+    alternatives: tuple[str, ...] = ()
 
     def query(self, decay: Decay) -> SearchQuery:
         """The validated query (``decay``: the recency decay to apply if asked):
@@ -132,6 +149,8 @@ class SearchRequest:
         """
         if not 1 <= self.limit <= MAX_LIMIT:
             raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, not {self.limit}")
+        if len(self.alternatives) > MAX_ALTERNATIVES:
+            raise ConfigError(f"give at most {MAX_ALTERNATIVES} alternative phrasings, not {len(self.alternatives)}")
         where = SearchFilter(
             projects=tuple(p for p in self.projects if p),
             since=parse_when(self.since),
@@ -142,11 +161,18 @@ class SearchRequest:
             tool=self.tool or None,
             include_sidechains=self.include_sidechains,
         )
-        return SearchQuery(self.text, where, self.limit, self.min_score, decay if self.decay else None)
+        return SearchQuery(
+            self.text, where, self.limit, self.min_score, decay if self.decay else None, tuple(self.alternatives)
+        )
 
     def params(self) -> list[tuple[str, str]]:
-        """As ``/api/search`` parameters."""
-        out = [("q", self.text), ("limit", str(self.limit))] + [("project", p) for p in self.projects]
+        """As ``/api/search`` parameters (the alternatives: more ``q``)."""
+        out = (
+            [("q", self.text)]
+            + [("q", a) for a in self.alternatives]
+            + [("limit", str(self.limit))]
+            + [("project", p) for p in self.projects]
+        )
         for name in ("since", "until", "session", "file", "branch", "tool"):
             value = getattr(self, name)
             if value:
@@ -161,7 +187,8 @@ class SearchRequest:
 
     @classmethod
     def from_params(cls, get: Callable[[str], str | None], getlist: Callable[[str], list[str]]) -> SearchRequest:
-        """From ``/api/search`` parameters.
+        """From ``/api/search`` parameters: the first ``q`` is the query,
+        any more are its alternatives.
 
         Raises:
             ConfigError: a number that is not one.
@@ -171,8 +198,10 @@ class SearchRequest:
             min_score = float(get("min_score")) if get("min_score") else None  # type: ignore[arg-type]
         except ValueError as exc:
             raise ConfigError(f"limit and min_score must be numbers: {exc}") from exc
+        phrasings = getlist("q") or [""]
         return cls(
-            text=get("q") or "",
+            text=phrasings[0],
+            alternatives=tuple(phrasings[1:]),
             limit=limit,
             projects=tuple(getlist("project")),
             since=get("since"),

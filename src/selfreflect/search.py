@@ -20,6 +20,7 @@ from selfreflect.errors import ConfigError
 from selfreflect.lexical import lexical_text
 from selfreflect.projects import display_names, not_found, resolve
 from selfreflect.query import (  # noqa: F401  (Decay, parse_when: the search API in one import)
+    MAX_ALTERNATIVES,
     MAX_LIMIT,
     STRONG,
     Decay,
@@ -34,7 +35,9 @@ from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
 MAX_PROJECTS = 10_000
 
 SNIPPET_CHARS = 240
-MEANING_WINDOWS = 12  # windows embedded per search to place snippets by meaning (~1.7 ms each)
+# word-pieces embedded per search to place snippets by meaning: a bit over one
+# chunk's worth (chunks hold up to 256), the best-ranked first; ~10 ms on 2 cores
+MEANING_TOKENS = 320
 _WORD = re.compile(r"[\w./@:-]{2,}", re.U)
 _STOP_WORDS = set(
     "the and for with that this what how why when did was were are you your have has had from into about can "
@@ -44,7 +47,8 @@ _STOP_WORDS = set(
 
 
 def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPlan | None = None) -> SearchResponse:
-    """Run a hybrid search.
+    """Run a hybrid search: the dense and BM25 lists of the query, and of
+    each of its alternatives, fused into one ranking (:func:`fuse`).
 
     Args:
         store: an open store.
@@ -53,53 +57,105 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         plan: fusion depth and weights (defaults: :class:`FusionPlan`).
     """
     started = time.perf_counter()
-    text = query.text.strip()
+    phrasings = query.phrasings()
     paths = [str(v) for v, _ in store.facet("project_path", SearchFilter(), MAX_PROJECTS)]
     query = replace(query, where=resolve_projects(query.where, paths))
     hits: list[Hit] = []
+    found_by: dict[str, list[int]] = {}
     relevance: dict[str, float] = {}
-    if text and query.limit > 0:
-        vector = embedder.embed([text])[0]
+    vectors = np.zeros((0, embedder.dim), dtype=np.float32)
+    plan = plan or FusionPlan()
+    if phrasings and query.limit > 0:
+        vectors = embedder.embed(phrasings)  # one call for all: cheaper than one each
         # deeper than asked: copies of one exchange collapse into one result; with decay, an
         # older top hit may fall below a newer one
         fetch = max(query.limit * 3, 30) if query.decay else max(query.limit * 2, 20)
-        hits = store.hybrid(vector.tolist(), lexical_text(text), query.where, fetch, plan or FusionPlan())
+        if len(phrasings) == 1:  # the engine fuses the dense and BM25 lists itself
+            found = store.hybrid(vectors[0].tolist(), lexical_text(phrasings[0]), query.where, fetch, plan)
+            hit_lists = [(0, 1.0, found)]
+        else:  # every phrasing's dense and BM25 list, fused here: so each hit says who found it
+            hit_lists = []
+            for i, (p, v) in enumerate(zip(phrasings, vectors, strict=True)):
+                hit_lists.append((i, plan.dense_weight, store.dense(v.tolist(), query.where, plan.depth)))
+                hit_lists.append((i, plan.lexical_weight, store.lexical(lexical_text(p), query.where, plan.depth)))
+        hits, found_by = fuse(hit_lists, plan.k)
+        hits = hits[:fetch]
     if query.decay and hits:
         newest = parse_instant((store.latest(SearchFilter()) or {}).get("timestamp"))
         decay = query.decay
         hits = [Hit(h.id, h.score * decay.factor(h.payload.get("timestamp"), newest), h.payload) for h in hits]
         hits.sort(key=lambda h: h.score, reverse=True)
     if hits and query.min_score is not None:  # the filter needs every hit's relevance
-        relevance = relevance_of(hits, vector, text, store)
+        relevance = relevance_of(hits, vectors, phrasings, store)
         hits = [h for h in hits if relevance[h.id] >= query.min_score]
     kept = collapse(hits)[: query.limit]
     if kept and not relevance:  # else only what is shown
-        relevance = relevance_of([h for h, _ in kept], vector, text, store)
+        relevance = relevance_of([h for h, _ in kept], vectors, phrasings, store)
     names = display_names(paths)
-    shown = snippets([str(h.payload.get("text", "")) for h, _ in kept], text, vector, embedder) if kept else []
+    first = [found_by[h.id][0] for h, _ in kept]  # the phrasing that ranked each best
+    shown = snippets(
+        [str(h.payload.get("text", "")) for h, _ in kept],
+        [phrasings[i] for i in first],
+        [vectors[i] for i in first],
+        embedder,
+    )
     results = [
-        to_result(h, text, copies, names, relevance.get(h.id, 0.0), piece)
-        for (h, copies), piece in zip(kept, shown, strict=True)
+        to_result(
+            h,
+            phrasings[i],
+            copies,
+            names,
+            relevance.get(h.id, 0.0),
+            piece,
+            [phrasings[j] for j in found_by[h.id]] if len(phrasings) > 1 else [],
+        )
+        for (h, copies), i, piece in zip(kept, first, shown, strict=True)
     ]
-    return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results)
+    return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results, list(phrasings[1:]))
 
 
-def relevance_of(hits: list[Hit], vector: Any, text: str, store: Store) -> dict[str, float]:
+def fuse(lists: list[tuple[int, float, list[Hit]]], k: int) -> tuple[list[Hit], dict[str, list[int]]]:
+    """One ranking from ranked lists, each from one phrasing (its index) with
+    a weight: reciprocal rank fusion, ``score = sum(weight / (k + rank))`` over the lists
+    that hold a hit, as the engine fuses one phrasing's lists (one list: its
+    own scores, unchanged). Also, for each hit, the phrasings that found it,
+    the one that ranked it best first."""
+    if len(lists) == 1:
+        return lists[0][2], {h.id: [lists[0][0]] for h in lists[0][2]}
+    scores: dict[str, float] = {}
+    ranks: dict[str, dict[int, int]] = {}
+    first: dict[str, Hit] = {}
+    for phrasing, weight, hits in lists:
+        for rank, hit in enumerate(hits, 1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (k + rank)
+            best = ranks.setdefault(hit.id, {})
+            best[phrasing] = min(rank, best.get(phrasing, rank))
+            first.setdefault(hit.id, hit)
+    order = sorted(scores, key=lambda i: (-scores[i], min(ranks[i].values())))
+    fused = [Hit(i, round(scores[i], 6), first[i].payload) for i in order]
+    return fused, {i: sorted(ranks[i], key=lambda p: (ranks[i][p], p)) for i in order}
+
+
+def relevance_of(hits: list[Hit], vectors: Any, phrasings: list[str], store: Store) -> dict[str, float]:
     """How well each hit matches on its own, 0 to 1 (the fused score only
     ranks): ``0.7 * cosine + 0.3 * term coverage``, the cosine of the query's
     and the chunk's embeddings and the share of the query's words (stop words
-    aside) in the chunk. ``STRONG`` and up is a strong match; docs/search.md
-    says how that was measured."""
-    vectors = store.vectors([h.id for h in hits])
-    terms = _terms(text)
-    query_vector = np.asarray(vector, dtype=np.float32)
+    aside) in the chunk; with alternatives, the best over the phrasings.
+    ``STRONG`` and up is a strong match; docs/search.md says how that was
+    measured."""
+    stored = store.vectors([h.id for h in hits])
+    terms = [_terms(p) for p in phrasings]
+    queries = np.asarray(vectors, dtype=np.float32).reshape(len(phrasings), -1)
     out = {}
     for hit in hits:
-        chunk = vectors.get(hit.id)
-        cosine = float(np.asarray(chunk, dtype=np.float32) @ query_vector) if chunk else 0.0
+        chunk = stored.get(hit.id)
+        cosines = queries @ np.asarray(chunk, dtype=np.float32) if chunk else np.zeros(len(phrasings))
         lowered = str(hit.payload.get("text", "")).lower()
-        coverage = sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0
-        out[hit.id] = round(max(0.0, min(1.0, 0.7 * cosine + 0.3 * coverage)), 4)
+        best = 0.0
+        for cosine, words in zip(cosines, terms, strict=True):
+            coverage = sum(1 for t in words if t in lowered) / len(words) if words else 0.0
+            best = max(best, 0.7 * float(cosine) + 0.3 * coverage)
+        out[hit.id] = round(min(1.0, best), 4)
     return out
 
 
@@ -135,19 +191,34 @@ def collapse(hits: list[Hit]) -> list[tuple[Hit, list[str]]]:
     return list(kept.values())
 
 
-def by_file(store: Store, path: str, limit: int = 10) -> SearchResponse:
-    """Conversations that read or edited ``path``, newest first. The path is
-    matched by suffix: ``src/app.py`` finds ``/home/x/proj/src/app.py``.
-    Scores are 0: these are not ranked by relevance."""
+def by_file(store: Store, path: str, limit: int = 10, alternatives: tuple[str, ...] = ()) -> SearchResponse:
+    """Conversations that read or edited ``path`` (or one of its
+    ``alternatives``: other spellings of the same file), newest first. A path
+    is matched by suffix: ``src/app.py`` finds ``/home/x/proj/src/app.py``.
+    Scores are 0: these are not ranked by relevance.
+
+    Raises:
+        ConfigError: a bad limit, no path, too many alternatives.
+    """
     started = time.perf_counter()
     if not 1 <= limit <= MAX_LIMIT:
         raise ConfigError(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-    suffix = "/".join(p for p in path.replace("\\", "/").split("/") if p and p != ".")
-    if not suffix:
+    if len(alternatives) > MAX_ALTERNATIVES:
+        raise ConfigError(f"give at most {MAX_ALTERNATIVES} alternative paths, not {len(alternatives)}")
+    suffixes = list(dict.fromkeys(s for s in map(_suffix, (path, *alternatives)) if s))
+    if not suffixes:
         raise ConfigError("give a file path, such as src/app.py")
-    hits = [Hit(p["id"], 0.0, p) for p in store.recent(SearchFilter(file=suffix), limit)]
-    results = [to_result(h, suffix) for h in hits]
-    return SearchResponse(path, round((time.perf_counter() - started) * 1000, 2), results)
+    found: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for suffix in suffixes:
+        for payload in store.recent(SearchFilter(file=suffix), limit):
+            found.setdefault(payload["id"], (payload, []))[1].append(suffix)
+    newest = sorted(found.values(), key=lambda f: str(f[0].get("timestamp") or ""), reverse=True)[:limit]
+    results = [to_result(Hit(p["id"], 0.0, p), by[0], found_by=by if len(suffixes) > 1 else []) for p, by in newest]
+    return SearchResponse(path, round((time.perf_counter() - started) * 1000, 2), results, suffixes[1:])
+
+
+def _suffix(path: str) -> str:
+    return "/".join(p for p in path.replace("\\", "/").split("/") if p and p != ".")
 
 
 def to_result(
@@ -157,6 +228,7 @@ def to_result(
     names: dict[str, str] | None = None,
     relevance: float = 0.0,
     shown: str | None = None,
+    found_by: list[str] | None = None,
 ) -> SearchResult:
     p = hit.payload
     text = p.get("text", "")
@@ -175,41 +247,44 @@ def to_result(
         files=list(p.get("files", [])),
         duplicates=duplicates or [],
         relevance=relevance,
+        found_by=found_by or [],
     )
 
 
-def snippets(texts: list[str], query: str, vector: Any, embedder: Embedder | None) -> list[str]:
-    """For each text, the window that matched best: the one that holds the
-    most query words, or, where no window holds half of them (a question in
-    other words), the one closest in meaning, found by embedding the text's
-    windows (at most ``MEANING_WINDOWS`` per search, the best ranked first)."""
-    terms = _terms(query)
-    chosen: list[str | None] = []
+def snippets(texts: list[str], queries: list[str], vectors: Any, embedder: Embedder | None) -> list[str]:
+    """For each text, the window that matched its query best (``queries``
+    and their ``vectors``, one per text): the one that holds the most query
+    words, or, where no window holds half of them (a question in other
+    words), the one closest in meaning, found by embedding the text's windows
+    (``MEANING_TOKENS`` per search at most, the best ranked first)."""
+    chosen: list[str] = []
     tiles: list[tuple[int, str]] = []  # (index of the text, window) to embed
-    for i, text in enumerate(texts):
-        flat = " ".join(text.split())
+    budget = MEANING_TOKENS
+    for i, (text, query) in enumerate(zip(texts, queries, strict=True)):
+        flat, terms = " ".join(text.split()), _terms(query)
         begin, found = _word_window(flat, terms)
-        if len(flat) <= SNIPPET_CHARS or embedder is None or found * 2 >= len(terms) > 0:
-            chosen.append(_cut(flat, begin))
+        chosen.append(_cut(flat, begin))
+        if len(flat) <= SNIPPET_CHARS or embedder is None or found * 2 >= len(terms) > 0 or budget <= 0:
             continue
-        chosen.append(None)
         own = _tiles(flat)
-        if len(tiles) + len(own) > MEANING_WINDOWS:
-            chosen[i] = _cut(flat, begin)
-            continue
-        tiles += [(i, tile) for tile in own]
-    if tiles and embedder is not None:
-        vectors = embedder.embed([tile for _, tile in tiles]) @ np.asarray(vector, dtype=np.float32)
-        best: dict[int, tuple[float, str]] = {}
-        for (i, tile), cosine in zip(tiles, vectors, strict=True):
-            lowered = tile.lower()
-            score = float(cosine) + 0.3 * (sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0)
-            if i not in best or score > best[i][0]:
-                best[i] = (score, tile)
-        for i, (_, tile) in best.items():
-            flat = " ".join(texts[i].split())
-            chosen[i] = _cut(flat, flat.find(tile))
-    return [c if c is not None else "" for c in chosen]
+        cost = sum(embedder.count_tokens(own))
+        if cost <= budget:
+            tiles += [(i, tile) for tile in own]
+            budget -= cost
+    if not tiles or embedder is None:
+        return chosen
+    embedded = embedder.embed([tile for _, tile in tiles])
+    best: dict[int, tuple[float, str]] = {}
+    for (i, tile), tile_vector in zip(tiles, embedded, strict=True):
+        terms, lowered = _terms(queries[i]), tile.lower()
+        coverage = sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0
+        score = float(tile_vector @ np.asarray(vectors[i], dtype=np.float32)) + 0.3 * coverage
+        if i not in best or score > best[i][0]:
+            best[i] = (score, tile)
+    for i, (_, tile) in best.items():
+        flat = " ".join(texts[i].split())
+        chosen[i] = _cut(flat, flat.find(tile))
+    return chosen
 
 
 def snippet(text: str, query: str) -> str:
