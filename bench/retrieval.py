@@ -8,8 +8,10 @@ those of ``FOLDER/corpus/real/`` that the repository may not carry), runs
 every query through the search core the CLI uses, and reports Recall@1,
 Recall@5 and MRR@10, overall and per kind; then the same with each query's
 two alternative phrasings from ``bench/eval/alternatives.jsonl`` (written
-from the query alone, as Claude would pass them to ``reflect_on_past``),
-and the search's latency with 0 to 3 alternatives. A hit is a result from the
+from the query alone, as Claude would pass them to ``reflect_on_past``);
+with the alternatives of ``alternatives-from-description.jsonl`` (written
+from the query and the tool's description only: is the description
+followed, and does it pay); and the search's latency with 0 to 3 alternatives. A hit is a result from the
 query's ``file`` whose [line_start, line_end] contains one of its
 ``relevant_lines``. Queries about a transcript that is not in the corpus are
 left out and counted. Baselines in the same run, over the same corpus: the
@@ -46,7 +48,7 @@ from selfreflect.store.edge import EdgeStore
 from corpus import QUERY_SETS, corpus_files, default_shared
 
 Ranked = list[tuple[str, int, int]]  # (file name, line_start, line_end), best first
-ALTERNATIVES = Path(__file__).parent / "eval" / "alternatives.jsonl"
+EVAL = Path(__file__).parent / "eval"
 
 
 def anchor_chunks(path: Path) -> list[tuple[str, int, int]]:
@@ -139,9 +141,13 @@ def main() -> None:
     sources = corpus_files("real", args.shared)
     query_sets: dict[str, list[dict[str, Any]]] = {}
     left_out = 0
-    written = {a["id"]: a["alternatives"] for a in map(json.loads, ALTERNATIVES.open())}
+    written = {a["id"]: a["alternatives"] for a in map(json.loads, (EVAL / "alternatives.jsonl").open())}
+    told = {a["id"]: a["alternatives"] for a in map(json.loads, (EVAL / "alternatives-from-description.jsonl").open())}
     for path in args.queries or QUERY_SETS:
-        labeled = [{**q, "alternatives": written.get(q["id"], [])} for q in map(json.loads, path.open())]
+        labeled = [
+            {**q, "alternatives": written.get(q["id"], []), "told": told.get(q["id"], [])}
+            for q in map(json.loads, path.open())
+        ]
         query_sets[path.name] = [q for q in labeled if q["file"] in {p.name for p in sources}]
         left_out += len(labeled) - len(query_sets[path.name])
     started = time.perf_counter()
@@ -179,17 +185,17 @@ def main() -> None:
             )
             everything = SearchFilter()
 
-            def ours(q: dict[str, Any], alternatives: bool = False, decay: Decay | None = None) -> Ranked:
-                query = SearchQuery(q["query"], limit=10, decay=decay)
-                if alternatives:
-                    query = SearchQuery(q["query"], limit=10, decay=decay, alternatives=tuple(q["alternatives"]))
+            def ours(q: dict[str, Any], alternatives: str = "", decay: Decay | None = None) -> Ranked:
+                also = tuple(q[alternatives]) if alternatives else ()
+                query = SearchQuery(q["query"], limit=10, decay=decay, alternatives=also)
                 return [
                     (Path(r.transcript).name, r.line_start, r.line_end) for r in search(store, embedder, query).results
                 ]
 
             runs: dict[str, Callable[[dict[str, Any]], Ranked]] = {
                 "hybrid (selfreflect search)": ours,
-                "hybrid + 2 alternatives": lambda q: ours(q, alternatives=True),
+                "hybrid + 2 alternatives": lambda q: ours(q, "alternatives"),
+                "hybrid + as told by the tool": lambda q: ours(q, "told"),
                 "hybrid + decay (30 d, weight 0.3)": lambda q: ours(q, decay=Decay()),
                 "baseline: anchor dense-only": lambda q: names(
                     baseline.dense(anchor.embed([q["query"]])[0].tolist(), everything, 10)
