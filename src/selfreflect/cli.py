@@ -44,6 +44,8 @@ class Context:
         """Anything to ask about: a store on disk, or a daemon serving one."""
         from selfreflect.daemon import running_daemon
 
+        if self.settings.qdrant_url:  # a server holds it: ask it
+            return True
         return (self.settings.store_dir / "meta.json").exists() or running_daemon(self.settings.data_dir) is not None
 
     @contextmanager
@@ -212,7 +214,9 @@ def reindex(ctx: Context, keep_old: bool) -> None:
 
     For a damaged store, a store of another model, or after changing how
     chunks are made. The old store is moved aside first and deleted once the
-    new one is complete. Stop the daemon first (`selfreflect stop`).
+    new one is complete. Stop the daemon first (`selfreflect stop`). With a
+    Qdrant server (QDRANT_URL), this machine's points are deleted and read
+    again; other machines' points stay.
     """
     import shutil
     import time
@@ -229,6 +233,22 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     if daemon is not None:
         raise StoreLocked(f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop` first", daemon.pid)
     settings.ensure_data_dir()
+    if settings.qdrant_url:
+        from selfreflect.store import SearchFilter
+
+        with ctx.store("reindex") as (store, embedder):
+            dropped = store.delete(SearchFilter(host=settings.machine))
+            state = State.load(settings.state_file)
+            for path in list(state.positions):
+                state.forget(path)
+            state.save()
+            summary = Importer(settings, store, embedder, state).run()
+            reflections = reindex_reflections(store, embedder, settings.data_dir)
+        click.echo(
+            f"Rebuilt this machine's points ({settings.machine}; {dropped} dropped): {summary.files} transcripts, "
+            f"{summary.chunks} chunks, {reflections} reflections in {summary.seconds:.1f} s"
+        )
+        return
     old = settings.data_dir / f"store.old-{time.strftime('%Y%m%d-%H%M%S')}"
     lock = StoreLock(settings.data_dir, "reindex")
     lock.acquire()
@@ -246,6 +266,48 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     click.echo(
         f"Rebuilt the index: {summary.files} transcripts, {summary.chunks} chunks, "
         f"{reflections} reflections in {summary.seconds:.1f} s{kept}"
+    )
+
+
+@cli.command()
+@click.option("--to", "to", metavar="URL", help="Copy the embedded store into this Qdrant server collection.")
+@click.option("--from", "from_", metavar="URL", help="Copy this Qdrant server collection into the embedded store.")
+@pass_context
+def migrate(ctx: Context, to: str | None, from_: str | None) -> None:
+    """Copy the index between the embedded store and a Qdrant server, without
+    embedding anything again.
+
+    The collection is QDRANT_COLLECTION (with QDRANT_API_KEY). Interrupted,
+    it resumes where it stopped when run again. At the end, the counts and a
+    sample of points are compared. Stop the daemon first (`selfreflect stop`).
+    """
+    from dataclasses import replace
+
+    from selfreflect.embed import OnnxEmbedder
+    from selfreflect.migrate import checkpoint_file, migrate
+    from selfreflect.store import open_store
+
+    if bool(to) == bool(from_):
+        raise SelfReflectError("give exactly one of --to URL and --from URL")
+    settings = ctx.settings
+    url = str(to or from_)
+    model = OnnxEmbedder()
+    embedded = open_store(replace(settings, qdrant_url=None), model.name, model.dim, "migrate")
+    try:
+        server = open_store(replace(settings, qdrant_url=url), model.name, model.dim, "migrate")
+        try:
+            source, target = (embedded, server) if to else (server, embedded)
+            direction = "to" if to else "from"
+            shown = (lambda n: click.echo(f"\r{n} points copied", nl=False, err=True)) if sys.stderr.isatty() else None
+            done = migrate(source, target, settings.machine, checkpoint_file(settings.data_dir, direction, url), shown)
+        finally:
+            server.close()
+    finally:
+        embedded.close()
+    resumed = f" (resumed after {done.resumed_from})" if done.resumed_from else ""
+    click.echo(
+        f"Copied {done.copied} points {direction} {url}{resumed}: {done.source_count} in the source, "
+        f"{done.target_count} in the target; {done.matched} of {done.sampled} sampled points equal."
     )
 
 
@@ -508,7 +570,10 @@ def status(ctx: Context, as_json: bool) -> None:
     click.echo(f"data dir:    {report['data_dir']}")
     click.echo(f"claude dir:  {report['claude_dir']}")
     click.echo(f"model:       {report['model']} ({report['dim']} dimensions)")
-    click.echo(f"store:       {report['store_bytes'] / 1e6:.1f} MB, {report['chunks']} chunks")
+    if report["store"] == "embedded":
+        click.echo(f"store:       {report['store_bytes'] / 1e6:.1f} MB, {report['chunks']} chunks")
+    else:
+        click.echo(f"store:       {report['store']}: {report['chunks']} chunks")
     click.echo(
         f"transcripts: {report['transcripts']} read, {report['bad_lines']} bad lines, "
         f"{report['oversized_lines']} oversized lines skipped"

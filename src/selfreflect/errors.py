@@ -32,9 +32,18 @@ class TranscriptNotFound(SelfReflectError):
     """No indexed transcript matches what was asked for."""
 
 
-class DiskFull(SelfReflectError):
+class WritePaused(SelfReflectError):
+    """The store cannot take writes for now (nothing was written): wait and
+    retry; read positions have not moved."""
+
+
+class DiskFull(WritePaused):
     """Too little room on the disk to write safely (nothing was written)."""
 
     def __init__(self, message: str, free: int = 0) -> None:
         super().__init__(message)
         self.free = free
+
+
+class StoreUnavailable(WritePaused):
+    """The Qdrant server cannot be reached (or answers that it is not ready)."""

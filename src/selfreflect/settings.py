@@ -29,6 +29,14 @@ ENV = {
     "watch_interval": "WATCH_INTERVAL",
     "prefer_local_embeddings": "PREFER_LOCAL_EMBEDDINGS",
     "qdrant_url": "QDRANT_URL",
+    "qdrant_api_key": "QDRANT_API_KEY",
+    "qdrant_collection": "QDRANT_COLLECTION",
+    "qdrant_shards": "QDRANT_SHARDS",
+    "qdrant_replicas": "QDRANT_REPLICAS",
+    "qdrant_write_consistency": "QDRANT_WRITE_CONSISTENCY",
+    "qdrant_on_disk": "QDRANT_ON_DISK",
+    "qdrant_quantization": "QDRANT_QUANTIZATION",
+    "machine": "SELFREFLECT_MACHINE",
     "max_line_mb": "SELFREFLECT_MAX_LINE_MB",
     "port": "SELFREFLECT_PORT",
     "decay_half_life_days": "SELFREFLECT_DECAY_HALF_LIFE_DAYS",
@@ -60,7 +68,19 @@ class Settings:
         max_memory_mb: the daemon's memory cap (MAX_MEMORY_MB).
         watch_interval: seconds between full rescans in the daemon (WATCH_INTERVAL).
         prefer_local_embeddings: use the bundled model (PREFER_LOCAL_EMBEDDINGS).
-        qdrant_url: a Qdrant server instead of the embedded store (QDRANT_URL).
+        qdrant_url: a Qdrant server instead of the embedded store (QDRANT_URL;
+            ``https://`` for TLS).
+        qdrant_api_key: the server's API key (QDRANT_API_KEY).
+        qdrant_collection: the collection on the server (QDRANT_COLLECTION).
+        qdrant_shards, qdrant_replicas, qdrant_write_consistency: the
+            collection's shard_number, replication_factor and
+            write_consistency_factor when selfreflect creates it (a cluster).
+        qdrant_on_disk: vectors and payloads on disk, not in the server's RAM.
+        qdrant_quantization: ``none`` or ``int8`` (scalar quantization of the
+            dense vectors, kept in RAM, originals on disk).
+        machine: this machine's name, recorded with every point it writes
+            (SELFREFLECT_MACHINE; the host name by default): many machines
+            can write into one server collection.
         max_line_mb: longer transcript lines are skipped and reported.
         port: the daemon's HTTP port on 127.0.0.1 (SELFREFLECT_PORT; 0 picks a free one).
         decay_half_life_days, decay_weight: recency decay, when a search asks
@@ -89,6 +109,14 @@ class Settings:
     watch_interval: float = 60.0
     prefer_local_embeddings: bool = True
     qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_collection: str = "selfreflect"
+    qdrant_shards: int = 1
+    qdrant_replicas: int = 1
+    qdrant_write_consistency: int = 1
+    qdrant_on_disk: bool = True
+    qdrant_quantization: str = "none"
+    machine: str = ""
     max_line_mb: float = 8.0
     port: int = DEFAULT_PORT
     decay_half_life_days: float = 30.0
@@ -183,6 +211,7 @@ class Settings:
             values[f.name] = _convert(f.name, raw)
         values.setdefault("claude_dir", Path.home() / ".claude")
         values.setdefault("data_dir", _default_data_dir())
+        values.setdefault("machine", _machine_name())
         unknown = set(from_file) - {f.name for f in fields(cls)} | ({"config_file"} & set(from_file))
         if unknown:
             raise ConfigError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
@@ -199,7 +228,15 @@ def _convert(name: str, raw: Any) -> Any:
     try:
         if name in ("claude_dir", "data_dir"):
             return Path(os.path.expanduser(str(raw)))
-        if name in ("chunk_size", "max_memory_mb", "port", "segment_points"):
+        if name in (
+            "chunk_size",
+            "max_memory_mb",
+            "port",
+            "segment_points",
+            "qdrant_shards",
+            "qdrant_replicas",
+            "qdrant_write_consistency",
+        ):
             if isinstance(raw, bool):
                 raise ValueError("must be a whole number")
             value = int(raw)
@@ -219,13 +256,23 @@ def _convert(name: str, raw: Any) -> Any:
             if seconds_or_mb <= 0:
                 raise ValueError("must be positive")
             return seconds_or_mb
-        if name in ("prefer_local_embeddings", "group_repositories"):
+        if name == "qdrant_quantization":
+            if str(raw).lower() not in ("none", "int8"):
+                raise ValueError("must be none or int8")
+            return str(raw).lower()
+        if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk"):
             if isinstance(raw, bool):
                 return raw
             return str(raw).strip().lower() in ("1", "true", "yes", "on")
         return str(raw)
     except ValueError as exc:
         raise ConfigError(f"setting {name}={raw!r}: {exc}") from exc
+
+
+def _machine_name() -> str:
+    import socket
+
+    return socket.gethostname() or "localhost"
 
 
 def _path(value: str | None) -> Path | None:

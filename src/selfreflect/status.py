@@ -25,6 +25,11 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
         "claude_dir": str(settings.claude_dir),
         "model": model,
         "dim": dim,
+        "store": (
+            f"Qdrant {settings.qdrant_url}, collection {settings.qdrant_collection}, this machine {settings.machine}"
+            if settings.qdrant_url
+            else "embedded"
+        ),
         "store_bytes": store.size_bytes() if store else 0,
         "chunks": store.count(SearchFilter()) if store else 0,
         "transcripts": len(state.positions),

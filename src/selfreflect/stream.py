@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from selfreflect.discover import describe, discover
-from selfreflect.errors import ClaudeDirMissing, DiskFull
+from selfreflect.errors import ClaudeDirMissing, WritePaused
 from selfreflect.importer import Importer, ImportSummary, is_current
 from selfreflect.memory import malloc_trim, release_code_pages
 
@@ -163,7 +163,7 @@ class Streamer:
                     more = self._read(path, tier)
                 self.stats.failing_reads = 0
                 self.stats.store_fault, fault_pause = "", 1.0
-            except DiskFull as exc:  # nothing was written and nothing is lost: wait for room, then go on
+            except WritePaused as exc:  # a full disk, an unreachable server: nothing written or lost; wait, go on
                 with self._lock:
                     self.stats.store_fault = f"writing paused: {exc}"
                     self.stats.store_faults += 1

@@ -1,9 +1,12 @@
 """Store: where chunks live, behind one small interface.
 
 The embedded default is Qdrant Edge (:mod:`selfreflect.store.edge`): the
-Qdrant engine in-process, on disk. One collection holds every project; the
-payload fields below are indexed for filtering. Each point has a dense vector
-(the embedding of ``text``) and a sparse BM25 vector (of ``lexical``).
+Qdrant engine in-process, on disk. A Qdrant server or cluster
+(:mod:`selfreflect.store.server`, chosen by ``QDRANT_URL``) holds the same
+collection. One collection holds every project; the payload fields below are
+indexed for filtering. Each point has a dense vector (the embedding of
+``text``) and a sparse BM25 vector (of ``lexical``), and records the machine
+that wrote it (``host``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ INDEXED_FIELDS = {
     # because qdrant-edge-py 0.9 turns a bool MatchValue into an integer that
     # never matches a bool payload.
     "thread": "keyword",
+    "host": "keyword",  # the machine that wrote the point: many can share a server collection
 }
 
 
@@ -59,6 +63,7 @@ class SearchFilter:
         git_branch, tool: exact values.
         include_sidechains: sub-agent and sidechain conversations too.
         kinds: ``conversation``, ``reflection``.
+        host: only points this machine wrote (``Settings.machine``).
     """
 
     projects: tuple[str, ...] = ()
@@ -71,6 +76,17 @@ class SearchFilter:
     tool: str | None = None
     include_sidechains: bool = True
     kinds: tuple[str, ...] = ()
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class RawPoint:
+    """A point as stored, vectors and all: what a migration copies."""
+
+    id: str
+    dense: list[float]
+    sparse: tuple[list[int], list[float]]  # BM25: token ids, weights
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,24 @@ class Store(Protocol):
 
     def size_bytes(self) -> int: ...
 
+    def key(self, id: str) -> str:
+        """The id under which the point a writer calls ``id`` is stored (a
+        shared collection keeps each machine's points apart)."""
+        ...
+
+    def dump(self, after: str | None, limit: int) -> tuple[list[RawPoint], str | None]:
+        """Up to ``limit`` points in id order from ``after`` (exclusive of
+        what came before), and where to go on (``None``: the end)."""
+        ...
+
+    def load(self, points: Sequence[RawPoint]) -> None:
+        """Write points as they are (no embedding): a migration's writes."""
+        ...
+
+    def get(self, ids: Sequence[str]) -> list[RawPoint]:
+        """The points with these (stored) ids that exist, vectors and all."""
+        ...
+
     def release_memory(self) -> None:
         """Give back memory the store holds but does not need (cheap when idle)."""
         ...
@@ -151,11 +185,18 @@ def open_store(settings: Settings, model: str, dim: int, command: str = "(librar
         StoreLocked, ModelMismatch: as the store reports them.
         ConfigError: the data folder cannot be used (a file, read-only, ...).
     """
+    settings.ensure_data_dir()
     if settings.qdrant_url:
-        from selfreflect.errors import ConfigError
+        try:
+            from selfreflect.store.server import ServerStore
+        except ImportError as exc:
+            from selfreflect.errors import ConfigError
 
-        raise ConfigError("QDRANT_URL is set, but this version only has the embedded store: unset QDRANT_URL")
+            raise ConfigError(
+                f"QDRANT_URL is set, but the Qdrant client is not installed ({exc}): pip install 'selfreflect[server]'"
+            ) from exc
+
+        return ServerStore.from_settings(settings, model, dim).open()
     from selfreflect.store.edge import EdgeStore
 
-    settings.ensure_data_dir()
-    return EdgeStore(settings.store_dir, model, dim, settings.segment_points, command).open()
+    return EdgeStore(settings.store_dir, model, dim, settings.segment_points, command, settings.machine).open()

@@ -50,7 +50,7 @@ import qdrant_edge as qe
 from selfreflect.errors import DiskFull, ModelMismatch, SelfReflectError, StoreLocked
 from selfreflect.lock import StoreLock
 from selfreflect.memory import malloc_trim, release_code_pages, release_mapped_pages
-from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, Record, SearchFilter
+from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, RawPoint, Record, SearchFilter
 from selfreflect.system import disk_bytes
 
 MIN_FREE_BYTES = 64 << 20  # a sealed segment's files and a 32 MB log file, with room to spare
@@ -147,15 +147,23 @@ class EdgeStore:
             grow with it, by about 5 KB a point.
         command: what this process is (``import``, ``serve``, ...), told to
             whoever is refused the store while it holds it.
+        machine: this machine's name, recorded as ``host`` with each point.
     """
 
     def __init__(
-        self, folder: Path, model: str, dim: int, segment_points: int = 1024, command: str = "(library)"
+        self,
+        folder: Path,
+        model: str,
+        dim: int,
+        segment_points: int = 1024,
+        command: str = "(library)",
+        machine: str = "",
     ) -> None:
         self.folder = folder
         self.model = model
         self.dim = dim
         self.segment_points = segment_points
+        self.machine = machine
         self._shard: Any = None
         self._owner = StoreLock(folder.parent, command)
         self.id = ""  # the store's own id, from meta.json once open
@@ -329,16 +337,40 @@ class EdgeStore:
             self._compact()
 
     def upsert(self, records: Sequence[Record]) -> None:
-        points = [
+        self.load(
+            [
+                RawPoint(r.id, [float(x) for x in r.vector], sparse(self._bm25.embed_document(r.lexical)), r.payload)
+                for r in records
+            ]
+        )
+
+    def load(self, points: Sequence[RawPoint]) -> None:
+        written = [
             qe.Point(
-                r.id,
-                {DENSE: [float(x) for x in r.vector], LEXICAL: self._bm25.embed_document(r.lexical)},
-                r.payload,
+                p.id,
+                {DENSE: p.dense, LEXICAL: qe.SparseVector(indices=p.sparse[0], values=p.sparse[1])},
+                {**p.payload, "host": self.machine} if self.machine and "host" not in p.payload else p.payload,
             )
-            for r in records
+            for p in points
         ]
-        if points:
-            self._write(qe.UpdateOperation.upsert_points(points), len(points))
+        if written:
+            self._write(qe.UpdateOperation.upsert_points(written), len(written))
+
+    def key(self, id: str) -> str:
+        return id
+
+    def dump(self, after: str | None, limit: int) -> tuple[list[RawPoint], str | None]:
+        with self._use() as shard:
+            records, following = shard.scroll(
+                qe.ScrollRequest(limit=limit, offset=after, with_payload=True, with_vector=True)
+            )
+        return [_raw(r) for r in records], (str(following) if following is not None else None)
+
+    def get(self, ids: Sequence[str]) -> list[RawPoint]:
+        if not ids:
+            return []
+        with self._use() as shard:
+            return [_raw(r) for r in shard.retrieve(list(ids), with_payload=True, with_vector=True)]
 
     def text_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         if not ids:
@@ -480,11 +512,25 @@ def to_filter(where: SearchFilter) -> qe.Filter | None:
         must.append(_match("file_suffixes", where.file.strip("/")))
     if where.kinds:
         must.append(_any("kind", list(where.kinds)))
+    if where.host:
+        must.append(_match("host", where.host))
     if not where.include_sidechains:
         must_not.append(_match("thread", "sidechain"))
     if not must and not must_not:
         return None
     return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _raw(record: Any) -> RawPoint:
+    vectors = record.vector or {}
+    lexical = vectors.get(LEXICAL)
+    words = sparse(lexical) if lexical is not None else ([], [])
+    return RawPoint(str(record.id), [float(x) for x in vectors.get(DENSE) or []], words, dict(record.payload or {}))
+
+
+def sparse(vector: Any) -> tuple[list[int], list[float]]:
+    """A BM25 sparse vector as (token ids, weights)."""
+    return list(vector.indices), [float(v) for v in vector.values]
 
 
 def _match(key: str, value: str) -> qe.FieldCondition:
