@@ -40,6 +40,9 @@ def test_import_search_status_reindex_on_a_server(tmp_path: Path) -> None:
     found = run_cli(claude, data, "search", "--json", "--limit", "2", "Proactiveness", **server)
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["results"][0]["transcript"].endswith(TINY)
+    mine = run_cli(claude, data, "search", "--json", "Proactiveness", "--host", "laptop-1", **server)
+    theirs = run_cli(claude, data, "search", "--json", "Proactiveness", "--host", "laptop-2", **server)
+    assert json.loads(mine.stdout)["results"] and not json.loads(theirs.stdout)["results"]
     status = run_cli(claude, data, "status", **server)
     assert (
         f"store:       Qdrant {tmp_path / 'qdrant'}, collection selfreflect, this machine laptop-1: " in status.stdout
@@ -60,6 +63,9 @@ def test_migrate_to_a_server_and_back(tmp_path: Path) -> None:
     moved = run_cli(claude, data, "migrate", "--to", url, SELFREFLECT_MACHINE="laptop-1")
     assert moved.returncode == 0, moved.stderr
     assert "sampled points equal" in moved.stdout and "Copied " in moved.stdout
+    # the read positions hold for the copy: nothing to read again
+    again = run_cli(claude, data, "import", QDRANT_URL=url, SELFREFLECT_MACHINE="laptop-1")
+    assert again.returncode == 0 and again.stdout.startswith("Nothing new"), again.stdout + again.stderr
     # the server answers the same; then into a new embedded store on another data dir
     on_server = run_cli(claude, data, "search", "--json", "ls -la", QDRANT_URL=url, SELFREFLECT_MACHINE="laptop-1")
     assert [r["line_start"] for r in json.loads(on_server.stdout)["results"]] == [r["line_start"] for r in before]
@@ -85,6 +91,9 @@ def test_the_daemon_streams_into_a_server(tmp_path: Path) -> None:
         hits = daemon.search("ls -la", limit=3)
         assert hits and hits[0]["transcript"].endswith(LS)
         assert daemon.get("/healthz")["status"] == "ok"
+        # the data folder is this daemon's: a second one, or an import beside it, is told who has it
+        second = run_cli(claude, data, "serve", "--port", "0", **server)
+        assert second.returncode == 3 and "already running" in second.stderr
         assert daemon.stop() == 0
 
 
@@ -97,3 +106,14 @@ def test_a_server_that_cannot_be_reached_is_said_plainly(tmp_path: Path) -> None
     assert done.returncode != 0
     assert f"the Qdrant server at http://127.0.0.1:{port} cannot be reached" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_search_while_the_server_is_down_is_a_503() -> None:
+    from selfreflect.errors import StoreUnavailable
+    from selfreflect.http import answer
+
+    def down() -> None:
+        raise StoreUnavailable("the Qdrant server at http://qdrant:6333 cannot be reached")
+
+    response = answer(down)
+    assert response.status_code == 503 and b"cannot be reached" in response.body

@@ -285,7 +285,9 @@ def migrate(ctx: Context, to: str | None, from_: str | None) -> None:
 
     from selfreflect.embed import OnnxEmbedder
     from selfreflect.migrate import checkpoint_file, migrate
+    from selfreflect.state import State
     from selfreflect.store import open_store
+    from selfreflect.store.server import ServerStore
 
     if bool(to) == bool(from_):
         raise SelfReflectError("give exactly one of --to URL and --from URL")
@@ -294,12 +296,16 @@ def migrate(ctx: Context, to: str | None, from_: str | None) -> None:
     model = OnnxEmbedder()
     embedded = open_store(replace(settings, qdrant_url=None), model.name, model.dim, "migrate")
     try:
-        server = open_store(replace(settings, qdrant_url=url), model.name, model.dim, "migrate")
+        server = ServerStore.from_settings(replace(settings, qdrant_url=url), model.name, model.dim).open()
         try:
             source, target = (embedded, server) if to else (server, embedded)
             direction = "to" if to else "from"
             shown = (lambda n: click.echo(f"\r{n} points copied", nl=False, err=True)) if sys.stderr.isatty() else None
             done = migrate(source, target, settings.machine, checkpoint_file(settings.data_dir, direction, url), shown)
+            state = State.load(settings.state_file)
+            if state.store_id == source.id:  # every point read so far is in the target: go on from here
+                state.moved_to(target.id)
+                state.save()
         finally:
             server.close()
     finally:
@@ -362,6 +368,7 @@ def _import_through(daemon: Any, files: int, token: str | None) -> None:
 @click.option("--file", "file_", help="Only conversations that read or edited this file (path suffix).")
 @click.option("--branch", help="Only this git branch.")
 @click.option("--tool", help="Only chunks that used this tool (Bash, Edit, ...).")
+@click.option("--host", help="Only what this machine wrote (a Qdrant server shared by many machines).")
 @click.option("--no-sidechains", is_flag=True, help="Leave out sub-agent conversations.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 200))
 @click.option(
@@ -383,6 +390,7 @@ def search(
     file_: str | None,
     branch: str | None,
     tool: str | None,
+    host: str | None,
     no_sidechains: bool,
     limit: int,
     min_score: float | None,
@@ -405,6 +413,7 @@ def search(
         file=file_,
         branch=branch,
         tool=tool,
+        host=host,
         include_sidechains=not no_sidechains,
         min_score=min_score,
         decay=decay,

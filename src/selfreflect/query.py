@@ -119,6 +119,7 @@ class SearchRequest:
         projects: project names or paths; empty: all.
         since, until: dates or durations (``2026-01-31``, ``7d``).
         session, file, branch, tool: exact filters (``file``: a path suffix).
+        host: only what this machine wrote (a store shared by many machines).
         include_sidechains: sub-agent conversations too.
         min_score: drop results whose relevance (0 to 1) is under this.
         decay: favour recent conversations (the settings' half-life and weight).
@@ -135,6 +136,7 @@ class SearchRequest:
     file: str | None = None
     branch: str | None = None
     tool: str | None = None
+    host: str | None = None
     include_sidechains: bool = True
     min_score: float | None = None
     decay: bool = False
@@ -160,6 +162,7 @@ class SearchRequest:
             git_branch=self.branch or None,
             tool=self.tool or None,
             include_sidechains=self.include_sidechains,
+            host=self.host or None,
         )
         return SearchQuery(
             self.text, where, self.limit, self.min_score, decay if self.decay else None, tuple(self.alternatives)
@@ -173,7 +176,7 @@ class SearchRequest:
             + [("limit", str(self.limit))]
             + [("project", p) for p in self.projects]
         )
-        for name in ("since", "until", "session", "file", "branch", "tool"):
+        for name in ("since", "until", "session", "file", "branch", "tool", "host"):
             value = getattr(self, name)
             if value:
                 out.append((name, value))
@@ -210,6 +213,7 @@ class SearchRequest:
             file=get("file"),
             branch=get("branch"),
             tool=get("tool"),
+            host=get("host"),
             include_sidechains=(get("no_sidechains") or "").lower() not in _TRUE,
             min_score=min_score,
             decay=(get("decay") or "").lower() in _TRUE,

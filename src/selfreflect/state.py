@@ -198,6 +198,12 @@ class State:
         self._meta_dirty = True
         return dropped
 
+    def moved_to(self, store_id: str) -> None:
+        """The store these positions describe was copied whole into
+        ``store_id`` (``migrate``): the positions hold there too."""
+        self.store_id = store_id
+        self._meta_dirty = True
+
     def save(self) -> None:
         """Write what changed since the last save, in one transaction."""
         if not self._dirty and not self._meta_dirty and self.path.exists():

@@ -196,7 +196,7 @@ def open_store(settings: Settings, model: str, dim: int, command: str = "(librar
                 f"QDRANT_URL is set, but the Qdrant client is not installed ({exc}): pip install 'selfreflect[server]'"
             ) from exc
 
-        return ServerStore.from_settings(settings, model, dim).open()
+        return ServerStore.from_settings(settings, model, dim, command).open()
     from selfreflect.store.edge import EdgeStore
 
     return EdgeStore(settings.store_dir, model, dim, settings.segment_points, command, settings.machine).open()

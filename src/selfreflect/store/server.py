@@ -33,6 +33,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from selfreflect.errors import ConfigError, ModelMismatch, SelfReflectError, StoreUnavailable
+from selfreflect.lock import StoreLock
 from selfreflect.settings import Settings
 from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, RawPoint, Record, SearchFilter
 from selfreflect.store.edge import DENSE, LEXICAL, SCHEMA, sparse
@@ -57,6 +58,8 @@ class ServerStore:
         on_disk: vectors and payloads on disk.
         quantization: ``none`` or ``int8``.
         timeout: seconds per request.
+        lock: the data folder's store lock, held while open: one process at
+            a time writes this machine's points and read positions.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class ServerStore:
         on_disk: bool = True,
         quantization: str = "none",
         timeout: float = 10.0,
+        lock: StoreLock | None = None,
     ) -> None:
         if not machine:
             raise ConfigError("a shared store needs this machine's name: set SELFREFLECT_MACHINE")
@@ -85,11 +89,14 @@ class ServerStore:
         self._api_key = api_key
         self._layout = (shards, replicas, write_consistency, on_disk, quantization)
         self._timeout = timeout
+        self._lock = lock
         self._client: QdrantClient | None = None
         self._bm25 = qe.Bm25(qe.Bm25Config())
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: str, dim: int) -> ServerStore:
+    def from_settings(cls, settings: Settings, model: str, dim: int, command: str | None = None) -> ServerStore:
+        """The store the settings name; with ``command``, holding the data
+        folder's lock under that name while open."""
         return cls(
             str(settings.qdrant_url),
             model,
@@ -102,6 +109,7 @@ class ServerStore:
             settings.qdrant_write_consistency,
             settings.qdrant_on_disk,
             settings.qdrant_quantization,
+            lock=StoreLock(settings.data_dir, command) if command else None,
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -117,7 +125,10 @@ class ServerStore:
         Raises:
             StoreUnavailable: the server cannot be reached.
             ModelMismatch: the collection holds another model's vectors.
+            StoreLocked: another process holds this data folder.
         """
+        if self._lock is not None:
+            self._lock.acquire()
         if self.remote:
             self._client = QdrantClient(
                 url=self.location, api_key=self._api_key, timeout=int(self._timeout), check_compatibility=False
@@ -175,6 +186,8 @@ class ServerStore:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> ServerStore:
         return self.open() if self._client is None else self
