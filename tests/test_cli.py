@@ -226,3 +226,24 @@ def test_service_install_command_prints_what_it_wrote(monkeypatch: pytest.Monkey
     assert code == 0 and out.startswith("Wrote ")
     written = Path(out.split()[1].rstrip(":"))
     assert written.is_file() and str(written).startswith(str(tmp_path / "home"))
+
+
+def test_tool_and_session_filters_never_answer_with_a_silent_empty(small_home: Path) -> None:
+    run("import")
+    query = ["list all files in the current directory", "--json"]
+    code, out, _ = run("search", *query, "--tool", "bash")  # any case
+    results = json.loads(out)["results"]
+    assert code == 0 and results and all("Bash" in r["tools"] for r in results)
+    code, out, err = run("search", *query, "--tool", "Bsh")
+    assert code == 1 and "no indexed tool matches 'Bsh'; did you mean 'Bash'?" in err
+    code, out, err = run("search", *query, "--tool", "Nothing")
+    assert code == 1 and "no indexed tool matches 'Nothing'; the most used are 'Bash'" in err
+
+    session = "1af7fc5e-8455-4414-9ccd-011d40f70b2a"
+    code, out, _ = run("search", *query, "--session", session[:6])  # the start of a session id
+    results = json.loads(out)["results"]
+    assert code == 0 and results and {r["session_id"] for r in results} == {session}
+    code, out, err = run("search", *query, "--session", "1af8fc5e")
+    assert code == 1 and f"no indexed session matches '1af8fc5e'; did you mean '{session}'?" in err
+    code, out, err = run("search", *query, "--session", "zzzz")
+    assert code == 1 and "no indexed session matches 'zzzz'" in err

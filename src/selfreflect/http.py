@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
-from selfreflect.errors import SelfReflectError, TranscriptNotFound
+from selfreflect.errors import NoMatch, SelfReflectError, TranscriptNotFound
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest
 
@@ -67,6 +67,8 @@ def answer(work: Callable[[], Any]) -> JSONResponse:
     except ProjectNotFound as exc:
         body = {"error": str(exc), "kind": "unknown-project", "suggestions": exc.suggestions}
         return JSONResponse(body, status_code=404)
+    except NoMatch as exc:
+        return JSONResponse({"error": str(exc), "suggestions": exc.suggestions}, status_code=400)
     except TranscriptNotFound as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
     except (SelfReflectError, ValueError) as exc:
