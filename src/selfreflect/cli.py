@@ -524,40 +524,41 @@ def status(ctx: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("--line", "line", type=click.IntRange(min=1), default=1, show_default=True, help="The line to centre on.")
+@click.option(
+    "--line", "line", type=click.IntRange(min=1), help="The line to centre on [default: the cited lines, else 1]."
+)
 @click.option(
     "--context", "context", type=click.IntRange(0, 50), default=5, show_default=True, help="Lines before and after."
 )
 @pass_context
-def show(ctx: Context, target: str, line: int, context: int) -> None:
-    """Show the conversation around a line: TARGET is a session id or a transcript path."""
-    from dataclasses import asdict
+def show(ctx: Context, target: str, line: int | None, context: int) -> None:
+    """Show the conversation around a line.
 
-    from selfreflect.conversation import excerpt, find_transcript
+    TARGET is what search prints: a transcript path, PATH:LINE or
+    PATH:START-END (those lines and the context around them), a session id
+    or the start of one, or reflections.jsonl:LINE.
+    """
+    import os
+
+    from selfreflect.conversation import find_transcript, parse_citation, read_conversation
 
     settings = ctx.settings
     found: dict[str, Any] | None = None
-    path = Path(target)
-    if not path.is_file() and ctx.indexed():
+    local = Path(os.path.expanduser(parse_citation(target).name))
+    if not local.is_file() and ctx.indexed():
         try:
             found = ctx.connect("show").read_conversation(target, line, context, context)
         except TranscriptNotFound:
             found = None  # not indexed: look on disk
     if found is None:
-        if not path.is_file():
-            path = find_transcript(settings, target, None)
-        try:
-            lines = [asdict(x) for x in excerpt(path, line, context, context, settings.max_line_bytes)]
-        except OSError as exc:
-            raise TranscriptNotFound(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if not lines:
-            raise TranscriptNotFound(f"{path} has no line {line}")
-        found = {"transcript": str(path), "lines": lines}
+        path = local if local.is_file() else find_transcript(settings, target, None)
+        found = read_conversation(path, target, line, context, context, settings.max_line_bytes)
     click.echo(click.style(found["transcript"], fg="cyan"))
     for entry in found["lines"]:
-        marker = ">" if entry["line"] == line else " "
+        cited = found["line"] <= entry["line"] <= found["line_end"]
+        marker = ">" if cited else " "
         when = (entry["timestamp"] or "")[:19].replace("T", " ")
-        click.echo(click.style(f"{marker}{entry['line']:>6}  {entry['kind']:<10} {when}", bold=entry["line"] == line))
+        click.echo(click.style(f"{marker}{entry['line']:>6}  {entry['kind']:<10} {when}", bold=cited))
         for text_line in entry["text"].splitlines() or [""]:
             click.echo(f"         {text_line}")
 

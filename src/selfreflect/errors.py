@@ -40,7 +40,8 @@ class NoMatch(ConfigError):
 
 
 class TranscriptNotFound(SelfReflectError):
-    """No indexed transcript matches what was asked for."""
+    """No transcript matches what was asked for, or it has no such line, or
+    it is not a Claude Code transcript."""
 
 
 class DiskFull(SelfReflectError):

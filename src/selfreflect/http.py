@@ -117,9 +117,13 @@ def create_app(daemon: Daemon) -> Starlette:
 
     def api_conversation(request: Request) -> JSONResponse:
         p = request.query_params
+        line = p.get("line")
         return answer(
             lambda: backend.read_conversation(
-                p.get("session_id", ""), int(p.get("line", "1")), int(p.get("before", "5")), int(p.get("after", "5"))
+                p.get("session_id", ""),
+                int(line) if line else None,
+                int(p.get("before", "5")),
+                int(p.get("after", "5")),
             )
         )
 

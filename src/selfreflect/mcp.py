@@ -63,6 +63,7 @@ class Conversation(BaseModel):
     session_id: str
     transcript: str
     line: int
+    line_end: int
     lines: list[Line]
 
 
@@ -146,15 +147,17 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
     @server.tool()
     def read_conversation(
         session_id: str,
-        line: Annotated[int, Field(ge=1)],
+        line: Annotated[int | None, Field(ge=1)] = None,
         before: Annotated[int, Field(ge=0, le=50)] = 5,
         after: Annotated[int, Field(ge=0, le=50)] = 5,
     ) -> Annotated[CallToolResult, Conversation]:
         """The conversation around a line of an indexed session (expand a search hit).
 
         Args:
-            session_id: the session_id of a search result.
-            line: the line to centre on (line_start of a result).
+            session_id: the session_id of a search result (or its start), or a
+                citation as results print it: transcript:line_start-line_end.
+            line: the line to centre on (line_start of a result). Default: the
+                cited lines, else line 1.
             before: lines before it.
             after: lines after it.
         """
@@ -162,12 +165,13 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
             found = backend.read_conversation(session_id, line, before, after)
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
-        conversation = Conversation.model_validate(found)
-        text = [f"{conversation.transcript} around line {line}:"]
-        for entry in conversation.lines:
-            marker = ">" if entry.line == line else " "
+        c = Conversation.model_validate(found)
+        cited = f"line {c.line}" if c.line == c.line_end else f"lines {c.line}-{c.line_end}"
+        text = [f"{c.transcript} around {cited}:"]
+        for entry in c.lines:
+            marker = ">" if c.line <= entry.line <= c.line_end else " "
             text.append(f"{marker}{entry.line} {entry.kind} {(entry.timestamp or '')[:16]}\n{entry.text}")
-        return _answer("\n".join(text), conversation)
+        return _answer("\n".join(text), c)
 
     @server.tool()
     def store_reflection(content: str, tags: list[str] | None = None) -> Annotated[CallToolResult, Stored]:
