@@ -18,7 +18,7 @@ from selfreflect.embed import OnnxEmbedder
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-from conftest import REAL, build_claude_home, write_session
+from conftest import EDGE, REAL, build_claude_home, write_session
 
 RESULT_KEYS = {
     "duplicates",
@@ -318,3 +318,26 @@ def test_tool_and_session_filters_never_answer_with_a_silent_empty(small_home: P
     assert code == 1 and f"no indexed session matches '1af8fc5e'; did you mean '{session}'?" in err
     code, out, err = run("search", *query, "--session", "zzzz")
     assert code == 1 and "no indexed session matches 'zzzz'" in err
+
+
+def test_a_second_import_says_what_it_holds_back_and_why(tmp_path: Path) -> None:
+    folder = Path(os.environ["CLAUDE_CONFIG_DIR"]) / "projects" / "-work"
+    folder.mkdir(parents=True)
+    torn = folder / "truncated-last-line__obra__episodic-memory__tiny-conversation.jsonl"
+    shutil.copyfile(EDGE / torn.name, torn)
+    os.utime(torn, (1e9, 1e9))  # quiet for years: its last line will not be finished
+    writing = write_session(folder, "abcd1111-0000-4000-8000-000000000001", "the walrus")
+    with open(writing, "ab") as handle:
+        handle.write(b'{"type": "user", "message": {"role": "user", "content": "half a li')  # being written now
+    code, out, _ = run("import")
+    assert code == 0 and out.startswith("Imported 2 of 2 files: 8 new lines, ")
+    for _ in range(2):
+        assert "Held back: 1 transcript still being written: an unfinished last line is read once it ends" in out
+        assert "1 transcript ends in a torn line (no newline, not a whole record)" in out
+        code, out, _ = run("import")
+        assert code == 0 and out.startswith("Nothing new: 2 transcripts already indexed (")
+    with open(writing, "ab") as handle:
+        handle.write(b'ne"}}\n')
+    code, out, _ = run("import")
+    assert out.startswith("Imported 1 of 2 files: 1 new lines, ") and "still being written" not in out
+    assert "Held back: 1 transcript ends in a torn line" in out

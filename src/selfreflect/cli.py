@@ -149,6 +149,7 @@ def import_(ctx: Context) -> None:
     daemon = ctx.connect("import").daemon()
     if daemon is not None:
         _import_through(daemon, len(files), ctx.settings.token)
+        _report_held_back(ctx.settings, files)
         return
     with ctx.store("import") as (store, embedder):
         importer = Importer(ctx.settings, store, embedder, State.load(ctx.settings.state_file))
@@ -164,11 +165,39 @@ def import_(ctx: Context) -> None:
     skipped += f", {len(summary.skipped)} entries skipped (not transcripts we can read)" if summary.skipped else ""
     if summary.lines == 0 and not summary.failed_files:
         click.echo(f"Nothing new: {summary.files} transcripts already indexed{skipped} ({summary.seconds:.1f} s)")
-        return
-    click.echo(
-        f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
-        f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
-    )
+    else:
+        click.echo(
+            f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
+            f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
+        )
+    _report_held_back(ctx.settings, files)
+
+
+def _report_held_back(settings: Settings, files: list[Any]) -> None:
+    """Say which transcripts end in a line that is not indexed yet, and why."""
+    from selfreflect.discover import ACTIVE_SECONDS
+    from selfreflect.state import State
+
+    state = State.load(settings.state_file)
+    reasons = [state.get(str(f.path)).held_back for f in files]
+    writing, torn = reasons.count("writing"), reasons.count("torn")
+    said = []
+    if writing:
+        said.append(
+            f"{_count(writing, 'transcript')} still being written: an unfinished last line is read once it ends "
+            f"(or once the file has been quiet for {ACTIVE_SECONDS // 60} minutes)"
+        )
+    if torn:
+        said.append(
+            f"{_count(torn, 'transcript')} {'ends' if torn == 1 else 'end'} in a torn line (no newline, not a "
+            "whole record): that line is read if it is ever finished"
+        )
+    if said:
+        click.echo(f"Held back: {'; '.join(said)}.")
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 @cli.command()
