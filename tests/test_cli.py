@@ -341,3 +341,24 @@ def test_a_second_import_says_what_it_holds_back_and_why(tmp_path: Path) -> None
     code, out, _ = run("import")
     assert out.startswith("Imported 1 of 2 files: 1 new lines, ") and "still being written" not in out
     assert "Held back: 1 transcript ends in a torn line" in out
+
+
+def test_a_query_that_starts_with_a_dash_is_told_how(small_home: Path) -> None:
+    code, out, err = run("search", "-la")
+    assert code == 2 and "No such option" in err
+    assert "To search for text that starts with '-', put -- before it: selfreflect search -- -la" in err
+    code, out, err = run("search", "--limit", "2", "ls", "-la")
+    assert code == 2 and "selfreflect search --limit 2 ls -- -la" in err
+    code, out, err = run("search", "--limt", "2", "ls")  # a typo of an option is not words
+    assert code == 2 and "Did you mean '--limit'?" in err and "put -- before it" not in err
+
+
+def test_a_bad_setting_is_named_as_the_user_set_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CHUNK_SIZE", "abc")
+    code, out, err = run("status")
+    assert code == 1 and "error: the environment variable CHUNK_SIZE='abc': must be a whole number" in err
+    monkeypatch.delenv("CHUNK_SIZE")
+    config = Path(os.environ["SELFREFLECT_CONFIG"])
+    config.write_text("chunk_size = 0\n")
+    code, out, err = run("status")
+    assert code == 1 and f"error: chunk_size = 0 in {config}: must be 1 or more" in err

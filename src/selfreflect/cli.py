@@ -90,6 +90,25 @@ class Commands(click.Group):
             raise Failure(f"{exc.strerror or exc}{where}", EXIT_ERROR) from exc
 
 
+class SearchCommand(click.Command):
+    """``search``: a query word that starts with ``-`` reads as an option;
+    say how to search for it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # the parser consumes args
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if not exc.possibilities:  # not a typo of an option: likely words to search for
+                import shlex
+
+                at = next((i for i, a in enumerate(given) if a.startswith(exc.option_name)), len(given))
+                fixed = shlex.join([*given[:at], "--", *given[at:]])
+                hint = f"To search for text that starts with '-', put -- before it: selfreflect search {fixed}"
+                raise click.NoSuchOption(exc.option_name, f"{exc.message}\n{hint}", ctx=exc.ctx) from None
+            raise
+
+
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="selfreflect")
 @click.option(
@@ -314,7 +333,7 @@ def _import_through(daemon: Any, files: int, token: str | None) -> None:
     )
 
 
-@cli.command()
+@cli.command(cls=SearchCommand)
 @click.argument("query", nargs=-1, required=True)
 @click.option("--project", "projects", multiple=True, help="Only this project (name or path; repeatable).")
 @click.option("--since", help="Only after this date or duration ago (2026-01-31, 7d, 12h).")
@@ -516,39 +535,14 @@ def service_install(ctx: Context, print_only: bool) -> None:
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
     """What is indexed: per project sessions, chunks and last activity; the daemon."""
-    from selfreflect.status import status_report
+    from selfreflect.status import status_report, status_text
 
     settings = ctx.settings
     report = ctx.connect("status").status() if ctx.indexed() else status_report(settings, None)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
-    click.echo(f"data dir:    {report['data_dir']}")
-    click.echo(f"claude dir:  {report['claude_dir']}")
-    click.echo(f"model:       {report['model']} ({report['dim']} dimensions)")
-    click.echo(f"store:       {report['store_bytes'] / 1e6:.1f} MB, {report['chunks']} chunks")
-    click.echo(
-        f"transcripts: {report['transcripts']} read, {report['bad_lines']} bad lines, "
-        f"{report['oversized_lines']} oversized lines skipped"
-    )
-    daemon = report.get("daemon")
-    if daemon:
-        up = int(daemon["uptime_seconds"])
-        click.echo(
-            f"daemon:      pid {daemon['pid']}, port {daemon['port']}, "
-            f"up {up // 3600}h{up % 3600 // 60:02d}m, {daemon['files_pending']} files pending, "
-            f"lag {daemon['lag_seconds']:.1f} s, started by {daemon['started_by']}, {daemon['status']}"
-        )
-        for problem in daemon.get("problems", []):
-            click.echo(f"             problem: {problem}")
-    else:
-        click.echo("daemon:      not running (`selfreflect serve` keeps the index current)")
-    if not report["projects"]:
-        click.echo("\nNothing indexed yet: run `selfreflect import`.")
-        return
-    click.echo(f"\n{'project':<32} {'sessions':>8} {'chunks':>8}  last activity")
-    for p in report["projects"]:
-        click.echo(f"{p['project'][:32]:<32} {p['sessions']:>8} {p['chunks']:>8}  {(p['last_activity'] or '')[:19]}")
+    click.echo(status_text(report))
 
 
 @cli.command()

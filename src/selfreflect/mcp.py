@@ -23,16 +23,19 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
+from selfreflect import __version__
 from selfreflect.backend import Backend
 from selfreflect.errors import SelfReflectError
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import STRONG, SearchRequest, SearchResponse, SearchResult
 from selfreflect.settings import Settings
+from selfreflect.status import status_text
 
 log = logging.getLogger("selfreflect")
 
 CHARS_PER_TOKEN = 4
 TEXT_CHARS = 600  # chunk text per result in MCP answers: the snippet says where, show expands
+STATUS_PROJECTS = 10  # projects named in the status text (all are in the structured content)
 INSTRUCTIONS = """\
 selfreflect searches the user's past Claude Code conversations.
 - reflect_on_past: search by meaning or exact words (an error, a function, a command).
@@ -85,7 +88,7 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         cwd: the client's working directory when known (stdio: the process's),
             the default project of ``reflect_on_past``.
     """
-    server = MCPServer("selfreflect", instructions=INSTRUCTIONS)
+    server = MCPServer("selfreflect", instructions=INSTRUCTIONS, version=__version__)
 
     @server.tool()
     def reflect_on_past(
@@ -142,7 +145,8 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
             response = backend.by_file(path, limit)
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
-        return _results(response, 2000, "" if response.results else f"no indexed conversation touched {path}")
+        note = "newest first" if response.results else f"no indexed conversation touched {path}"
+        return _results(response, 2000, note, ranked=False)
 
     @server.tool()
     def read_conversation(
@@ -189,12 +193,14 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         return _answer(f"Stored reflection {stored.id} ({stored.transcript}:{stored.line_start}).", stored)
 
     @server.tool()
-    def status() -> dict[str, Any]:
+    def status() -> Annotated[CallToolResult, dict[str, Any]]:
         """What is indexed (per project), the model, and how far behind the indexer is."""
         try:
-            return backend.status()
+            report = backend.status()
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
+        text = status_text(report, max_projects=STATUS_PROJECTS)
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=report)
 
     return server
 
@@ -209,16 +215,18 @@ def _scope(project: str | None, cwd: str | None) -> tuple[tuple[str, ...], str]:
     return (), ""
 
 
-def _results(response: SearchResponse, max_tokens: int, note: str) -> CallToolResult:
-    """Structured results and a readable block, within ``max_tokens``."""
+def _results(response: SearchResponse, max_tokens: int, note: str, ranked: bool = True) -> CallToolResult:
+    """Structured results and a readable block, within ``max_tokens``
+    (``ranked``: by relevance, which is shown; else newest first, no score)."""
     budget = max_tokens * CHARS_PER_TOKEN
     kept: list[SearchResult] = []
     lines = [note] if note else []
     for n, r in enumerate(response.results, start=1):
         when = (r.timestamp or "")[:16].replace("T", " ")
         copies = f" (also in {len(r.duplicates)} other places)" if r.duplicates else ""
+        score = f"[relevance {r.relevance:.2f}] " if ranked else ""
         entry = (
-            f"{n}. [relevance {r.relevance:.2f}] {r.project} · {when} · session {r.session_id} · "
+            f"{n}. {score}{r.project} · {when} · session {r.session_id} · "
             f"{r.transcript}:{r.line_start}-{r.line_end}{copies}\n   {r.snippet}"
         )
         cost = len(entry) + min(len(r.text), TEXT_CHARS)
