@@ -41,7 +41,7 @@ selfreflect searches the user's past Claude Code conversations.
 - reflect_on_past: search by meaning or exact words (an error, a function, a command).
   Defaults to the current project; pass project="all" to search every project.
 - search_by_file: conversations that read or edited a file (a path suffix is enough).
-- read_conversation: the lines around a hit (session_id and line from a result).
+- read_conversation: the lines around a hit (session_id and line from a result, or its transcript:lines citation).
 - store_reflection: save an insight worth finding again; it is searchable at once.
 - status: what is indexed and how far behind the indexer is.
 Cite hits as project, date, transcript:line."""
