@@ -110,6 +110,20 @@ def first_session_id(path: Path) -> str:
     return path.stem
 
 
+def write_session(folder: Path, session_id: str, prompt: str) -> Path:
+    """A two-line transcript (a prompt and its answer), named as Claude Code names it."""
+    records = [
+        {"type": "user", "uuid": f"{session_id}-u", "sessionId": session_id, "cwd": "/home/me/app",
+         "timestamp": "2026-03-01T10:00:00Z", "message": {"role": "user", "content": prompt}},
+        {"type": "assistant", "uuid": f"{session_id}-a", "sessionId": session_id, "cwd": "/home/me/app",
+         "timestamp": "2026-03-01T10:00:05Z",
+         "message": {"id": f"m-{session_id}", "role": "assistant", "content": [{"type": "text", "text": "Done."}]}},
+    ]  # fmt: skip
+    path = folder / f"{session_id}.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return path
+
+
 def build_claude_home(root: Path) -> dict[str, Path]:
     """A Claude home laid out as Claude Code lays it out, from the corpus.
 

@@ -18,7 +18,7 @@ from selfreflect.embed import OnnxEmbedder
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-from conftest import REAL, build_claude_home
+from conftest import EDGE, REAL, build_claude_home, write_session
 
 RESULT_KEYS = {
     "duplicates",
@@ -242,3 +242,139 @@ def test_service_install_command_prints_what_it_wrote(monkeypatch: pytest.Monkey
     assert code == 0 and out.startswith("Wrote ")
     written = Path(out.split()[1].rstrip(":"))
     assert written.is_file() and str(written).startswith(str(tmp_path / "home"))
+
+
+def cited_lines(out: str) -> list[int]:
+    """The lines ``show`` marks as cited (``>``)."""
+    return [int(line[1:7]) for line in out.splitlines() if line.startswith(">")]
+
+
+def test_show_follows_every_citation_as_search_prints_it(small_home: Path, embedder: OnnxEmbedder) -> None:
+    from selfreflect.reflection import store_reflection
+
+    write_session(small_home, "abcd1111-0000-4000-8000-000000000001", "configure the walrus cache")
+    write_session(small_home, "abcd2222-0000-4000-8000-000000000002", "configure the walrus queue")
+    run("import")
+    code, out, _ = run("search", "--json", "--limit", "1", "list all files in the current directory")
+    top = json.loads(out)["results"][0]
+    assert top["line_end"] > top["line_start"]
+    citation = f"{top['transcript']}:{top['line_start']}-{top['line_end']}"
+    assert citation in run("search", "--limit", "1", "list all files in the current directory")[1]
+
+    code, out, _ = run("show", citation, "--context", "1")  # the range, and the context around it
+    assert code == 0 and out.splitlines()[0] == top["transcript"]
+    assert cited_lines(out) == list(range(top["line_start"], top["line_end"] + 1))
+    assert f"  {top['line_start'] - 1:>4}  " in out and f"  {top['line_end'] + 1:>4}  " in out
+    code, out, _ = run("show", f"{top['transcript']}:16", "--context", "0")  # path:line
+    assert code == 0 and cited_lines(out) == [16] and "$ ls -la" in out
+    name = Path(top["transcript"]).name
+    code, out, _ = run("show", f"{name}:16", "--context", "0")  # the file name alone
+    assert code == 0 and cited_lines(out) == [16]
+    code, out, _ = run("show", top["session_id"][:8] + ":16", "--context", "0")  # the start of a session id
+    assert code == 0 and out.splitlines()[0] == top["transcript"] and cited_lines(out) == [16]
+
+    code, out, err = run("show", "abcd")  # the start of two sessions: say which
+    assert code == 1 and "'abcd' is the start of 2 sessions" in err
+    assert "abcd1111-0000-4000-8000-000000000001" in err and "abcd2222-0000-4000-8000-000000000002" in err
+    code, out, _ = run("show", "abcd2", "--context", "0")
+    assert code == 0 and out.splitlines()[0].endswith("abcd2222-0000-4000-8000-000000000002.jsonl")
+    code, out, err = run("show", "abce1111")  # a typo: the close ones
+    assert code == 1 and "no transcript for 'abce1111'; did you mean 'abcd1111-0000-4000-8000-000000000001'" in err
+    code, out, err = run("show", f"{top['transcript']}:9-3")
+    assert code == 1 and "the range runs backwards" in err
+
+    data = Path(os.environ["SELFREFLECT_HOME"])
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        saved = store_reflection(store, embedder, data, "the walrus cache needs a TTL", ["cache"])
+    code, out, _ = run("search", "walrus cache TTL", "--limit", "1")
+    assert f"reflections.jsonl:{saved['line_start']}-{saved['line_start']}" in out
+    code, out, _ = run("show", f"reflections.jsonl:{saved['line_start']}")  # as store_reflection cites it
+    assert code == 0 and "Reflection [cache]: the walrus cache needs a TTL" in out
+
+
+def test_show_at_the_edges_of_a_file_and_of_what_a_transcript_is(small_home: Path, tmp_path: Path) -> None:
+    transcript = small_home / "marot__spotter__short.jsonl"
+    count = len(transcript.read_bytes().splitlines())
+    code, out, _ = run("show", str(transcript), "--line", str(count), "--context", "0")
+    assert code == 0 and cited_lines(out) == [count]
+    for past in (count + 1, 5000):  # one past the end is as much an error as far past it
+        code, out, err = run("show", str(transcript), "--line", str(past))
+        assert code == 1 and out == ""
+        assert f"{transcript} has {count} lines: line {past} is past its end" in err
+    code, out, err = run("show", f"{transcript}:{count + 1}-{count + 3}")
+    assert code == 1 and f"has {count} lines" in err
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("root:x:0:0:root:/root:/bin/bash\nnot json either\n")
+    for path in [notes] + [Path("/etc/passwd")] * Path("/etc/passwd").is_file():
+        code, out, err = run("show", str(path))
+        assert code == 1 and out == "" and f"{path} is not a Claude Code transcript" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    code, out, err = run("show", str(empty))
+    assert code == 1 and f"{empty} is empty" in err
+
+
+def test_tool_and_session_filters_never_answer_with_a_silent_empty(small_home: Path) -> None:
+    run("import")
+    query = ["list all files in the current directory", "--json"]
+    code, out, _ = run("search", *query, "--tool", "bash")  # any case
+    results = json.loads(out)["results"]
+    assert code == 0 and results and all("Bash" in r["tools"] for r in results)
+    code, out, err = run("search", *query, "--tool", "Bsh")
+    assert code == 1 and "no indexed tool matches 'Bsh'; did you mean 'Bash'?" in err
+    code, out, err = run("search", *query, "--tool", "Nothing")
+    assert code == 1 and "no indexed tool matches 'Nothing'; the most used are 'Bash'" in err
+
+    session = "1af7fc5e-8455-4414-9ccd-011d40f70b2a"
+    code, out, _ = run("search", *query, "--session", session[:6])  # the start of a session id
+    results = json.loads(out)["results"]
+    assert code == 0 and results and {r["session_id"] for r in results} == {session}
+    code, out, err = run("search", *query, "--session", "1af8fc5e")
+    assert code == 1 and f"no indexed session matches '1af8fc5e'; did you mean '{session}'?" in err
+    code, out, err = run("search", *query, "--session", "zzzz")
+    assert code == 1 and "no indexed session matches 'zzzz'" in err
+
+
+def test_a_second_import_says_what_it_holds_back_and_why(tmp_path: Path) -> None:
+    folder = Path(os.environ["CLAUDE_CONFIG_DIR"]) / "projects" / "-work"
+    folder.mkdir(parents=True)
+    torn = folder / "truncated-last-line__obra__episodic-memory__tiny-conversation.jsonl"
+    shutil.copyfile(EDGE / torn.name, torn)
+    os.utime(torn, (1e9, 1e9))  # quiet for years: its last line will not be finished
+    writing = write_session(folder, "abcd1111-0000-4000-8000-000000000001", "the walrus")
+    with open(writing, "ab") as handle:
+        handle.write(b'{"type": "user", "message": {"role": "user", "content": "half a li')  # being written now
+    code, out, _ = run("import")
+    assert code == 0 and out.startswith("Imported 2 of 2 files: 8 new lines, ")
+    for _ in range(2):
+        assert "Held back: 1 transcript still being written: an unfinished last line is read once it ends" in out
+        assert "1 transcript ends in a torn line (no newline, not a whole record)" in out
+        code, out, _ = run("import")
+        assert code == 0 and out.startswith("Nothing new: 2 transcripts already indexed (")
+    with open(writing, "ab") as handle:
+        handle.write(b'ne"}}\n')
+    code, out, _ = run("import")
+    assert out.startswith("Imported 1 of 2 files: 1 new lines, ") and "still being written" not in out
+    assert "Held back: 1 transcript ends in a torn line" in out
+
+
+def test_a_query_that_starts_with_a_dash_is_told_how(small_home: Path) -> None:
+    code, out, err = run("search", "-la")
+    assert code == 2 and "No such option" in err
+    assert "To search for text that starts with '-', put -- before it: selfreflect search -- -la" in err
+    code, out, err = run("search", "--limit", "2", "ls", "-la")
+    assert code == 2 and "selfreflect search --limit 2 ls -- -la" in err
+    code, out, err = run("search", "--limt", "2", "ls")  # a typo of an option is not words
+    assert code == 2 and "Did you mean '--limit'?" in err and "put -- before it" not in err
+
+
+def test_a_bad_setting_is_named_as_the_user_set_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CHUNK_SIZE", "abc")
+    code, out, err = run("status")
+    assert code == 1 and "error: the environment variable CHUNK_SIZE='abc': must be a whole number" in err
+    monkeypatch.delenv("CHUNK_SIZE")
+    config = Path(os.environ["SELFREFLECT_CONFIG"])
+    config.write_text("chunk_size = 0\n")
+    code, out, err = run("status")
+    assert code == 1 and f"error: chunk_size = 0 in {config}: must be 1 or more" in err

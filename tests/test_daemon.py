@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -34,6 +35,15 @@ def covers(results: list[dict], path: Path, line: int) -> bool:
 
 def mentions(results: list[dict], path: Path, words: str) -> bool:
     return any(r["transcript"] == str(path) and words in r["text"] for r in results)
+
+
+def in_session(daemon: DaemonProcess, words: str, session: str) -> list[dict]:
+    """Results for ``words`` in ``session``; none while the session is not indexed yet (a 400 that says so)."""
+    answer = httpx.get(daemon.url + "/api/search", params={"q": words, "session": session, "limit": 20}, timeout=30)
+    if answer.status_code == 400 and f"no indexed session matches {session!r}" in answer.json()["error"]:
+        return []
+    answer.raise_for_status()
+    return list(answer.json()["results"])
 
 
 def snapshot(data_dir: Path, embedder: OnnxEmbedder) -> dict[str, tuple]:
@@ -74,7 +84,7 @@ def test_each_appended_line_becomes_searchable(tmp_path: Path, home: Path, name:
                 continue  # metadata, progress: nothing to find
             words = " ".join(parts[0].text.split()[:12])
             session = record.get("sessionId", "session")
-            eventually(lambda w=words, s=session, n=number: covers(daemon.search(w, session=s, limit=20), target, n))
+            eventually(lambda w=words, s=session, n=number: covers(in_session(daemon, w, s), target, n))
         assert daemon.stop() == 0
 
 

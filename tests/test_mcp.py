@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import orjson
 import psutil
 import pytest
@@ -21,8 +23,8 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
-from conftest import REAL
-from daemon_process import DaemonProcess
+from conftest import REAL, write_session
+from daemon_process import DaemonProcess, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -262,3 +264,79 @@ def test_several_stdio_clients_share_one_daemon(tmp_path: Path, home: Path) -> N
     assert [p.pid for p in serving] == pids[:1]
     log = (tmp_path / "data" / "serve.log").read_text()
     assert "error:" not in log and "Traceback" not in log  # the daemons that lost the race exit quietly
+
+
+def test_citations_and_answers_read_right_over_mcp_http_and_cli(tmp_path: Path, home: Path) -> None:
+    folder = home / "projects" / "-workspace"
+    write_session(folder, "abcd1111-0000-4000-8000-000000000001", "configure the walrus cache")
+    write_session(folder, "abcd2222-0000-4000-8000-000000000002", "configure the walrus queue")
+    data = tmp_path / "data"
+    with DaemonProcess(home, data) as daemon:
+        daemon.wait_idle()
+        top = daemon.search("list all files in the current directory", limit=1)[0]
+        start, end = top["line_start"], top["line_end"]
+        citation = f"{top['transcript']}:{start}-{end}"
+        count = len(Path(top["transcript"]).read_bytes().splitlines())
+
+        async def scenario() -> None:
+            async with streamable_http_client(daemon.url + "/mcp") as (read, write):
+                async with ClientSession(read, write) as session:
+                    hello = await session.initialize()
+                    assert hello.server_info.version == importlib.metadata.version("selfreflect")
+
+                    found, text, _ = await call(
+                        session, "reflect_on_past", query="list all files in the current directory"
+                    )
+                    assert found["results"][0]["transcript"] == top["transcript"] and citation in text
+                    # the citation as printed: those lines, no line argument needed
+                    around, text, error = await call(
+                        session, "read_conversation", session_id=citation, after=0, before=0
+                    )
+                    assert not error and [x["line"] for x in around["lines"]] == list(range(start, end + 1))
+                    assert (around["line"], around["line_end"]) == (start, end) and f"lines {start}-{end}" in text
+                    around, _, error = await call(
+                        session, "read_conversation", session_id=top["session_id"][:8], line=16, before=0, after=0
+                    )
+                    assert not error and around["transcript"] == top["transcript"]
+                    assert [x["line"] for x in around["lines"]] == [16]
+                    _, text, error = await call(session, "read_conversation", session_id="abcd")
+                    assert error and "'abcd' is the start of 2 sessions" in text
+                    _, text, error = await call(session, "read_conversation", session_id="abce1111")
+                    assert error and "did you mean 'abcd1111-0000-4000-8000-000000000001'" in text
+                    _, text, error = await call(
+                        session, "read_conversation", session_id=f"{top['transcript']}:{count + 1}"
+                    )
+                    assert error and f"has {count} lines: line {count + 1} is past its end" in text
+
+                    saved, text, _ = await call(session, "store_reflection", content="walrus caches need a TTL")
+                    assert f"reflections.jsonl:{saved['line_start']})" in text
+                    around, _, error = await call(
+                        session, "read_conversation", session_id=f"reflections.jsonl:{saved['line_start']}"
+                    )
+                    assert not error and around["lines"][-1]["text"] == "Reflection: walrus caches need a TTL"
+
+                    by_file, text, _ = await call(session, "search_by_file", path="todo-app/package.json")
+                    assert by_file["results"] and text.startswith("newest first")
+                    assert "relevance" not in text and "0.00" not in text
+
+                    report, text, _ = await call(session, "status")
+                    assert report["chunks"] and report["projects"] and report["daemon"]["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+                    assert len(text) < 1000 and "{" not in text  # a summary to read, not the JSON
+                    assert f"{report['chunks']} chunks" in text and "daemon:      pid" in text
+
+        anyio.run(scenario)
+
+        # HTTP takes the same citations and names
+        around = daemon.get("/api/conversation", session_id=citation, before=0, after=0)
+        assert [x["line"] for x in around["lines"]] == list(range(start, end + 1))
+        results = daemon.search("list all files", tool="bash", session=top["session_id"][:4])
+        assert results and all("Bash" in r["tools"] and r["session_id"] == top["session_id"] for r in results)
+        wrong = httpx.get(daemon.url + "/api/search", params={"q": "list", "tool": "Bsh"})
+        assert wrong.status_code == 400 and wrong.json()["suggestions"] == ["Bash"]
+        # and so does the CLI through the daemon
+        shown = run_cli(home, data, "show", citation, "--context", "0")
+        assert shown.returncode == 0 and shown.stdout.splitlines()[0] == top["transcript"]
+        assert [int(x[1:7]) for x in shown.stdout.splitlines() if x.startswith(">")] == list(range(start, end + 1))
+        shown = run_cli(home, data, "show", "abcd")
+        assert shown.returncode == 1 and "'abcd' is the start of 2 sessions" in shown.stderr
+        assert daemon.stop() == 0

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict
 from typing import Any, Protocol
 
 from selfreflect.client import get_json, post_json
-from selfreflect.conversation import excerpt, find_transcript
+from selfreflect.conversation import find_transcript, read_conversation
 from selfreflect.embed import Embedder
-from selfreflect.errors import ConfigError, TranscriptNotFound
+from selfreflect.errors import ConfigError
 from selfreflect.query import Decay, SearchRequest, SearchResponse, parse_when
 from selfreflect.reflection import store_reflection
 from selfreflect.search import by_file, search
@@ -34,7 +33,7 @@ class Backend(Protocol):
 
     def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]: ...
 
-    def read_conversation(self, session_id: str, line: int, before: int, after: int) -> dict[str, Any]: ...
+    def read_conversation(self, target: str, line: int | None, before: int, after: int) -> dict[str, Any]: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -108,31 +107,21 @@ class LocalBackend:
         with self._store() as store:
             return store_reflection(store, self.embedder, self.settings.data_dir, content, tags, cwd)
 
-    def read_conversation(self, session_id: str, line: int, before: int, after: int) -> dict[str, Any]:
-        """Lines around ``line`` of an indexed transcript of ``session_id``.
-        Only what is in the index can be read: the path comes from the store.
+    def read_conversation(self, target: str, line: int | None, before: int, after: int) -> dict[str, Any]:
+        """Lines around ``line`` (default: the lines ``target`` cites) of the
+        indexed transcript ``target`` names: what search prints
+        (``transcript:263-267``), a session id or the start of one. Only
+        what is in the index can be read: the path comes from the store.
 
         Raises:
             TranscriptNotFound: nothing indexed matches, or the transcript is
                 gone from disk, or has no such line.
+            NoMatch: the start of several session ids.
         """
-        if not session_id.strip():
-            raise TranscriptNotFound("give a session id (the session_id of a search result)")
         before, after = (max(0, min(n, MAX_CONTEXT_LINES)) for n in (before, after))
         with self._store() as store:
-            path = find_transcript(self.settings, session_id.strip(), store, on_disk=False)
-        try:
-            lines = excerpt(path, max(1, line), before, after, self.settings.max_line_bytes)
-        except FileNotFoundError:
-            raise TranscriptNotFound(
-                f"{path} was indexed but is no longer on disk (deleted since, perhaps by Claude Code's "
-                "clean-up): its search results still hold the indexed text"
-            ) from None
-        except OSError as exc:
-            raise TranscriptNotFound(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if not lines:
-            raise TranscriptNotFound(f"{path.name} has no line {line}")
-        return {"session_id": session_id, "transcript": str(path), "line": line, "lines": [asdict(x) for x in lines]}
+            path = find_transcript(self.settings, target, store, on_disk=False)
+        return read_conversation(path, target, line, before, after, self.settings.max_line_bytes)
 
     def status(self) -> dict[str, Any]:
         with self._store() as store:
@@ -171,8 +160,9 @@ class DaemonBackend:
         body = {"content": content, "tags": tags, "cwd": cwd}
         return dict(post_json(self.url, "/api/reflections", body, token=self.token))
 
-    def read_conversation(self, session_id: str, line: int, before: int, after: int) -> dict[str, Any]:
-        params = [("session_id", session_id), ("line", str(line)), ("before", str(before)), ("after", str(after))]
+    def read_conversation(self, target: str, line: int | None, before: int, after: int) -> dict[str, Any]:
+        params = [("session_id", target), ("before", str(before)), ("after", str(after))]
+        params += [("line", str(line))] if line is not None else []
         return dict(self._get("/api/conversation", params))
 
     def status(self) -> dict[str, Any]:

@@ -92,6 +92,25 @@ class Commands(click.Group):
             raise Failure(f"{exc.strerror or exc}{where}", EXIT_ERROR) from exc
 
 
+class SearchCommand(click.Command):
+    """``search``: a query word that starts with ``-`` reads as an option;
+    say how to search for it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # the parser consumes args
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if not exc.possibilities:  # not a typo of an option: likely words to search for
+                import shlex
+
+                at = next((i for i, a in enumerate(given) if a.startswith(exc.option_name)), len(given))
+                fixed = shlex.join([*given[:at], "--", *given[at:]])
+                hint = f"To search for text that starts with '-', put -- before it: selfreflect search {fixed}"
+                raise click.NoSuchOption(exc.option_name, f"{exc.message}\n{hint}", ctx=exc.ctx) from None
+            raise
+
+
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="selfreflect")
 @click.option(
@@ -151,6 +170,7 @@ def import_(ctx: Context) -> None:
     daemon = ctx.connect("import").daemon()
     if daemon is not None:
         _import_through(daemon, len(files), ctx.settings.token)
+        _report_held_back(ctx.settings, files)
         return
     with ctx.store("import") as (store, embedder):
         importer = Importer(ctx.settings, store, embedder, State.load(ctx.settings.state_file))
@@ -166,11 +186,39 @@ def import_(ctx: Context) -> None:
     skipped += f", {len(summary.skipped)} entries skipped (not transcripts we can read)" if summary.skipped else ""
     if summary.lines == 0 and not summary.failed_files:
         click.echo(f"Nothing new: {summary.files} transcripts already indexed{skipped} ({summary.seconds:.1f} s)")
-        return
-    click.echo(
-        f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
-        f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
-    )
+    else:
+        click.echo(
+            f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
+            f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
+        )
+    _report_held_back(ctx.settings, files)
+
+
+def _report_held_back(settings: Settings, files: list[Any]) -> None:
+    """Say which transcripts end in a line that is not indexed yet, and why."""
+    from selfreflect.discover import ACTIVE_SECONDS
+    from selfreflect.state import State
+
+    state = State.load(settings.state_file)
+    reasons = [state.get(str(f.path)).held_back for f in files]
+    writing, torn = reasons.count("writing"), reasons.count("torn")
+    said = []
+    if writing:
+        said.append(
+            f"{_count(writing, 'transcript')} still being written: an unfinished last line is read once it ends "
+            f"(or once the file has been quiet for {ACTIVE_SECONDS // 60} minutes)"
+        )
+    if torn:
+        said.append(
+            f"{_count(torn, 'transcript')} {'ends' if torn == 1 else 'end'} in a torn line (no newline, not a "
+            "whole record): that line is read if it is ever finished"
+        )
+    if said:
+        click.echo(f"Held back: {'; '.join(said)}.")
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 @cli.command()
@@ -353,7 +401,7 @@ def _import_through(daemon: Any, files: int, token: str | None) -> None:
     )
 
 
-@cli.command()
+@cli.command(cls=SearchCommand)
 @click.argument("query", nargs=-1, required=True)
 @click.option(
     "--also",
@@ -569,80 +617,53 @@ def service_install(ctx: Context, print_only: bool) -> None:
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
     """What is indexed: per project sessions, chunks and last activity; the daemon."""
-    from selfreflect.status import status_report
+    from selfreflect.status import status_report, status_text
 
     settings = ctx.settings
     report = ctx.connect("status").status() if ctx.indexed() else status_report(settings, None)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
-    click.echo(f"data dir:    {report['data_dir']}")
-    click.echo(f"claude dir:  {report['claude_dir']}")
-    click.echo(f"model:       {report['model']} ({report['dim']} dimensions)")
-    if report["store"] == "embedded":
-        click.echo(f"store:       {report['store_bytes'] / 1e6:.1f} MB, {report['chunks']} chunks")
-    else:
-        click.echo(f"store:       {report['store']}: {report['chunks']} chunks")
-    click.echo(
-        f"transcripts: {report['transcripts']} read, {report['bad_lines']} bad lines, "
-        f"{report['oversized_lines']} oversized lines skipped"
-    )
-    daemon = report.get("daemon")
-    if daemon:
-        up = int(daemon["uptime_seconds"])
-        click.echo(
-            f"daemon:      pid {daemon['pid']}, port {daemon['port']}, "
-            f"up {up // 3600}h{up % 3600 // 60:02d}m, {daemon['files_pending']} files pending, "
-            f"lag {daemon['lag_seconds']:.1f} s, started by {daemon['started_by']}, {daemon['status']}"
-        )
-        for problem in daemon.get("problems", []):
-            click.echo(f"             problem: {problem}")
-    else:
-        click.echo("daemon:      not running (`selfreflect serve` keeps the index current)")
-    if not report["projects"]:
-        click.echo("\nNothing indexed yet: run `selfreflect import`.")
-        return
-    click.echo(f"\n{'project':<32} {'sessions':>8} {'chunks':>8}  last activity")
-    for p in report["projects"]:
-        click.echo(f"{p['project'][:32]:<32} {p['sessions']:>8} {p['chunks']:>8}  {(p['last_activity'] or '')[:19]}")
+    click.echo(status_text(report))
 
 
 @cli.command()
 @click.argument("target")
-@click.option("--line", "line", type=click.IntRange(min=1), default=1, show_default=True, help="The line to centre on.")
+@click.option(
+    "--line", "line", type=click.IntRange(min=1), help="The line to centre on [default: the cited lines, else 1]."
+)
 @click.option(
     "--context", "context", type=click.IntRange(0, 50), default=5, show_default=True, help="Lines before and after."
 )
 @pass_context
-def show(ctx: Context, target: str, line: int, context: int) -> None:
-    """Show the conversation around a line: TARGET is a session id or a transcript path."""
-    from dataclasses import asdict
+def show(ctx: Context, target: str, line: int | None, context: int) -> None:
+    """Show the conversation around a line.
 
-    from selfreflect.conversation import excerpt, find_transcript
+    TARGET is what search prints: a transcript path, PATH:LINE or
+    PATH:START-END (those lines and the context around them), a session id
+    or the start of one, or reflections.jsonl:LINE.
+    """
+    import os
+
+    from selfreflect.conversation import find_transcript, parse_citation, read_conversation
 
     settings = ctx.settings
     found: dict[str, Any] | None = None
-    path = Path(target)
-    if not path.is_file() and ctx.indexed():
+    local = Path(os.path.expanduser(parse_citation(target).name))
+    if not local.is_file() and ctx.indexed():
         try:
             found = ctx.connect("show").read_conversation(target, line, context, context)
         except TranscriptNotFound:
             found = None  # not indexed: look on disk
     if found is None:
-        if not path.is_file():
-            path = find_transcript(settings, target, None)
-        try:
-            lines = [asdict(x) for x in excerpt(path, line, context, context, settings.max_line_bytes)]
-        except OSError as exc:
-            raise TranscriptNotFound(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if not lines:
-            raise TranscriptNotFound(f"{path} has no line {line}")
-        found = {"transcript": str(path), "lines": lines}
+        path = local if local.is_file() else find_transcript(settings, target, None)
+        found = read_conversation(path, target, line, context, context, settings.max_line_bytes)
     click.echo(click.style(found["transcript"], fg="cyan"))
     for entry in found["lines"]:
-        marker = ">" if entry["line"] == line else " "
+        cited = found["line"] <= entry["line"] <= found["line_end"]
+        marker = ">" if cited else " "
         when = (entry["timestamp"] or "")[:19].replace("T", " ")
-        click.echo(click.style(f"{marker}{entry['line']:>6}  {entry['kind']:<10} {when}", bold=entry["line"] == line))
+        click.echo(click.style(f"{marker}{entry['line']:>6}  {entry['kind']:<10} {when}", bold=cited))
         for text_line in entry["text"].splitlines() or [""]:
             click.echo(f"         {text_line}")
 

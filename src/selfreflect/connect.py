@@ -120,8 +120,8 @@ class Connection:
     def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]:
         return self._call(lambda b: b.store_reflection(content, tags, cwd))
 
-    def read_conversation(self, session_id: str, line: int, before: int, after: int) -> dict[str, Any]:
-        return self._call(lambda b: b.read_conversation(session_id, line, before, after))
+    def read_conversation(self, target: str, line: int | None, before: int, after: int) -> dict[str, Any]:
+        return self._call(lambda b: b.read_conversation(target, line, before, after))
 
     def status(self) -> dict[str, Any]:
         return self._call(lambda b: b.status())

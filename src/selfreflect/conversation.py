@@ -1,25 +1,50 @@
-"""Conversation excerpts: the readable lines around a hit (``show``).
+"""Conversation excerpts: the readable lines around a hit (``show``,
+``read_conversation``, ``/api/conversation``).
 
-Reads the transcript itself (streamed, never whole), so an excerpt shows what
-is on disk now, line numbers as in the file.
+Every face takes what search prints (:func:`parse_citation`): a transcript
+path, ``path:line``, ``path:start-end``, a session id or the start of one,
+``reflections.jsonl:N``. Reads the transcript itself (streamed, never
+whole), so an excerpt shows what is on disk now, line numbers as in the file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from selfreflect.assemble import Assembler, Part
 from selfreflect.chunk import render
 from selfreflect.discover import discover
-from selfreflect.errors import TranscriptNotFound
+from selfreflect.errors import NoMatch, TranscriptNotFound
 from selfreflect.parse import BadLine, parse_line
+from selfreflect.query import pick
 from selfreflect.redact import redact
 from selfreflect.settings import Settings
 from selfreflect.store import SearchFilter, Store
 from selfreflect.tail import read_lines
 
 EXCERPT_CHARS = 2000
+REFLECTIONS = "reflections.jsonl"  # selfreflect.reflection.FILE, cited by its name alone
+MAX_NAMES = 100_000  # sessions or transcripts listed to resolve a start or a file name
+_CITATION = re.compile(r"^(?P<name>.+?):(?P<first>\d+)(?:-(?P<last>\d+))?$")
+_HOW = "give a session id (or its start) or a transcript path, as search prints it"
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A place in a transcript as search prints it.
+
+    Attributes:
+        name: a transcript path or file name, a session id or the start of one.
+        first, last: the cited lines (``None``: none cited).
+    """
+
+    name: str
+    first: int | None = None
+    last: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,24 +57,100 @@ class ExcerptLine:
     text: str
 
 
-def excerpt(path: Path, line: int, before: int = 5, after: int = 5, max_line_bytes: int = 8 << 20) -> list[ExcerptLine]:
-    """Lines ``line - before .. line + after`` of a transcript, rendered.
+def parse_citation(text: str) -> Citation:
+    """``path``, ``path:263`` or ``path:263-267`` (also after a session id).
 
     Raises:
+        TranscriptNotFound: nothing given, or a range that runs backwards.
+    """
+    text = text.strip()
+    cited = _CITATION.match(text)
+    if cited is None:
+        if not text:
+            raise TranscriptNotFound(_HOW)
+        return Citation(text)
+    first = int(cited["first"])
+    last = int(cited["last"]) if cited["last"] else first
+    if first < 1:
+        raise TranscriptNotFound(f"{text}: lines count from 1")
+    if last < first:
+        raise TranscriptNotFound(f"{text}: the range runs backwards (give it as {last}-{first})")
+    return Citation(cited["name"], first, last)
+
+
+def read_conversation(
+    path: Path, target: str, line: int | None, before: int, after: int, max_line_bytes: int = 8 << 20
+) -> dict[str, Any]:
+    """The lines around ``line`` (default: the lines ``target`` cites, else
+    line 1) of the transcript at ``path``, as every face answers them.
+
+    Raises:
+        TranscriptNotFound: the file is gone or unreadable, is not a Claude
+            Code transcript, or has no such line (the message says how many it has).
+    """
+    cited = parse_citation(target)
+    first = max(1, line) if line is not None else cited.first or 1
+    last = cited.last if line is None and cited.last is not None else first
+    try:
+        lines = excerpt(path, first, before, after, max_line_bytes, last)
+    except FileNotFoundError:
+        raise TranscriptNotFound(
+            f"{path} is no longer on disk (deleted since it was indexed, perhaps by Claude Code's clean-up): "
+            "its search results still hold the indexed text"
+        ) from None
+    except OSError as exc:
+        raise TranscriptNotFound(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return {
+        "session_id": target,
+        "transcript": str(path),
+        "line": first,
+        "line_end": last,
+        "lines": [asdict(x) for x in lines],
+    }
+
+
+def excerpt(
+    path: Path,
+    line: int,
+    before: int = 5,
+    after: int = 5,
+    max_line_bytes: int = 8 << 20,
+    last: int | None = None,
+) -> list[ExcerptLine]:
+    """Lines ``line - before .. last + after`` of a transcript, rendered
+    (``last`` defaults to ``line``).
+
+    Raises:
+        TranscriptNotFound: ``line`` is past the end of the file, or the file
+            holds no Claude Code record up to there (``/etc/passwd``).
         OSError: the transcript cannot be read.
     """
-    first, last = max(1, line - before), line + after
+    first, end = max(1, line - before), max(line, last or line) + after
     assembler = Assembler(path.stem)
     lines: list[ExcerptLine] = []
-    for entry in read_lines(path, max_line_bytes=max_line_bytes):
-        if entry.number > last:
+    count, records = 0, False
+    # final: a last line without its newline is on disk too, so it is shown (and counted)
+    for entry in read_lines(path, max_line_bytes=max_line_bytes, final=True):
+        if entry.number > end:
             break
+        count = entry.number
         record = None if entry.oversized else parse_line(entry.data)
+        records = records or _is_record(record)
         # Every record goes through the assembler, so results are named after their calls.
         parts = assembler.parts_of(entry.number, record) if isinstance(record, dict) else []
         if entry.number >= first:
             lines.append(_render(entry.number, record, parts, entry.oversized))
+    if count and not records:
+        raise TranscriptNotFound(f"{path} is not a Claude Code transcript (no line of it is a transcript record)")
+    if line > count:
+        size = f"has {count} line{'s' if count != 1 else ''}" if count else "is empty"
+        raise TranscriptNotFound(f"{path} {size}: line {line} is past its end")
     return lines
+
+
+def _is_record(record: object) -> bool:
+    """A Claude Code record (every one has a ``type``), or a stored reflection."""
+    return isinstance(record, dict) and ("type" in record or ("content" in record and "id" in record))
 
 
 def _render(number: int, record: object, parts: list[Part], oversized: bool) -> ExcerptLine:
@@ -80,32 +181,82 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
 
 
 def find_transcript(settings: Settings, target: str, store: Store | None, on_disk: bool = True) -> Path:
-    """The transcript a session id (or a file name) names.
+    """The transcript ``target`` names: a path (``reflections.jsonl`` alone
+    is the data dir's), a file name, a session id or the start of one, each
+    with or without ``:lines``.
 
     Looks in the index first, then (``on_disk``) among the files on disk. A
     session's own file wins over its sub-agents' files. With ``on_disk``
     off, only indexed transcripts are found: what MCP clients may read.
 
     Raises:
-        TranscriptNotFound: nothing matches.
+        TranscriptNotFound: nothing matches (with the closest session ids).
+        NoMatch: the start of a session id that several sessions share (with them).
     """
-    candidates: list[Path] = []
+    name = parse_citation(target).name
+    if any(sep in name for sep in "/\\") or name.endswith(".jsonl") or name.startswith("~"):
+        return _find_file(settings, name, store, on_disk)
+    return _find_session(settings, name, store, on_disk)
+
+
+def _find_file(settings: Settings, name: str, store: Store | None, on_disk: bool) -> Path:
+    path = Path(os.path.expanduser(name))
+    alone = len(path.parts) == 1  # a file name, not a path
+    if alone and path.name == REFLECTIONS:  # as store_reflection cites it
+        path = settings.data_dir / REFLECTIONS
+        alone = False
+    if on_disk and path.is_file():
+        return path
+    found: list[Path] = []
+    if store is not None and alone:
+        found = [Path(str(t)) for t, _ in store.facet("transcript", SearchFilter(), MAX_NAMES)]
+    elif store is not None and path.is_absolute() and store.count(SearchFilter(transcript=str(path))):
+        return path
+    if on_disk and alone and settings.projects_dir.is_dir():
+        found += [f.path for f in discover(settings.projects_dir)]
+    found = sorted({p for p in found if p.name == path.name})
+    if len(found) > 1:
+        raise NoMatch(f"{len(found)} transcripts are named {name}: give the whole path", [str(p) for p in found], True)
+    if found:
+        return found[0]
+    raise TranscriptNotFound(f"no {'' if on_disk else 'indexed '}transcript at {name} ({_HOW})")
+
+
+def _find_session(settings: Settings, name: str, store: Store | None, on_disk: bool) -> Path:
+    candidates = _session_files(settings, name, store, on_disk)
+    if not candidates:  # the start of a session id (or of a sub-agent's file name)?
+        known: list[str] = []
+        if store is not None:
+            known = [str(v) for v, _ in store.facet("session_id", SearchFilter(), MAX_NAMES)]
+            known += [Path(str(t)).stem for t, _ in store.facet("transcript", SearchFilter(), MAX_NAMES)]
+        if on_disk and settings.projects_dir.is_dir():
+            known += [n for f in discover(settings.projects_dir) for n in (f.session_id, f.path.stem)]
+        try:
+            whole = pick(name, list(dict.fromkeys(known)), "session", prefix=True)
+        except NoMatch as exc:
+            if exc.several:
+                raise  # several sessions start so: say which
+            close = f"; did you mean {', '.join(repr(s) for s in exc.suggestions)}?" if exc.suggestions else ""
+            raise TranscriptNotFound(
+                f"no {'' if on_disk else 'indexed '}transcript for {name!r}{close or f' ({_HOW})'}"
+            ) from None
+        candidates = _session_files(settings, whole, store, on_disk)
+    candidates.sort(key=lambda p: (p.stem != name, "subagents" in p.parts, p.stem.startswith("agent-"), str(p)))
+    return candidates[0]
+
+
+def _session_files(settings: Settings, name: str, store: Store | None, on_disk: bool) -> list[Path]:
+    """The transcripts of session ``name`` (or named ``name``), indexed first."""
     if store is not None:
         # The session's own conversation first: sub-agent files carry the parent's session id.
-        for where in (
-            SearchFilter(session_id=target, include_sidechains=False),
-            SearchFilter(session_id=target),
-            SearchFilter(transcript=target),
-        ):
-            candidates = [Path(str(value)) for value, _ in store.facet("transcript", where, 100)]
-            if candidates:
-                break
-    if not candidates and on_disk and settings.projects_dir.is_dir():
-        candidates = [
-            f.path for f in discover(settings.projects_dir) if target in (f.session_id, f.path.stem, f.path.name)
-        ]
-    if not candidates:
-        indexed = "indexed " if not on_disk else ""
-        raise TranscriptNotFound(f"no {indexed}transcript for {target!r} (give a session id or a transcript path)")
-    candidates.sort(key=lambda p: (p.stem != target, "subagents" in p.parts, p.stem.startswith("agent-"), str(p)))
-    return candidates[0]
+        for where in (SearchFilter(session_id=name, include_sidechains=False), SearchFilter(session_id=name)):
+            indexed = [Path(str(value)) for value, _ in store.facet("transcript", where, 100)]
+            if indexed:
+                return indexed
+        named = [Path(str(t)) for t, _ in store.facet("transcript", SearchFilter(), MAX_NAMES)]
+        named = [p for p in named if p.stem == name]
+        if named:
+            return named
+    if on_disk and settings.projects_dir.is_dir():
+        return [f.path for f in discover(settings.projects_dir) if name in (f.session_id, f.path.stem)]
+    return []

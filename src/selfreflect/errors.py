@@ -28,8 +28,20 @@ class ConfigError(SelfReflectError):
     """A setting has a value we cannot use."""
 
 
+class NoMatch(ConfigError):
+    """A name (a session id or its start, a tool) names nothing indexed, or
+    (``several``) more than one thing: ``suggestions`` are the closest names,
+    or the candidates."""
+
+    def __init__(self, message: str, suggestions: list[str], several: bool = False) -> None:
+        super().__init__(message)
+        self.suggestions = suggestions
+        self.several = several
+
+
 class TranscriptNotFound(SelfReflectError):
-    """No indexed transcript matches what was asked for."""
+    """No transcript matches what was asked for, or it has no such line, or
+    it is not a Claude Code transcript."""
 
 
 class WritePaused(SelfReflectError):

@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
-from selfreflect.errors import SelfReflectError, StoreUnavailable, TranscriptNotFound
+from selfreflect.errors import NoMatch, SelfReflectError, StoreUnavailable, TranscriptNotFound
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest
 
@@ -68,6 +68,8 @@ def answer(work: Callable[[], Any]) -> JSONResponse:
     except ProjectNotFound as exc:
         body = {"error": str(exc), "kind": "unknown-project", "suggestions": exc.suggestions}
         return JSONResponse(body, status_code=404)
+    except NoMatch as exc:
+        return JSONResponse({"error": str(exc), "suggestions": exc.suggestions}, status_code=400)
     except TranscriptNotFound as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
     except StoreUnavailable as exc:
@@ -119,9 +121,13 @@ def create_app(daemon: Daemon) -> Starlette:
 
     def api_conversation(request: Request) -> JSONResponse:
         p = request.query_params
+        line = p.get("line")
         return answer(
             lambda: backend.read_conversation(
-                p.get("session_id", ""), int(p.get("line", "1")), int(p.get("before", "5")), int(p.get("after", "5"))
+                p.get("session_id", ""),
+                int(line) if line else None,
+                int(p.get("before", "5")),
+                int(p.get("after", "5")),
             )
         )
 

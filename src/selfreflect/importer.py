@@ -168,6 +168,7 @@ class Importer:
         quiet = not transcript.active(time.time())
         lines = read_lines(transcript.path, position.offset, position.line, self.settings.max_line_bytes, final=quiet)
         batches = 0
+        tail_taken = False  # the unterminated last line of a quiet file was a whole record
         for line in lines:
             new = line.terminated and line.end > seen_end
             if line.terminated:  # never move past an unterminated line
@@ -186,6 +187,7 @@ class Importer:
                     summary.bad_lines += 1
                     log.warning("%s:%d: bad line skipped (%s)", path, line.number, record.reason)
                 continue
+            tail_taken = not line.terminated
             if record is None:
                 continue
             if not position.first_cwd and isinstance(record.get("cwd"), str) and record["cwd"].strip():
@@ -205,6 +207,8 @@ class Importer:
             final = self._seal_open(assembler, batch)
             batch.add(assembler.open, final)  # the tail: written now, rebuilt on the next read
         position.final, position.done = quiet, True
+        unfinished = batch.end < identity.size and not tail_taken
+        position.held_back = ("torn" if quiet else "writing") if unfinished else ""
         self._commit(batch, assembler, summary)
         return False
 

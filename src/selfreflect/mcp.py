@@ -23,16 +23,19 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
+from selfreflect import __version__
 from selfreflect.backend import Backend
 from selfreflect.errors import SelfReflectError
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import MAX_ALTERNATIVES, STRONG, SearchRequest, SearchResponse, SearchResult
 from selfreflect.settings import Settings
+from selfreflect.status import status_text
 
 log = logging.getLogger("selfreflect")
 
 CHARS_PER_TOKEN = 4
 TEXT_CHARS = 600  # chunk text per result in MCP answers: the snippet says where, show expands
+STATUS_PROJECTS = 10  # projects named in the status text (all are in the structured content)
 INSTRUCTIONS = """\
 selfreflect searches the user's past Claude Code conversations.
 - reflect_on_past: search by meaning or exact words (an error, a function, a command).
@@ -40,7 +43,7 @@ selfreflect searches the user's past Claude Code conversations.
   time (error text, file, command, function names) and a 4-8 word keyword form.
   Defaults to the current project; pass project="all" to search every project.
 - search_by_file: conversations that read or edited a file (a path suffix is enough).
-- read_conversation: the lines around a hit (session_id and line from a result).
+- read_conversation: the lines around a hit (session_id and line from a result, or its transcript:lines citation).
 - store_reflection: save an insight worth finding again; it is searchable at once.
 - status: what is indexed and how far behind the indexer is.
 Cite hits as project, date, transcript:line."""
@@ -66,6 +69,7 @@ class Conversation(BaseModel):
     session_id: str
     transcript: str
     line: int
+    line_end: int
     lines: list[Line]
 
 
@@ -87,7 +91,7 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         cwd: the client's working directory when known (stdio: the process's),
             the default project of ``reflect_on_past``.
     """
-    server = MCPServer("selfreflect", instructions=INSTRUCTIONS)
+    server = MCPServer("selfreflect", instructions=INSTRUCTIONS, version=__version__)
 
     @server.tool()
     def reflect_on_past(
@@ -166,20 +170,23 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
             response = backend.by_file(path, limit, tuple(alternatives or ()))
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
-        return _results(response, 2000, "" if response.results else f"no indexed conversation touched {path}")
+        note = "newest first" if response.results else f"no indexed conversation touched {path}"
+        return _results(response, 2000, note, ranked=False)
 
     @server.tool()
     def read_conversation(
         session_id: str,
-        line: Annotated[int, Field(ge=1)],
+        line: Annotated[int | None, Field(ge=1)] = None,
         before: Annotated[int, Field(ge=0, le=50)] = 5,
         after: Annotated[int, Field(ge=0, le=50)] = 5,
     ) -> Annotated[CallToolResult, Conversation]:
         """The conversation around a line of an indexed session (expand a search hit).
 
         Args:
-            session_id: the session_id of a search result.
-            line: the line to centre on (line_start of a result).
+            session_id: the session_id of a search result (or its start), or a
+                citation as results print it: transcript:line_start-line_end.
+            line: the line to centre on (line_start of a result). Default: the
+                cited lines, else line 1.
             before: lines before it.
             after: lines after it.
         """
@@ -187,12 +194,13 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
             found = backend.read_conversation(session_id, line, before, after)
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
-        conversation = Conversation.model_validate(found)
-        text = [f"{conversation.transcript} around line {line}:"]
-        for entry in conversation.lines:
-            marker = ">" if entry.line == line else " "
+        c = Conversation.model_validate(found)
+        cited = f"line {c.line}" if c.line == c.line_end else f"lines {c.line}-{c.line_end}"
+        text = [f"{c.transcript} around {cited}:"]
+        for entry in c.lines:
+            marker = ">" if c.line <= entry.line <= c.line_end else " "
             text.append(f"{marker}{entry.line} {entry.kind} {(entry.timestamp or '')[:16]}\n{entry.text}")
-        return _answer("\n".join(text), conversation)
+        return _answer("\n".join(text), c)
 
     @server.tool()
     def store_reflection(content: str, tags: list[str] | None = None) -> Annotated[CallToolResult, Stored]:
@@ -210,12 +218,14 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         return _answer(f"Stored reflection {stored.id} ({stored.transcript}:{stored.line_start}).", stored)
 
     @server.tool()
-    def status() -> dict[str, Any]:
+    def status() -> Annotated[CallToolResult, dict[str, Any]]:
         """What is indexed (per project), the model, and how far behind the indexer is."""
         try:
-            return backend.status()
+            report = backend.status()
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
+        text = status_text(report, max_projects=STATUS_PROJECTS)
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=report)
 
     return server
 
@@ -230,16 +240,18 @@ def _scope(project: str | None, cwd: str | None) -> tuple[tuple[str, ...], str]:
     return (), ""
 
 
-def _results(response: SearchResponse, max_tokens: int, note: str) -> CallToolResult:
-    """Structured results and a readable block, within ``max_tokens``."""
+def _results(response: SearchResponse, max_tokens: int, note: str, ranked: bool = True) -> CallToolResult:
+    """Structured results and a readable block, within ``max_tokens``
+    (``ranked``: by relevance, which is shown; else newest first, no score)."""
     budget = max_tokens * CHARS_PER_TOKEN
     kept: list[SearchResult] = []
     lines = [note] if note else []
     for n, r in enumerate(response.results, start=1):
         when = (r.timestamp or "")[:16].replace("T", " ")
         copies = f" (also in {len(r.duplicates)} other places)" if r.duplicates else ""
+        score = f"[relevance {r.relevance:.2f}] " if ranked else ""
         entry = (
-            f"{n}. [relevance {r.relevance:.2f}] {r.project} · {when} · session {r.session_id} · "
+            f"{n}. {score}{r.project} · {when} · session {r.session_id} · "
             f"{r.transcript}:{r.line_start}-{r.line_end}{copies}\n   {r.snippet}"
         )
         if response.alternatives and r.found_by:

@@ -9,13 +9,14 @@ a client that only asks the daemon stays quick to start.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from selfreflect.errors import ConfigError
+from selfreflect.errors import ConfigError, NoMatch
 from selfreflect.store import SearchFilter
 
 MAX_LIMIT = 200
@@ -218,6 +219,38 @@ class SearchRequest:
             min_score=min_score,
             decay=(get("decay") or "").lower() in _TRUE,
         )
+
+
+def pick(given: str, known: Sequence[str], what: str, prefix: bool = False) -> str:
+    """The one name of ``known`` (most used first) that ``given`` means: itself;
+    else the same in another case (``edit`` is ``Edit``); else, with
+    ``prefix``, the one it is the start of (a short session id).
+
+    Raises:
+        NoMatch: it names none (with the closest names), or several (with them).
+    """
+    if given in known:
+        return given
+    lowered = given.lower()
+    found = [k for k in known if k.lower() == lowered]
+    if not found and prefix:
+        found = sorted(k for k in known if k.lower().startswith(lowered))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise NoMatch(f"{given!r} is the start of {len(found)} {what}s ({shown}): give more of it", found[:5], True)
+    # a typo: compare with as much of each name as was given, when a start is enough
+    heads = {(k[: len(given)] if prefix else k).lower(): k for k in reversed(known)}
+    close = [heads[c] for c in difflib.get_close_matches(lowered, list(heads), n=3, cutoff=0.6)]
+    suggestions = close or ([] if prefix else list(known[:5]))  # the most used tools; random ids help no one
+    if not known:
+        hint = " (none is indexed)"
+    elif close:
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?"
+    else:
+        hint = f"; the most used are {', '.join(repr(k) for k in suggestions)}" if suggestions else ""
+    raise NoMatch(f"no indexed {what} matches {given!r}{hint}", suggestions)
 
 
 def parse_instant(value: str | None) -> datetime | None:

@@ -29,10 +29,12 @@ from selfreflect.query import (  # noqa: F401  (Decay, parse_when: the search AP
     SearchResult,
     parse_instant,
     parse_when,
+    pick,
 )
 from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
 
 MAX_PROJECTS = 10_000
+MAX_NAMES = 100_000  # sessions or tools listed to resolve a filter that matched nothing as given
 
 SNIPPET_CHARS = 240
 # word-pieces embedded per search to place snippets by meaning: a bit over one
@@ -59,7 +61,7 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     started = time.perf_counter()
     phrasings = query.phrasings()
     paths = [str(v) for v, _ in store.facet("project_path", SearchFilter(), MAX_PROJECTS)]
-    query = replace(query, where=resolve_projects(query.where, paths))
+    query = replace(query, where=resolve_names(store, resolve_projects(query.where, paths)))
     hits: list[Hit] = []
     found_by: dict[str, list[int]] = {}
     relevance: dict[str, float] = {}
@@ -175,6 +177,23 @@ def resolve_projects(where: SearchFilter, paths: list[str]) -> SearchFilter:
             raise not_found(given, paths)
         matched += found
     return replace(where, projects=tuple(dict.fromkeys(matched)))
+
+
+def resolve_names(store: Store, where: SearchFilter) -> SearchFilter:
+    """``where`` with its session and tool as indexed: a tool in any case
+    (``edit`` is ``Edit``), a session by the start of its id.
+
+    Raises:
+        NoMatch: one names nothing indexed (with the closest names), or a
+            session start names several sessions (with them).
+    """
+    if where.session_id and not store.count(SearchFilter(session_id=where.session_id)):  # not as given
+        sessions = [str(v) for v, _ in store.facet("session_id", SearchFilter(), MAX_NAMES)]
+        where = replace(where, session_id=pick(where.session_id, sessions, "session", prefix=True))
+    if where.tool and not store.count(SearchFilter(tool=where.tool)):
+        tools = [str(v) for v, _ in store.facet("tools", SearchFilter(), MAX_NAMES)]
+        where = replace(where, tool=pick(where.tool, tools, "tool"))
+    return where
 
 
 def collapse(hits: list[Hit]) -> list[tuple[Hit, list[str]]]:

@@ -201,14 +201,18 @@ class Settings:
             if f.name == "config_file":
                 continue
             if f.name in flags:
-                raw = flags[f.name]
+                raw, given = flags[f.name], f"--{f.name.replace('_', '-')} {flags[f.name]!r}"
             elif ENV.get(f.name) and env.get(ENV[f.name], "") != "":
                 raw = env[ENV[f.name]]
+                given = f"the environment variable {ENV[f.name]}={raw!r}"
             elif f.name in from_file:
-                raw = from_file[f.name]
+                raw, given = from_file[f.name], f"{f.name} = {from_file[f.name]!r} in {path}"
             else:
                 continue
-            values[f.name] = _convert(f.name, raw)
+            try:
+                values[f.name] = _convert(f.name, raw)
+            except ValueError as exc:  # name what the user set, where they set it
+                raise ConfigError(f"{given}: {exc}") from None
         values.setdefault("claude_dir", Path.home() / ".claude")
         values.setdefault("data_dir", _default_data_dir())
         values.setdefault("machine", _machine_name())
@@ -225,48 +229,59 @@ class Settings:
 
 
 def _convert(name: str, raw: Any) -> Any:
+    """The value of setting ``name`` from what was given.
+
+    Raises:
+        ValueError: it cannot be one, saying what it must be.
+    """
+    if name in ("claude_dir", "data_dir"):
+        return Path(os.path.expanduser(str(raw)))
+    if name in (
+        "chunk_size",
+        "max_memory_mb",
+        "port",
+        "segment_points",
+        "qdrant_shards",
+        "qdrant_replicas",
+        "qdrant_write_consistency",
+    ):
+        value = _number(raw, int, "a whole number")
+        if name == "port" and not 0 <= value <= 65535:
+            raise ValueError("must be between 0 and 65535")
+        if name != "port" and value < 1:
+            raise ValueError("must be 1 or more")
+        return value
+    if name == "decay_weight":
+        weight = _number(raw, float, "a number")
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError("must be between 0 and 1")
+        return weight
+    if name in ("include_projects", "exclude_projects"):
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    if name in ("watch_interval", "max_line_mb", "decay_half_life_days"):
+        seconds_or_mb = _number(raw, float, "a number")
+        if seconds_or_mb <= 0:
+            raise ValueError("must be more than 0")
+        return seconds_or_mb
+    if name == "qdrant_quantization":
+        if str(raw).lower() not in ("none", "int8"):
+            raise ValueError("must be none or int8")
+        return str(raw).lower()
+    if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk"):
+        if isinstance(raw, bool):
+            return raw
+        return str(raw).strip().lower() in ("1", "true", "yes", "on")
+    return str(raw)
+
+
+def _number(raw: Any, kind: type[Any], what: str) -> Any:
+    if isinstance(raw, bool):
+        raise ValueError(f"must be {what}")
     try:
-        if name in ("claude_dir", "data_dir"):
-            return Path(os.path.expanduser(str(raw)))
-        if name in (
-            "chunk_size",
-            "max_memory_mb",
-            "port",
-            "segment_points",
-            "qdrant_shards",
-            "qdrant_replicas",
-            "qdrant_write_consistency",
-        ):
-            if isinstance(raw, bool):
-                raise ValueError("must be a whole number")
-            value = int(raw)
-            if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
-                raise ValueError("out of range")
-            return value
-        if name == "decay_weight":
-            weight = float(raw)
-            if not 0.0 <= weight <= 1.0:
-                raise ValueError("must be between 0 and 1")
-            return weight
-        if name in ("include_projects", "exclude_projects"):
-            items = raw if isinstance(raw, list) else str(raw).split(",")
-            return tuple(str(item).strip() for item in items if str(item).strip())
-        if name in ("watch_interval", "max_line_mb", "decay_half_life_days"):
-            seconds_or_mb = float(raw)
-            if seconds_or_mb <= 0:
-                raise ValueError("must be positive")
-            return seconds_or_mb
-        if name == "qdrant_quantization":
-            if str(raw).lower() not in ("none", "int8"):
-                raise ValueError("must be none or int8")
-            return str(raw).lower()
-        if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk"):
-            if isinstance(raw, bool):
-                return raw
-            return str(raw).strip().lower() in ("1", "true", "yes", "on")
-        return str(raw)
-    except ValueError as exc:
-        raise ConfigError(f"setting {name}={raw!r}: {exc}") from exc
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be {what}") from None
 
 
 def _machine_name() -> str:

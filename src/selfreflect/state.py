@@ -64,6 +64,10 @@ class TranscriptPosition:
             read lines whose exchange is not written yet.
         first_cwd: the first ``cwd`` of the transcript: where the session was
             started, so its project (:mod:`selfreflect.projects`).
+        held_back: the file ends in a line without its newline that is not
+            indexed: ``"writing"`` (the file is still being written; the
+            line is read once it ends), ``"torn"`` (the file stopped growing
+            and the line is not a whole record), or ``""``.
     """
 
     offset: int = 0
@@ -79,6 +83,7 @@ class TranscriptPosition:
     context: dict[str, Any] | None = None
     done: bool = False
     first_cwd: str = ""
+    held_back: str = ""
 
 
 class State:
@@ -298,4 +303,6 @@ def _position(blob: str | bytes) -> TranscriptPosition | None:
         return None
     if position.context is not None and not isinstance(position.context, dict):
         return None
+    if not isinstance(position.held_back, str):
+        position.held_back = ""  # a note for the user, not where to resume: no reason to read the file again
     return position

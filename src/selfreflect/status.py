@@ -55,3 +55,40 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
         )
     report["projects"].sort(key=lambda p: p["last_activity"] or "", reverse=True)
     return report
+
+
+def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
+    """The status as ``selfreflect status`` prints it (``max_projects``: the
+    most recently active ones only, and how many more there are)."""
+    lines = [
+        f"data dir:    {report['data_dir']}",
+        f"claude dir:  {report['claude_dir']}",
+        f"model:       {report['model']} ({report['dim']} dimensions)",
+        (
+            f"store:       {report['store_bytes'] / 1e6:.1f} MB, {report['chunks']} chunks"
+            if report["store"] == "embedded"
+            else f"store:       {report['store']}: {report['chunks']} chunks"
+        ),
+        f"transcripts: {report['transcripts']} read, {report['bad_lines']} bad lines, "
+        f"{report['oversized_lines']} oversized lines skipped",
+    ]
+    daemon = report.get("daemon")
+    if daemon:
+        up = int(daemon["uptime_seconds"])
+        lines.append(
+            f"daemon:      pid {daemon['pid']}, port {daemon['port']}, "
+            f"up {up // 3600}h{up % 3600 // 60:02d}m, {daemon['files_pending']} files pending, "
+            f"lag {daemon['lag_seconds']:.1f} s, started by {daemon['started_by']}, {daemon['status']}"
+        )
+        lines += [f"             problem: {problem}" for problem in daemon.get("problems", [])]
+    else:
+        lines.append("daemon:      not running (`selfreflect serve` keeps the index current)")
+    projects = report["projects"]
+    if not projects:
+        return "\n".join([*lines, "", "Nothing indexed yet: run `selfreflect import`."])
+    lines += ["", f"{'project':<32} {'sessions':>8} {'chunks':>8}  last activity"]
+    for p in projects[:max_projects]:
+        lines.append(f"{p['project'][:32]:<32} {p['sessions']:>8} {p['chunks']:>8}  {(p['last_activity'] or '')[:19]}")
+    if max_projects is not None and len(projects) > max_projects:
+        lines.append(f"... and {len(projects) - max_projects} more projects")
+    return "\n".join(lines)

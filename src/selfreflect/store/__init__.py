@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 # payload field -> index kind (keyword, datetime). Only what filters and
 # facets lean on: every index costs memory in the segment being written and
-# pages read when the store opens. Other fields (kind, git_branch, tools,
-# ordinal) still filter, by reading the payload of the candidates an indexed
+# pages read when the store opens. Other fields (kind, git_branch, ordinal)
+# still filter, by reading the payload of the candidates an indexed
 # condition leaves.
 INDEXED_FIELDS = {
     "project": "keyword",
@@ -32,6 +32,8 @@ INDEXED_FIELDS = {
     # without this index that reads the payload of every chunk of the transcript
     "exchange": "keyword",
     "file_suffixes": "keyword",
+    # `search --tool`: a tool that matches nothing is told the tools there are (a facet)
+    "tools": "keyword",
     "timestamp": "datetime",
     # "main" or "sidechain", excluded from every default search: a keyword,
     # because qdrant-edge-py 0.9 turns a bool MatchValue into an integer that
