@@ -49,10 +49,10 @@ class Context:
     @contextmanager
     def store(self, command: str) -> Iterator[tuple[Any, Any]]:
         """The store, held by this process, and the loaded model (``import``)."""
-        from selfreflect.embed import OnnxEmbedder
+        from selfreflect.embed import make_embedder
         from selfreflect.store import open_store
 
-        embedder = OnnxEmbedder()
+        embedder = make_embedder(self.settings)
         store = open_store(self.settings, embedder.name, embedder.dim, command)  # locked: fail before the model
         try:
             embedder.load()

@@ -32,9 +32,19 @@ class TranscriptNotFound(SelfReflectError):
     """No indexed transcript matches what was asked for."""
 
 
-class DiskFull(SelfReflectError):
+class Unavailable(SelfReflectError):
+    """Something indexing needs is out for now (nothing was written): the same
+    work can be done again later, and the daemon pauses and retries it."""
+
+
+class DiskFull(Unavailable):
     """Too little room on the disk to write safely (nothing was written)."""
 
     def __init__(self, message: str, free: int = 0) -> None:
         super().__init__(message)
         self.free = free
+
+
+class EmbedderUnavailable(Unavailable):
+    """The embedding service did not embed: unreachable, too slow, refused the
+    key, over its rate limit, or failed (nothing was written)."""

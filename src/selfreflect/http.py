@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
-from selfreflect.errors import SelfReflectError, TranscriptNotFound
+from selfreflect.errors import SelfReflectError, TranscriptNotFound, Unavailable
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest
 
@@ -61,7 +61,7 @@ MAX_BODY = 256 * 1024  # bytes of request body: a reflection holds 8,000 charact
 
 
 def answer(work: Callable[[], Any]) -> JSONResponse:
-    """Run a backend call; domain errors become 400/404 with ``{"error": ...}``."""
+    """Run a backend call; domain errors become 400/404/503 with ``{"error": ...}``."""
     try:
         return JSONResponse(work())
     except ProjectNotFound as exc:
@@ -69,6 +69,8 @@ def answer(work: Callable[[], Any]) -> JSONResponse:
         return JSONResponse(body, status_code=404)
     except TranscriptNotFound as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
+    except Unavailable as exc:  # the embedding service is out: not the caller's fault
+        return JSONResponse({"error": str(exc)}, status_code=503)
     except (SelfReflectError, ValueError) as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
 
