@@ -97,6 +97,8 @@ def env_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SELFREFLECT_CONFIG", str(tmp_path / "config.toml"))
     for name in ("QDRANT_URL", "CHUNK_SIZE", "MAX_MEMORY_MB", "WATCH_INTERVAL", "SELFREFLECT_MAX_LINE_MB"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("PREFER_LOCAL_EMBEDDINGS", "VOYAGE_KEY", "VOYAGE_API_KEY", "VOYAGE_MODEL", "VOYAGE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def first_session_id(path: Path) -> str:

@@ -231,6 +231,9 @@ def test_service_install_writes_only_when_asked(tmp_path: Path, platform: str) -
     # another daemon holding the store (exit 3) is not a failure to restart in a loop
     assert ("RestartPreventExitStatus=3" if platform == "linux" else "<string>--if-not-running</string>") in unit.text
     assert str(settings.config_file) in unit.text  # the settings the user chose go along
+    voyage = Settings.load({"prefer_local_embeddings": False, "voyage_key": "pa-secret-key"})
+    unit = service_file(voyage, platform=platform, home=tmp_path / "home")
+    assert "PREFER_LOCAL_EMBEDDINGS" in unit.text and "voyage-4-lite" in unit.text and "pa-secret" not in unit.text
 
 
 def test_service_install_command_prints_what_it_wrote(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

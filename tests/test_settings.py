@@ -137,3 +137,22 @@ def test_config_file_that_is_not_toml_is_an_error(tmp_path: Path) -> None:
 def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         Settings.load({}, env={}, config_file=tmp_path / "nope.toml")
+
+
+def test_voyage_settings_and_the_key_never_shown(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("", encoding="utf-8")
+    settings = Settings.load(
+        {}, env={"PREFER_LOCAL_EMBEDDINGS": "false", "VOYAGE_API_KEY": "pa-one"}, config_file=empty
+    )
+    assert (settings.prefer_local_embeddings, settings.voyage_key, settings.voyage_model) == (
+        False,
+        "pa-one",
+        "voyage-4-lite",
+    )
+    both = {"VOYAGE_KEY": "pa-two", "VOYAGE_API_KEY": "pa-one", "VOYAGE_MODEL": "voyage-4", "VOYAGE_BASE_URL": "x"}
+    settings = Settings.load({}, env={**both, "SELFREFLECT_TOKEN": "t0ken"}, config_file=empty)
+    assert (settings.voyage_key, settings.voyage_model, settings.voyage_url) == ("pa-two", "voyage-4", "x")
+    assert "pa-two" not in repr(settings) and "t0ken" not in repr(settings)
+    empty.write_text('voyage_key = "pa-file"\n', encoding="utf-8")
+    assert Settings.load({}, env={}, config_file=empty).voyage_key == "pa-file"

@@ -51,10 +51,10 @@ class Context:
     @contextmanager
     def store(self, command: str) -> Iterator[tuple[Any, Any]]:
         """The store, held by this process, and the loaded model (``import``)."""
-        from selfreflect.embed import OnnxEmbedder
+        from selfreflect.embed import make_embedder
         from selfreflect.store import open_store
 
-        embedder = OnnxEmbedder()
+        embedder = make_embedder(self.settings)
         store = open_store(self.settings, embedder.name, embedder.dim, command)  # locked: fail before the model
         try:
             embedder.load()
@@ -331,7 +331,7 @@ def migrate(ctx: Context, to: str | None, from_: str | None) -> None:
     """
     from dataclasses import replace
 
-    from selfreflect.embed import OnnxEmbedder
+    from selfreflect.embed import make_embedder
     from selfreflect.migrate import checkpoint_file, migrate
     from selfreflect.state import State
     from selfreflect.store import open_store
@@ -341,7 +341,7 @@ def migrate(ctx: Context, to: str | None, from_: str | None) -> None:
         raise SelfReflectError("give exactly one of --to URL and --from URL")
     settings = ctx.settings
     url = str(to or from_)
-    model = OnnxEmbedder()
+    model = make_embedder(settings)  # its name and size only: nothing is embedded
     embedded = open_store(replace(settings, qdrant_url=None), model.name, model.dim, "migrate")
     try:
         server = ServerStore.from_settings(replace(settings, qdrant_url=url), model.name, model.dim).open()

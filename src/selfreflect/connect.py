@@ -174,10 +174,10 @@ def _daemon_starting(settings: Settings) -> bool:
 
 
 def _local_backend(settings: Settings, command: str) -> LocalBackend:
-    from selfreflect.embed import OnnxEmbedder
+    from selfreflect.embed import make_embedder
     from selfreflect.store import open_store
 
-    embedder = OnnxEmbedder()
+    embedder = make_embedder(settings)
 
     @contextmanager
     def briefly() -> Iterator[Any]:

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from selfreflect import __version__
-from selfreflect.embed import OnnxEmbedder
+from selfreflect.embed import make_embedder
 from selfreflect.errors import SelfReflectError, StoreLocked
 from selfreflect.importer import Importer
 from selfreflect.memory import limit_malloc_arenas
@@ -122,7 +122,7 @@ class Daemon:
         self.settings = settings
         self.started_by = started_by
         self.started = time.time()
-        self.embedder = OnnxEmbedder()
+        self.embedder = make_embedder(settings)
         self.store: Store | None = None
         self.streamer: Streamer | None = None
         self.info: DaemonInfo | None = None
@@ -288,10 +288,15 @@ class Daemon:
             (
                 "faults_total",
                 "counter",
-                "Worker failures, failed reads, writes paused for a full disk.",
+                "Worker failures, failed reads, writes paused (a full disk, an embedding service that failed).",
                 self._faults(),
             ),
-            ("store_faults_total", "counter", "Writes paused for a full disk.", stats.store_faults),
+            (
+                "store_faults_total",
+                "counter",
+                "Writes paused: a full disk, an embedding service that failed.",
+                stats.store_faults,
+            ),
             ("queue_depth", "gauge", "Transcripts with lines not yet indexed.", stats.files_pending),
             ("lag_seconds", "gauge", "Age of the oldest change not yet indexed.", stats.lag_seconds),
             ("rss_bytes", "gauge", "Resident memory of the daemon.", self.streamer.rss()),

@@ -1,4 +1,5 @@
-"""Embed: text to dense vectors with the bundled all-MiniLM-L6-v2 (int8 ONNX).
+"""Embed: text to dense vectors with the bundled all-MiniLM-L6-v2 (int8 ONNX),
+or with Voyage AI's API when the settings choose it (:func:`make_embedder`).
 
 The model ships inside the package (``models/``), so nothing is downloaded at
 run time. Loading the model is an explicit step (:meth:`OnnxEmbedder.load`),
@@ -7,6 +8,7 @@ so constructing one is cheap and ``--help``/``status`` stay instant.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,9 +18,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from selfreflect.errors import ConfigError, EmbedderUnavailable
 from selfreflect.parse import clean_text
+from selfreflect.settings import Settings
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2-int8"
+
+# Word-pieces per model call (padding included). Measured here on 2 cores
+# (arena on, memory pattern off): one 256-word-piece text a call ran 11.5-11.8k
+# word-pieces/s at 117 MB peak RSS, two a call 11.1-11.3k at 135 MB, and
+# 16 x 256 (before) 4.9k at 440 MB: big calls cost memory and buy no speed.
+EMBED_TOKENS = 256
 
 
 class Embedder(Protocol):
@@ -26,7 +36,8 @@ class Embedder(Protocol):
 
     name: str
     dim: int
-    max_tokens: int
+    max_tokens: int  # word-pieces of the bundled tokenizer a chunk may hold, [CLS] and [SEP] included
+    batch_tokens: int  # padded word-pieces per call of embed_batched
 
     def load(self) -> None: ...
 
@@ -34,12 +45,52 @@ class Embedder(Protocol):
 
     def token_spans(self, text: str) -> list[tuple[int, int]]: ...
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of texts to be found: chunks, reflections, snippet windows."""
+        ...
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of search queries (some models embed a query unlike a document)."""
+        ...
 
 
 def bundled_model_dir() -> Path:
     """The folder of the model shipped inside the package."""
     return Path(str(resources.files("selfreflect") / "models" / BUNDLED_MODEL))
+
+
+def bundled_tokenizer(model_dir: Path) -> Any:
+    """The bundled model's word-piece tokenizer, neither padding nor truncating."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    # tokenizer.json as shipped pads and truncates to 128: set both ourselves.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings choose (not loaded): the bundled model, or
+    Voyage AI with ``PREFER_LOCAL_EMBEDDINGS=false``.
+
+    Raises:
+        ConfigError: Voyage AI is chosen without a key, or without the
+            ``voyageai`` package.
+    """
+    if settings.prefer_local_embeddings:
+        return OnnxEmbedder()
+    if not settings.voyage_key:
+        raise ConfigError(
+            "PREFER_LOCAL_EMBEDDINGS=false embeds with Voyage AI: set VOYAGE_KEY to a Voyage AI API key, "
+            "or PREFER_LOCAL_EMBEDDINGS=true for the bundled model"
+        )
+    if importlib.util.find_spec("voyageai") is None:
+        raise ConfigError(
+            "PREFER_LOCAL_EMBEDDINGS=false embeds with Voyage AI, which needs its client: "
+            "pip install 'selfreflect[voyage]' (or pip install voyageai)"
+        )
+    return VoyageEmbedder(settings.voyage_key, settings.voyage_model, settings.voyage_url)
 
 
 @dataclass
@@ -57,6 +108,7 @@ class OnnxEmbedder:
     model_dir: Path = field(default_factory=bundled_model_dir)
     max_tokens: int = 256
     threads: int = 0
+    batch_tokens: int = EMBED_TOKENS
     name: str = "sentence-transformers/all-MiniLM-L6-v2 (int8 onnx)"
     dim: int = 384
     _session: Any = field(default=None, repr=False)
@@ -67,12 +119,8 @@ class OnnxEmbedder:
         if self._session is not None:
             return
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        # tokenizer.json as shipped pads and truncates to 128: set both ourselves.
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
+        tokenizer = bundled_tokenizer(self.model_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads or min(4, os.cpu_count() or 1)
         options.inter_op_num_threads = 1
@@ -134,23 +182,27 @@ class OnnxEmbedder:
         )
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return unit_rows(pooled)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """The same as :meth:`embed`: this model embeds a query like any text."""
+        return self.embed(texts)
 
 
-# Word-pieces per model call (padding included). Measured here on 2 cores
-# (arena on, memory pattern off): one 256-word-piece text a call ran 11.5-11.8k
-# word-pieces/s at 117 MB peak RSS, two a call 11.1-11.3k at 135 MB, and
-# 16 x 256 (before) 4.9k at 440 MB: big calls cost memory and buy no speed.
-EMBED_TOKENS = 256
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (float32)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
-def embed_batched(embedder: Embedder, texts: Sequence[str], budget: int = EMBED_TOKENS) -> np.ndarray:
-    """Embed many texts in calls of at most ``budget`` padded word-pieces,
-    texts of similar length together; rows come back in the order given."""
+def embed_batched(embedder: Embedder, texts: Sequence[str], budget: int | None = None) -> np.ndarray:
+    """Embed many texts in calls of at most ``budget`` padded word-pieces
+    (default: the embedder's ``batch_tokens``), texts of similar length
+    together; rows come back in the order given."""
     out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     if not texts:
         return out
+    budget = budget or embedder.batch_tokens
     lengths = [min(n + 2, embedder.max_tokens) for n in embedder.count_tokens(texts)]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     group: list[int] = []
@@ -161,3 +213,135 @@ def embed_batched(embedder: Embedder, texts: Sequence[str], budget: int = EMBED_
         if index is not None:
             group.append(index)
     return out
+
+
+# Voyage AI's text models: their dimensions where it is not 1024, the default
+# of every current one (https://docs.voyageai.com/docs/embeddings).
+VOYAGE_DIMS = {"voyage-3-lite": 512, "voyage-code-2": 1536, "voyage-large-2": 1536}
+# Texts and bundled word-pieces per request. Voyage AI takes up to 1,000 texts
+# a request, and 120k tokens (voyage-4-large, voyage-3-large, voyage-code-3),
+# 320k (voyage-4, voyage-3.5) or 1M (the lite models)
+# (https://docs.voyageai.com/reference/embeddings-api); its tokenizer is not
+# ours, so stay far under both.
+VOYAGE_TEXTS = 128
+VOYAGE_TOKENS = 60_000
+
+
+@dataclass
+class VoyageEmbedder:
+    """Embeddings from Voyage AI's API, through its official client
+    (``voyageai``; ``pip install 'selfreflect[voyage]'``).
+
+    Chunks are cut as for the bundled model, with its tokenizer, so a store
+    holds the same chunks whichever model embedded them. The text leaves the
+    machine (after redaction): see the README.
+
+    Args:
+        key: the API key (sent as ``Authorization: Bearer``; never logged).
+        model: a Voyage AI text embedding model.
+        base_url: another endpoint speaking the same API (default: the client's).
+        timeout: seconds a request may take.
+        attempts: requests the client makes in all when it meets a rate limit,
+            a 502-504 or a timeout, waiting about 1 s, 2 s, 4 s, ... between them.
+    """
+
+    key: str = field(repr=False)
+    model: str = "voyage-4-lite"
+    base_url: str | None = None
+    timeout: float = 30.0
+    attempts: int = 3
+    max_tokens: int = 256
+    batch_tokens: int = VOYAGE_TEXTS * 256  # a whole batch of chunks in one request
+    model_dir: Path = field(default_factory=bundled_model_dir)  # its tokenizer sizes the chunks
+    name: str = field(init=False)
+    dim: int = field(init=False)
+    _client: Any = field(default=None, repr=False)
+    _tokenizer: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"voyageai/{self.model}"  # recorded with the store: another model needs a reindex
+        self.dim = VOYAGE_DIMS.get(self.model, 1024)
+
+    def load(self) -> None:
+        if self._client is not None:
+            return
+        try:
+            import voyageai
+        except ImportError as exc:
+            raise ConfigError(f"Voyage AI needs its client: pip install 'selfreflect[voyage]' ({exc})") from exc
+        self._tokenizer = bundled_tokenizer(self.model_dir)
+        self._client = voyageai.Client(
+            api_key=self.key, max_retries=self.attempts, timeout=self.timeout, base_url=self.base_url
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word-pieces of each text for the bundled tokenizer, without [CLS] and [SEP]."""
+        self.load()
+        encodings = self._tokenizer.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each word-piece of ``text`` (bundled tokenizer), in order."""
+        self.load()
+        return list(self._tokenizer.encode(clean_text(text), add_special_tokens=False).offsets)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, "document")
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, "query")
+
+    def _embed(self, texts: Sequence[str], input_type: str) -> np.ndarray:
+        """Unit vectors, one row per text, in requests within Voyage AI's limits.
+
+        Raises:
+            EmbedderUnavailable: a request failed (what happened and what to do).
+        """
+        self.load()
+        cleaned = [clean_text(t) or " " for t in texts]  # the API takes no empty text
+        rows: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)]
+        start, tokens = 0, 0
+        for end, n in enumerate([*self.count_tokens(cleaned), 0]):
+            last = end == len(cleaned)
+            if end > start and (last or end - start >= VOYAGE_TEXTS or tokens + n > VOYAGE_TOKENS):
+                rows.append(self._request(cleaned[start:end], input_type))
+                start, tokens = end, 0
+            tokens += n
+        return unit_rows(np.concatenate(rows))
+
+    def _request(self, texts: list[str], input_type: str) -> np.ndarray:
+        from voyageai import error
+
+        try:
+            answer = self._client.embed(texts, model=self.model, input_type=input_type, truncation=True)
+        except error.VoyageError as exc:
+            raise EmbedderUnavailable(self._explain(exc)) from exc
+        vectors = np.asarray(answer.embeddings, dtype=np.float32)
+        if vectors.shape != (len(texts), self.dim):
+            raise EmbedderUnavailable(
+                f"embedding failed: Voyage AI answered vectors of shape {vectors.shape} for {len(texts)} texts, "
+                f"not the {self.dim} dimensions selfreflect expects of {self.model!r}: set VOYAGE_MODEL to one of "
+                "Voyage AI's current text models (voyage-4-lite, voyage-4, voyage-4-large, voyage-code-3)"
+            )
+        return vectors
+
+    def _explain(self, exc: Exception) -> str:
+        """What went wrong, for a person (the key itself never appears)."""
+        from voyageai import error
+
+        status = getattr(exc, "http_status", None)
+        said = getattr(exc, "user_message", None) or str(exc)
+        where = f"Voyage AI at {self.base_url}" if self.base_url else "Voyage AI"
+        if isinstance(exc, error.AuthenticationError):
+            why = f"{where} refused the API key ({status}: {said}): check VOYAGE_KEY"
+        elif isinstance(exc, error.RateLimitError):
+            why = f"{where} is over its rate limit ({status}: {said})"
+        elif isinstance(exc, error.Timeout):
+            why = f"{where} did not answer within {self.timeout:g} s"
+        elif isinstance(exc, error.APIConnectionError):
+            why = f"cannot reach {where} ({said})"
+        elif isinstance(exc, (error.InvalidRequestError, error.MalformedRequestError)):
+            why = f"{where} refused the request ({status}: {said}): check VOYAGE_MODEL={self.model!r}"
+        else:
+            why = f"{where} failed ({status or type(exc).__name__}: {said})"
+        return f"embedding failed: {why}"

@@ -44,12 +44,12 @@ class TranscriptNotFound(SelfReflectError):
     it is not a Claude Code transcript."""
 
 
-class WritePaused(SelfReflectError):
-    """The store cannot take writes for now (nothing was written): wait and
-    retry; read positions have not moved."""
+class Unavailable(SelfReflectError):
+    """Something indexing needs is out for now (nothing was written): the same
+    work can be done again later, and the daemon pauses and retries it."""
 
 
-class DiskFull(WritePaused):
+class DiskFull(Unavailable):
     """Too little room on the disk to write safely (nothing was written)."""
 
     def __init__(self, message: str, free: int = 0) -> None:
@@ -57,5 +57,10 @@ class DiskFull(WritePaused):
         self.free = free
 
 
-class StoreUnavailable(WritePaused):
+class EmbedderUnavailable(Unavailable):
+    """The embedding service did not embed: unreachable, too slow, refused the
+    key, over its rate limit, or failed (nothing was written)."""
+
+
+class StoreUnavailable(Unavailable):
     """The Qdrant server cannot be reached (or answers that it is not ready)."""

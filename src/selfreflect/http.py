@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from selfreflect.backend import LocalBackend, held
 from selfreflect.daemon import Daemon
-from selfreflect.errors import NoMatch, SelfReflectError, StoreUnavailable, TranscriptNotFound
+from selfreflect.errors import NoMatch, SelfReflectError, TranscriptNotFound, Unavailable
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest
 
@@ -61,8 +61,9 @@ MAX_BODY = 256 * 1024  # bytes of request body: a reflection holds 8,000 charact
 
 
 def answer(work: Callable[[], Any]) -> JSONResponse:
-    """Run a backend call; domain errors become 400/404 (503: the Qdrant
-    server cannot be reached) with ``{"error": ...}``."""
+    """Run a backend call; domain errors become 400/404 with ``{"error": ...}``,
+    503 when something the call needs is out for now (the Qdrant server, the
+    embedding service)."""
     try:
         return JSONResponse(work())
     except ProjectNotFound as exc:
@@ -72,7 +73,7 @@ def answer(work: Callable[[], Any]) -> JSONResponse:
         return JSONResponse({"error": str(exc), "suggestions": exc.suggestions}, status_code=400)
     except TranscriptNotFound as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
-    except StoreUnavailable as exc:
+    except Unavailable as exc:  # the embedding service is out: not the caller's fault
         return JSONResponse({"error": str(exc)}, status_code=503)
     except (SelfReflectError, ValueError) as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)

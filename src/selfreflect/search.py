@@ -68,7 +68,7 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     vectors = np.zeros((0, embedder.dim), dtype=np.float32)
     plan = plan or FusionPlan()
     if phrasings and query.limit > 0:
-        vectors = embedder.embed(phrasings)  # one call for all: cheaper than one each
+        vectors = embedder.embed_queries(phrasings)  # one call for all: cheaper than one each
         # deeper than asked: copies of one exchange collapse into one result; with decay, an
         # older top hit may fall below a newer one
         fetch = max(query.limit * 3, 30) if query.decay else max(query.limit * 2, 20)

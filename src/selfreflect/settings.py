@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ ENV = {
     "max_memory_mb": "MAX_MEMORY_MB",
     "watch_interval": "WATCH_INTERVAL",
     "prefer_local_embeddings": "PREFER_LOCAL_EMBEDDINGS",
+    "voyage_key": "VOYAGE_KEY",
+    "voyage_model": "VOYAGE_MODEL",
+    "voyage_url": "VOYAGE_BASE_URL",
     "qdrant_url": "QDRANT_URL",
     "qdrant_api_key": "QDRANT_API_KEY",
     "qdrant_collection": "QDRANT_COLLECTION",
@@ -48,6 +51,8 @@ ENV = {
     "exclude_projects": "SELFREFLECT_EXCLUDE_PROJECTS",
     "group_repositories": "SELFREFLECT_GROUP_REPOSITORIES",
 }
+# other names a setting is read from when its own is unset: the official Voyage client's
+ENV_ALSO = {"voyage_key": ("VOYAGE_API_KEY",)}
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -67,7 +72,12 @@ class Settings:
             redone after a crash.
         max_memory_mb: the daemon's memory cap (MAX_MEMORY_MB).
         watch_interval: seconds between full rescans in the daemon (WATCH_INTERVAL).
-        prefer_local_embeddings: use the bundled model (PREFER_LOCAL_EMBEDDINGS).
+        prefer_local_embeddings: use the bundled model (PREFER_LOCAL_EMBEDDINGS);
+            ``False`` embeds with Voyage AI, which needs ``voyage_key``.
+        voyage_key: the Voyage AI API key (VOYAGE_KEY, or VOYAGE_API_KEY).
+        voyage_model: the Voyage AI model (VOYAGE_MODEL).
+        voyage_url: another endpoint speaking Voyage AI's API, such as a proxy
+            (VOYAGE_BASE_URL; default: the official client's).
         qdrant_url: a Qdrant server instead of the embedded store (QDRANT_URL;
             ``https://`` for TLS).
         qdrant_api_key: the server's API key (QDRANT_API_KEY).
@@ -108,6 +118,9 @@ class Settings:
     max_memory_mb: int = 200
     watch_interval: float = 60.0
     prefer_local_embeddings: bool = True
+    voyage_key: str | None = field(default=None, repr=False)  # a secret: never in a log line
+    voyage_model: str = "voyage-4-lite"
+    voyage_url: str | None = None
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_collection: str = "selfreflect"
@@ -124,7 +137,7 @@ class Settings:
     segment_points: int = 1024
     config_file: Path | None = None
     host: str = "127.0.0.1"
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     include_projects: tuple[str, ...] = ()
     exclude_projects: tuple[str, ...] = ()
     group_repositories: bool = True
@@ -202,9 +215,8 @@ class Settings:
                 continue
             if f.name in flags:
                 raw, given = flags[f.name], f"--{f.name.replace('_', '-')} {flags[f.name]!r}"
-            elif ENV.get(f.name) and env.get(ENV[f.name], "") != "":
-                raw = env[ENV[f.name]]
-                given = f"the environment variable {ENV[f.name]}={raw!r}"
+            elif (named := _from_env(f.name, env)) is not None:
+                raw, given = named, f"the environment variable {ENV[f.name]}={named!r}"
             elif f.name in from_file:
                 raw, given = from_file[f.name], f"{f.name} = {from_file[f.name]!r} in {path}"
             else:
@@ -288,6 +300,14 @@ def _machine_name() -> str:
     import socket
 
     return socket.gethostname() or "localhost"
+
+
+def _from_env(name: str, env: Mapping[str, str]) -> str | None:
+    """The setting's value in the environment: its variable, else an alias (``ENV_ALSO``)."""
+    for variable in (ENV.get(name), *ENV_ALSO.get(name, ())):
+        if variable and env.get(variable, "") != "":
+            return env[variable]
+    return None
 
 
 def _path(value: str | None) -> Path | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfreflect.embed import OnnxEmbedder
+from selfreflect.embed import make_embedder
 from selfreflect.projects import display_names
 from selfreflect.settings import Settings
 from selfreflect.state import State
@@ -18,8 +18,11 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
     """The status as JSON-ready data (``store`` is ``None`` before the first import)."""
     state = State.load(settings.state_file)
     positions = state.positions.values()
-    model = store.model if store else OnnxEmbedder.name
-    dim = store.dim if store else OnnxEmbedder.dim
+    if store is None:  # what the first import will use
+        chosen = make_embedder(settings)
+        model, dim = chosen.name, chosen.dim
+    else:
+        model, dim = store.model, store.dim
     report: dict[str, Any] = {
         "data_dir": str(settings.data_dir),
         "claude_dir": str(settings.claude_dir),

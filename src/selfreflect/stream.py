@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from selfreflect.discover import describe, discover
-from selfreflect.errors import ClaudeDirMissing, WritePaused
+from selfreflect.errors import ClaudeDirMissing, Unavailable
 from selfreflect.importer import Importer, ImportSummary, is_current
 from selfreflect.memory import malloc_trim, release_code_pages
 
@@ -31,7 +31,7 @@ BATCHES_PER_TURN = 2  # batches one file gets before the scheduler looks again
 BACKFILL_CHUNKS = 8  # chunks per batch of a file nobody is writing: a live one waits less
 TIERS = ("event", "active", "backlog")  # file events, written in the last 5 min, the rest
 GUARD_PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
-MAX_FAULT_PAUSE = 30.0  # the longest wait before writing again after a full disk
+MAX_FAULT_PAUSE = 30.0  # the longest wait before writing again after a full disk or a failed embedding
 
 
 @dataclass
@@ -48,7 +48,7 @@ class StreamStats:
     failing_reads: int = 0  # files that failed in a row (0 after a read that worked)
     last_failure: str = ""
     skipped_entries: int = 0  # entries the last rescan skipped (FIFOs, loops, unreadable folders, ...)
-    store_fault: str = ""  # why writing is paused (a full disk), while it is
+    store_fault: str = ""  # why writing is paused (a full disk, a failing embedding service), while it is
     store_faults: int = 0
 
 
@@ -163,7 +163,8 @@ class Streamer:
                     more = self._read(path, tier)
                 self.stats.failing_reads = 0
                 self.stats.store_fault, fault_pause = "", 1.0
-            except WritePaused as exc:  # a full disk, an unreachable server: nothing written or lost; wait, go on
+            except Unavailable as exc:  # a full disk, an embedding service out: the position did not move, so
+                # nothing is lost (a chunk written before the fault is written again under its id); wait, retry
                 with self._lock:
                     self.stats.store_fault = f"writing paused: {exc}"
                     self.stats.store_faults += 1
