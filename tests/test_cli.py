@@ -381,3 +381,16 @@ def test_a_bad_setting_is_named_as_the_user_set_it(monkeypatch: pytest.MonkeyPat
     config.write_text("chunk_size = 0\n")
     code, out, err = run("status")
     assert code == 1 and f"error: chunk_size = 0 in {config}: must be 1 or more" in err
+
+
+def test_the_client_path_loads_no_model_and_no_store() -> None:
+    """Asking the daemon (search, status, show) must start quickly: the CLI
+    and the connection to the daemon import neither numpy, the model's
+    runtime nor the store's engine; only a local fallback does."""
+    heavy = ("numpy", "onnxruntime", "tokenizers", "qdrant_edge", "qdrant_client", "mcp", "starlette")
+    code = (
+        "import sys; import selfreflect.cli, selfreflect.connect, selfreflect.client, selfreflect.running; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol
 
-from selfreflect.client import get_json, post_json
+from selfreflect.client import DaemonBackend  # noqa: F401  (its home before)
 from selfreflect.conversation import find_transcript, read_conversation
 from selfreflect.embed import Embedder
 from selfreflect.errors import ConfigError
@@ -140,39 +140,6 @@ class LocalBackend:
             state.bury(kind, str(stored))
             removed = store.delete(where)
         return {"kind": kind, "value": stored, "removed": removed}
-
-
-class DaemonBackend:
-    """The core, answered by the running daemon at ``url`` (with ``token``, if it wants one)."""
-
-    def __init__(self, url: str, token: str | None = None) -> None:
-        self.url = url
-        self.token = token
-
-    def search(self, request: SearchRequest) -> SearchResponse:
-        return SearchResponse.from_json(self._get("/api/search", request.params()))
-
-    def by_file(self, path: str, limit: int, alternatives: tuple[str, ...] = ()) -> SearchResponse:
-        params = [("path", p) for p in (path, *alternatives)] + [("limit", str(limit))]
-        return SearchResponse.from_json(self._get("/api/by-file", params))
-
-    def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]:
-        body = {"content": content, "tags": tags, "cwd": cwd}
-        return dict(post_json(self.url, "/api/reflections", body, token=self.token))
-
-    def read_conversation(self, target: str, line: int | None, before: int, after: int) -> dict[str, Any]:
-        params = [("session_id", target), ("before", str(before)), ("after", str(after))]
-        params += [("line", str(line))] if line is not None else []
-        return dict(self._get("/api/conversation", params))
-
-    def status(self) -> dict[str, Any]:
-        return dict(self._get("/api/status"))
-
-    def forget(self, kind: str, value: str) -> dict[str, Any]:
-        return dict(post_json(self.url, "/api/forget", {"kind": kind, "value": value}, token=self.token))
-
-    def _get(self, path: str, params: list[tuple[str, str]] | None = None) -> Any:
-        return get_json(self.url, path, params, token=self.token)
 
 
 @contextmanager

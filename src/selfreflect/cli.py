@@ -42,7 +42,7 @@ class Context:
 
     def indexed(self) -> bool:
         """Anything to ask about: a store on disk, or a daemon serving one."""
-        from selfreflect.daemon import running_daemon
+        from selfreflect.running import running_daemon
 
         if self.settings.qdrant_url:  # a server holds it: ask it
             return True

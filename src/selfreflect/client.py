@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 from selfreflect.errors import SelfReflectError, TranscriptNotFound
+from selfreflect.query import SearchRequest, SearchResponse
 
 
 class DaemonUnavailable(SelfReflectError):
@@ -68,3 +69,36 @@ def _fetch(request: urllib.request.Request, base_url: str, timeout: float, accep
         raise (TranscriptNotFound if exc.code == 404 else SelfReflectError)(message) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise DaemonUnavailable(f"no answer from {base_url}: {exc}") from exc
+
+
+class DaemonBackend:
+    """The core, answered by the running daemon at ``url`` (with ``token``, if it wants one)."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.url = url
+        self.token = token
+
+    def search(self, request: SearchRequest) -> SearchResponse:
+        return SearchResponse.from_json(self._get("/api/search", request.params()))
+
+    def by_file(self, path: str, limit: int, alternatives: tuple[str, ...] = ()) -> SearchResponse:
+        params = [("path", p) for p in (path, *alternatives)] + [("limit", str(limit))]
+        return SearchResponse.from_json(self._get("/api/by-file", params))
+
+    def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]:
+        body = {"content": content, "tags": tags, "cwd": cwd}
+        return dict(post_json(self.url, "/api/reflections", body, token=self.token))
+
+    def read_conversation(self, target: str, line: int | None, before: int, after: int) -> dict[str, Any]:
+        params = [("session_id", target), ("before", str(before)), ("after", str(after))]
+        params += [("line", str(line))] if line is not None else []
+        return dict(self._get("/api/conversation", params))
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._get("/api/status"))
+
+    def forget(self, kind: str, value: str) -> dict[str, Any]:
+        return dict(post_json(self.url, "/api/forget", {"kind": kind, "value": value}, token=self.token))
+
+    def _get(self, path: str, params: list[tuple[str, str]] | None = None) -> Any:
+        return get_json(self.url, path, params, token=self.token)

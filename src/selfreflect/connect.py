@@ -30,16 +30,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from selfreflect.backend import Backend, DaemonBackend, LocalBackend
-from selfreflect.client import DaemonUnavailable
-from selfreflect.daemon import DaemonInfo, running_daemon
+from selfreflect.client import DaemonBackend, DaemonUnavailable
 from selfreflect.errors import StoreLocked
 from selfreflect.lock import read_owner
 from selfreflect.query import SearchRequest, SearchResponse
+from selfreflect.running import DaemonInfo, running_daemon
 from selfreflect.settings import Settings
 from selfreflect.system import detached, is_same_process
+
+if TYPE_CHECKING:  # the local backend loads the model and the store: only when there is no daemon
+    from selfreflect.backend import Backend, LocalBackend
 
 log = logging.getLogger("selfreflect")
 
@@ -174,6 +176,7 @@ def _daemon_starting(settings: Settings) -> bool:
 
 
 def _local_backend(settings: Settings, command: str) -> LocalBackend:
+    from selfreflect.backend import LocalBackend
     from selfreflect.embed import make_embedder
     from selfreflect.store import open_store
 

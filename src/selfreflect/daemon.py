@@ -33,15 +33,14 @@ from selfreflect.embed import make_embedder
 from selfreflect.errors import SelfReflectError, StoreLocked
 from selfreflect.importer import Importer
 from selfreflect.memory import limit_malloc_arenas
+from selfreflect.running import INFO_FILE, DaemonInfo, running_daemon  # noqa: F401  (their home before)
 from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import Store, open_store
 from selfreflect.stream import Streamer
-from selfreflect.system import is_same_process, process_started
+from selfreflect.system import process_started
 
 log = logging.getLogger("selfreflect")
-
-INFO_FILE = "daemon.json"
 
 
 class DaemonRunning(StoreLocked):
@@ -54,49 +53,6 @@ class PortInUse(SelfReflectError):
 
 FAILING_READS = 3  # files failing in a row before /healthz says indexing is failing
 MAX_RESTART_PAUSE = 60.0
-
-
-@dataclass(frozen=True)
-class DaemonInfo:
-    """Who serves the data dir (``<data dir>/daemon.json``, written at startup).
-
-    Attributes:
-        pid, port: the process and its HTTP port on 127.0.0.1.
-        started: when the daemon started (seconds since the epoch).
-        version: selfreflect's version.
-        instance: this run's id (``/healthz`` answers it too).
-        process_started: the process's start time, as the system reports it:
-            with ``pid`` it tells this daemon from a later process that got
-            the same pid.
-        started_by: who started it (``serve``, ``service``, ``mcp (pid N)``).
-        host: the address it listens on.
-    """
-
-    pid: int
-    port: int
-    started: float
-    version: str
-    instance: str = ""
-    process_started: float | None = None
-    started_by: str = "serve"
-    host: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "localhost") else self.host
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
-
-
-def running_daemon(data_dir: Path) -> DaemonInfo | None:
-    """The daemon serving ``data_dir``, if it is alive and is the process
-    that wrote ``daemon.json`` (not this process, not a pid reused since)."""
-    try:
-        info = DaemonInfo(**orjson.loads((data_dir / INFO_FILE).read_bytes()))
-    except (OSError, orjson.JSONDecodeError, TypeError):
-        return None
-    if info.pid == os.getpid() or not is_same_process(info.pid, info.process_started):
-        return None
-    return info
 
 
 @dataclass

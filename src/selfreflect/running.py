@@ -1,0 +1,58 @@
+"""Who serves a data dir: ``<data dir>/daemon.json``, read without loading
+the daemon's machinery (a client that only asks the daemon stays quick to
+start)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from selfreflect.system import is_same_process
+
+INFO_FILE = "daemon.json"
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    """Who serves the data dir (``<data dir>/daemon.json``, written at startup).
+
+    Attributes:
+        pid, port: the process and its HTTP port on 127.0.0.1.
+        started: when the daemon started (seconds since the epoch).
+        version: selfreflect's version.
+        instance: this run's id (``/healthz`` answers it too).
+        process_started: the process's start time, as the system reports it:
+            with ``pid`` it tells this daemon from a later process that got
+            the same pid.
+        started_by: who started it (``serve``, ``service``, ``mcp (pid N)``).
+        host: the address it listens on.
+    """
+
+    pid: int
+    port: int
+    started: float
+    version: str
+    instance: str = ""
+    process_started: float | None = None
+    started_by: str = "serve"
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "localhost") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+
+def running_daemon(data_dir: Path) -> DaemonInfo | None:
+    """The daemon serving ``data_dir``, if it is alive and is the process
+    that wrote ``daemon.json`` (not this process, not a pid reused since)."""
+    try:
+        info = DaemonInfo(**orjson.loads((data_dir / INFO_FILE).read_bytes()))
+    except (OSError, orjson.JSONDecodeError, TypeError):
+        return None
+    if info.pid == os.getpid() or not is_same_process(info.pid, info.process_started):
+        return None
+    return info
