@@ -1,0 +1,372 @@
+"""Scale: the daemon on stores of 100k to 1M chunks: search latency, memory,
+start-up, disk, concurrent load.
+
+    python bench/scale.py --sizes 100000 250000 [1000000] [--clients 20] [--seconds 15]
+
+**The fill is a stand-in, clearly labelled.** Embedding 250k chunks with the
+bundled model takes hours (about 30 chunks a second on 2 cores), and the
+engine's cost does not depend on what the vectors mean. So the store is
+filled with real chunk texts and payloads (the real pipeline run over the
+real transcripts; each text joined with the head of another, so texts stay
+distinct), copied into N points under new
+ids, sessions, projects and timestamps, with unit vectors from a seeded
+random generator in place of the model's. Everything after the fill is real:
+the daemon (`selfreflect serve`), the bundled model embedding every query,
+HTTP and MCP clients. Baselines in the same run: a bare Python start, the
+same measures at each size.
+
+Per size it reports: the fill; the daemon's start-up until it answers;
+`/api/search` latency (wall, sequential, the labeled queries) and its split
+(query embedding, engine, the rest) measured in-process on the same store;
+`selfreflect search` and `status` through the daemon against a bare Python
+start; 20 clients at once on `/api/search` and on `/mcp`; the same load while
+the daemon backfills the real transcripts (embedding them for real); resident memory (now and peak); bytes
+on disk per chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.remove(str(Path(__file__).resolve().parent))  # bench/secrets.py would hide the standard library's
+sys.path.append(str(Path(__file__).resolve().parent))
+
+from selfreflect.embed import OnnxEmbedder  # noqa: E402
+from selfreflect.importer import Importer  # noqa: E402
+from selfreflect.lexical import lexical_text  # noqa: E402
+from selfreflect.search import SearchQuery, search  # noqa: E402
+from selfreflect.settings import Settings  # noqa: E402
+from selfreflect.state import State  # noqa: E402
+from selfreflect.store import FusionPlan, Record, SearchFilter  # noqa: E402
+from selfreflect.store.edge import EdgeStore  # noqa: E402
+
+from corpus import QUERY_SETS, corpus_files, default_shared  # noqa: E402
+
+PROJECTS = 40
+BATCH = 1024
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else 0.0
+
+
+def status(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) // 1024
+    return out
+
+
+def pool(root: Path, embedder: OnnxEmbedder) -> list[dict[str, Any]]:
+    """Real chunk payloads: the pipeline over the real transcripts (texts as
+    the importer makes them)."""
+    claude = root / "pool" / "claude"
+    copy_corpus(claude / "projects" / "-pool")
+    (root / "pool" / "config.toml").write_text("")
+    settings = Settings.load(
+        {"claude_dir": claude, "data_dir": root / "pool" / "data"}, env={}, config_file=root / "pool" / "config.toml"
+    )
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        Importer(settings, store, _Standin(embedder), State.load(settings.state_file)).run()
+        return store.scroll(SearchFilter(), 10_000_000)
+
+
+class _Standin:
+    """The bundled model's tokenizer (so chunks are cut as for real), and
+    seeded random unit vectors in place of its embeddings."""
+
+    def __init__(self, model: OnnxEmbedder) -> None:
+        self.model, self.name, self.dim, self.max_tokens = model, model.name, model.dim, model.max_tokens
+        self.batch_tokens = getattr(model, "batch_tokens", 256)
+        self.rng = np.random.default_rng(0)
+
+    def load(self) -> None:
+        self.model.load()
+
+    def count_tokens(self, texts: Any) -> list[int]:
+        return self.model.count_tokens(texts)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return self.model.token_spans(text)
+
+    def embed(self, texts: Any) -> np.ndarray:
+        return unit(self.rng, len(texts), self.dim)
+
+    def embed_queries(self, texts: Any) -> np.ndarray:
+        return self.embed(texts)
+
+
+def copy_corpus(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in corpus_files("real", default_shared()):
+        shutil.copyfile(source, folder / source.name)
+
+
+def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEmbedder) -> float:
+    """``size`` points copied from ``payloads`` (new ids, sessions, projects,
+    times) with stand-in vectors; returns the seconds it took."""
+    rng = np.random.default_rng(size)
+    started = time.perf_counter()
+    base = time.time() - 365 * 86400
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        for first in range(0, size, BATCH):
+            count = min(BATCH, size - first)
+            vectors = unit(rng, count, embedder.dim)
+            records = []
+            for offset in range(count):
+                i = first + offset
+                source = payloads[i % len(payloads)]
+                # a chunk and the head of another: distinct texts (copies would collapse into one
+                # result) with the corpus's own words
+                other = str(payloads[(i * 7919 + i // len(payloads)) % len(payloads)]["text"])[:300]
+                text = f"{source['text']} {other}"
+                project = f"/home/dev/project-{i % PROJECTS}"
+                session = str(uuid.uuid5(uuid.NAMESPACE_OID, f"session-{i // 60}"))
+                moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + i * 365 * 86400 / size))
+                payload = {
+                    **{k: v for k, v in source.items() if k != "id"},
+                    "project": Path(project).name,
+                    "project_path": project,
+                    "session_id": session,
+                    "transcript": f"/bench/{session}.jsonl",
+                    "exchange": f"{session}-{i // 3}",
+                    "timestamp": moment,
+                    "text": text,
+                }
+                point = str(uuid.uuid5(uuid.NAMESPACE_OID, f"point-{i}"))
+                records.append(Record(point, vectors[offset].tolist(), lexical_text(payload["text"]), payload))
+            store.upsert(records)
+    return time.perf_counter() - started
+
+
+class Daemon:
+    def __init__(self, claude: Path, data: Path) -> None:
+        self.env = {**os.environ, "CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data)}
+        self.data = data
+        started = time.perf_counter()
+        self.log = open(data / "serve.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "selfreflect", "serve", "--port", "0"],
+            env=self.env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+        while not (data / "daemon.json").exists():
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/api/status", timeout=10).read()
+                break
+            except OSError:
+                time.sleep(0.01)
+        self.ready_seconds = time.perf_counter() - started
+
+    def search(self, query: str) -> tuple[float, dict[str, Any]]:
+        started = time.perf_counter()
+        body = urllib.request.urlopen(
+            self.url + "/api/search?" + urllib.parse.urlencode({"q": query, "limit": 5}), timeout=60
+        )
+        answer = json.loads(body.read())
+        return (time.perf_counter() - started) * 1000, answer
+
+    def memory(self) -> dict[str, int]:
+        return status(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=120)
+        self.log.close()
+
+
+def load(work: Any, clients: int, seconds: float) -> tuple[float, float, float, int]:
+    """``clients`` threads calling ``work()`` for ``seconds``: throughput, p50, p95, errors."""
+    took: list[float] = []
+    errors = [0]
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            try:
+                work()
+                took.append((time.perf_counter() - started) * 1000)
+            except Exception:
+                errors[0] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(took) / seconds, percentile(took, 0.5), percentile(took, 0.95), errors[0]
+
+
+def mcp_load(url: str, queries: list[str], clients: int, seconds: float) -> tuple[float, float, float, int]:
+    """``clients`` MCP sessions over ``/mcp`` calling ``reflect_on_past`` for ``seconds``."""
+    import anyio
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    took: list[float] = []
+    errors = [0]
+
+    async def client(n: int) -> None:
+        async with streamable_http_client(url + "/mcp") as (read, write, *_):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                i = n
+                while time.monotonic() < stop:
+                    started = time.perf_counter()
+                    result = await session.call_tool(
+                        "reflect_on_past", {"query": queries[i % len(queries)], "project": "all"}
+                    )
+                    if result.is_error:
+                        errors[0] += 1
+                    else:
+                        took.append((time.perf_counter() - started) * 1000)
+                    i += clients
+
+    async def run() -> None:
+        async with anyio.create_task_group() as group:
+            for n in range(clients):
+                group.start_soon(client, n)
+
+    stop = time.monotonic() + seconds
+    anyio.run(run)
+    return len(took) / seconds, percentile(took, 0.5), percentile(took, 0.95), errors[0]
+
+
+def cli_wall(env: dict[str, str], args: list[str], runs: int = 10) -> float:
+    took = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(args, env=env, capture_output=True, check=False)
+        took.append((time.perf_counter() - started) * 1000)
+    return statistics.median(took)
+
+
+def measure_daemon(claude: Path, data: Path, queries: list[str], python: float, clients: int, seconds: float) -> int:
+    """The daemon on the filled store: start-up, latency, the CLI, load; the
+    chunks it embedded during the backfill under load."""
+    daemon = Daemon(claude, data)
+    try:
+        print(f"daemon ready (answering /api/status) {daemon.ready_seconds:.2f} s after start; {daemon.memory()}")
+        for query in queries[:5]:
+            daemon.search(query)  # warm
+        walls, tooks = [], []
+        for query in queries * 2:
+            wall, answer = daemon.search(query)
+            walls.append(wall)
+            tooks.append(answer["took_ms"])
+        print(
+            f"/api/search, sequential, {len(walls)} searches: wall p50 {percentile(walls, 0.5):.1f} ms, "
+            f"p95 {percentile(walls, 0.95):.1f} ms (in the daemon: p50 {percentile(tooks, 0.5):.1f}, "
+            f"p95 {percentile(tooks, 0.95):.1f}); {daemon.memory()}"
+        )
+        cli = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "search", "docker memory limit"])
+        cli_status = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "status"])
+        print(f"CLI through the daemon: search {cli:.0f} ms, status {cli_status:.0f} ms (bare python {python:.0f} ms)")
+        cycle = iter(queries * 1000)
+
+        def one() -> None:
+            daemon.search(next(cycle))
+
+        rate, p50, p95, errors = load(one, clients, seconds)
+        print(
+            f"/api/search, {clients} clients, {seconds:.0f} s: {rate:.1f}/s, "
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {errors} errors"
+        )
+        rate, p50, p95, errors = mcp_load(daemon.url, queries, clients, seconds)
+        print(
+            f"/mcp reflect_on_past, {clients} sessions, {seconds:.0f} s: {rate:.1f}/s, p50 {p50:.0f} ms, "
+            f"p95 {p95:.0f} ms, {errors} errors; {daemon.memory()}"
+        )
+        copy_corpus(claude / "projects" / "-backfill")
+        rate, p50, p95, errors = load(one, clients, seconds)
+        chunks = int(json.loads(urllib.request.urlopen(daemon.url + "/healthz").read())["chunks_indexed"])
+        print(
+            f"/api/search while backfilling real transcripts ({chunks} chunks embedded meanwhile): {rate:.1f}/s, "
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {errors} errors; {daemon.memory()}"
+        )
+        return chunks
+    finally:
+        daemon.stop()
+
+
+def split(data: Path, queries: list[str], embedder: OnnxEmbedder) -> tuple[float, float, float]:
+    """Median ms of the query embedding, the engine's hybrid query, and the
+    rest of ``search`` (relevance, copies, snippets), in-process."""
+    embed_ms, engine_ms, total_ms = [], [], []
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        for query in queries:
+            started = time.perf_counter()
+            vector = embedder.embed([query])[0].tolist()
+            embedded = time.perf_counter()
+            store.hybrid(vector, lexical_text(query), SearchFilter(), 20, FusionPlan())
+            engine_ms.append((time.perf_counter() - embedded) * 1000)
+            embed_ms.append((embedded - started) * 1000)
+            started = time.perf_counter()
+            search(store, embedder, SearchQuery(query, limit=5))
+            total_ms.append((time.perf_counter() - started) * 1000)
+    embed, engine = statistics.median(embed_ms), statistics.median(engine_ms)
+    return embed, engine, statistics.median(total_ms) - embed - engine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 250_000])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    queries = [json.loads(line)["query"] for path in QUERY_SETS for line in path.open()]
+    embedder = OnnxEmbedder()
+    embedder.load()
+    root = Path(tempfile.mkdtemp(prefix="selfreflect-scale-"))
+    payloads = pool(root, embedder)
+    python = cli_wall(dict(os.environ), [sys.executable, "-c", "pass"])
+    print(f"stand-in fill from {len(payloads)} real chunk payloads; bare python start {python:.0f} ms")
+    for size in args.sizes:
+        data, claude = root / f"data-{size}", root / f"claude-{size}"
+        (claude / "projects").mkdir(parents=True)
+        data.mkdir()
+        seconds = fill(data, size, payloads, embedder)
+        print(f"\n== {size:,} chunks (stand-in vectors): filled in {seconds:.0f} s ({size / seconds:.0f} points/s)")
+        chunks = measure_daemon(claude, data, queries, python, args.clients, args.seconds)
+        embed, engine, rest = split(data, queries, embedder)
+        store_bytes = sum(f.stat().st_blocks * 512 for f in (data / "store").rglob("*") if f.is_file())
+        print(f"split (in-process, median): embed {embed:.1f} ms, engine {engine:.1f} ms, the rest {rest:.1f} ms")
+        print(f"disk: {store_bytes / 2**20:.0f} MB, {store_bytes / (size + chunks):.0f} bytes per chunk")
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(claude, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
