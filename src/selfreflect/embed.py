@@ -54,6 +54,27 @@ class Embedder(Protocol):
         ...
 
 
+class BundledTokens:
+    """Counting and placing word-pieces with the bundled model's tokenizer
+    (``_tokenizer``, set by ``load``): chunks are cut the same whichever
+    model embeds them."""
+
+    _tokenizer: Any
+
+    def load(self) -> None: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word-pieces of each text, without [CLS] and [SEP]."""
+        self.load()
+        encodings = self._tokenizer.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each word-piece of ``text``, in order."""
+        self.load()
+        return list(self._tokenizer.encode(clean_text(text), add_special_tokens=False).offsets)
+
+
 def bundled_model_dir() -> Path:
     """The folder of the model shipped inside the package."""
     return Path(str(resources.files("selfreflect") / "models" / BUNDLED_MODEL))
@@ -94,7 +115,7 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 @dataclass
-class OnnxEmbedder:
+class OnnxEmbedder(BundledTokens):
     """Sentence embeddings: mean of the last hidden state over the attention
     mask, then L2-normalised (what sentence-transformers does).
 
@@ -148,17 +169,6 @@ class OnnxEmbedder:
         out_dim = self._session.get_outputs()[0].shape[-1]
         if isinstance(out_dim, int):
             self.dim = out_dim
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Word-pieces of each text, without [CLS] and [SEP]."""
-        self.load()
-        encodings = self._tokenizer.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
-        return [len(e.ids) for e in encodings]
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """Character span of each word-piece of ``text``, in order."""
-        self.load()
-        return list(self._tokenizer.encode(clean_text(text), add_special_tokens=False).offsets)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors, one row per text (float32, shape [n, dim])."""
@@ -228,7 +238,7 @@ VOYAGE_TOKENS = 60_000
 
 
 @dataclass
-class VoyageEmbedder:
+class VoyageEmbedder(BundledTokens):
     """Embeddings from Voyage AI's API, through its official client
     (``voyageai``; ``pip install 'selfreflect[voyage]'``).
 
@@ -273,17 +283,6 @@ class VoyageEmbedder:
         self._client = voyageai.Client(
             api_key=self.key, max_retries=self.attempts, timeout=self.timeout, base_url=self.base_url
         )
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Word-pieces of each text for the bundled tokenizer, without [CLS] and [SEP]."""
-        self.load()
-        encodings = self._tokenizer.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
-        return [len(e.ids) for e in encodings]
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """Character span of each word-piece of ``text`` (bundled tokenizer), in order."""
-        self.load()
-        return list(self._tokenizer.encode(clean_text(text), add_special_tokens=False).offsets)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(texts, "document")

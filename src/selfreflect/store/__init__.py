@@ -81,6 +81,39 @@ class SearchFilter:
     host: str | None = None
 
 
+# ("match", key, value) | ("any", key, values) | ("since", key, gte, lt) | ("either", [conditions])
+Condition = tuple[Any, ...]
+
+
+def conditions(where: SearchFilter) -> tuple[list[Condition], list[Condition]]:
+    """What ``where`` asks of a point, as (must, must not) conditions that
+    each store turns into its engine's filter: one place decides what a
+    filter means."""
+    must: list[Condition] = []
+    must_not: list[Condition] = []
+    if where.projects:
+        names = list(where.projects)
+        must.append(("either", [("any", "project", names), ("any", "project_path", names)]))
+    if where.since or where.until:
+        must.append(("since", "timestamp", where.since, where.until))
+    for key, value in (
+        ("session_id", where.session_id),
+        ("transcript", where.transcript),
+        ("git_branch", where.git_branch),
+        ("tools", where.tool),
+        ("host", where.host),
+    ):
+        if value:
+            must.append(("match", key, value))
+    if where.file:
+        must.append(("match", "file_suffixes", where.file.strip("/")))
+    if where.kinds:
+        must.append(("any", "kind", list(where.kinds)))
+    if not where.include_sidechains:
+        must_not.append(("match", "thread", "sidechain"))
+    return must, must_not
+
+
 @dataclass(frozen=True)
 class RawPoint:
     """A point as stored, vectors and all: what a migration copies."""

@@ -50,7 +50,7 @@ import qdrant_edge as qe
 from selfreflect.errors import DiskFull, ModelMismatch, SelfReflectError, StoreLocked
 from selfreflect.lock import StoreLock
 from selfreflect.memory import malloc_trim, release_code_pages, release_mapped_pages
-from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, RawPoint, Record, SearchFilter
+from selfreflect.store import INDEXED_FIELDS, Condition, FusionPlan, Hit, RawPoint, Record, SearchFilter, conditions
 from selfreflect.system import disk_bytes
 
 MIN_FREE_BYTES = 64 << 20  # a sealed segment's files and a 32 MB log file, with room to spare
@@ -492,33 +492,22 @@ class EdgeStore:
 
 
 def to_filter(where: SearchFilter) -> qe.Filter | None:
-    """The Qdrant filter for a :class:`SearchFilter` (``None`` when unrestricted)."""
-    must: list[Any] = []
-    must_not: list[Any] = []
-    if where.projects:
-        names = list(where.projects)
-        must.append(qe.Filter(should=[_any("project", names), _any("project_path", names)]))
-    if where.since or where.until:
-        must.append(qe.FieldCondition("timestamp", range=qe.RangeDateTime(gte=where.since, lt=where.until)))
-    for key, value in (
-        ("session_id", where.session_id),
-        ("transcript", where.transcript),
-        ("git_branch", where.git_branch),
-        ("tools", where.tool),
-    ):
-        if value:
-            must.append(_match(key, value))
-    if where.file:
-        must.append(_match("file_suffixes", where.file.strip("/")))
-    if where.kinds:
-        must.append(_any("kind", list(where.kinds)))
-    if where.host:
-        must.append(_match("host", where.host))
-    if not where.include_sidechains:
-        must_not.append(_match("thread", "sidechain"))
+    """The Qdrant Edge filter for a :class:`SearchFilter` (``None`` when unrestricted)."""
+    must, must_not = conditions(where)
     if not must and not must_not:
         return None
-    return qe.Filter(must=must or None, must_not=must_not or None)
+    return qe.Filter(must=[_condition(c) for c in must] or None, must_not=[_condition(c) for c in must_not] or None)
+
+
+def _condition(condition: Condition) -> Any:
+    kind, key, *rest = condition
+    if kind == "either":
+        return qe.Filter(should=[_condition(c) for c in key])
+    if kind == "since":
+        return qe.FieldCondition(key, range=qe.RangeDateTime(gte=rest[0], lt=rest[1]))
+    if kind == "any":
+        return _any(key, rest[0])
+    return _match(key, rest[0])
 
 
 def _raw(record: Any) -> RawPoint:

@@ -35,7 +35,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from selfreflect.errors import ConfigError, ModelMismatch, SelfReflectError, StoreUnavailable
 from selfreflect.lock import StoreLock
 from selfreflect.settings import Settings
-from selfreflect.store import INDEXED_FIELDS, FusionPlan, Hit, RawPoint, Record, SearchFilter
+from selfreflect.store import INDEXED_FIELDS, Condition, FusionPlan, Hit, RawPoint, Record, SearchFilter, conditions
 from selfreflect.store.edge import DENSE, LEXICAL, SCHEMA, sparse
 
 KEY_NAMESPACE = uuid.UUID("0c9e6f55-3c55-4b43-a1a4-0a6f3b8f2d71")
@@ -394,32 +394,21 @@ def _instant(value: str | None) -> datetime | None:
 
 def to_filter(where: SearchFilter) -> models.Filter | None:
     """The Qdrant filter for a :class:`SearchFilter` (``None`` when unrestricted)."""
-    must: list[Any] = []
-    must_not: list[Any] = []
-    if where.projects:
-        names = list(where.projects)
-        must.append(models.Filter(should=[_any("project", names), _any("project_path", names)]))
-    if where.since or where.until:
-        bounds = models.DatetimeRange(gte=_instant(where.since), lt=_instant(where.until))
-        must.append(models.FieldCondition(key="timestamp", range=bounds))
-    for key, value in (
-        ("session_id", where.session_id),
-        ("transcript", where.transcript),
-        ("git_branch", where.git_branch),
-        ("tools", where.tool),
-        ("host", where.host),
-    ):
-        if value:
-            must.append(_match(key, value))
-    if where.file:
-        must.append(_match("file_suffixes", where.file.strip("/")))
-    if where.kinds:
-        must.append(_any("kind", list(where.kinds)))
-    if not where.include_sidechains:
-        must_not.append(_match("thread", "sidechain"))
+    must, must_not = conditions(where)
     if not must and not must_not:
         return None
-    return models.Filter(must=must or None, must_not=must_not or None)
+    return models.Filter(must=[_condition(c) for c in must] or None, must_not=[_condition(c) for c in must_not] or None)
+
+
+def _condition(condition: Condition) -> Any:
+    kind, key, *rest = condition
+    if kind == "either":
+        return models.Filter(should=[_condition(c) for c in key])
+    if kind == "since":
+        return models.FieldCondition(key=key, range=models.DatetimeRange(gte=_instant(rest[0]), lt=_instant(rest[1])))
+    if kind == "any":
+        return _any(key, rest[0])
+    return _match(key, rest[0])
 
 
 def _match(key: str, value: str) -> models.FieldCondition:
