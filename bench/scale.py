@@ -145,8 +145,8 @@ def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEm
                 # result) with the corpus's own words
                 other = str(payloads[(i * 7919 + i // len(payloads)) % len(payloads)]["text"])[:300]
                 text = f"{source['text']} {other}"
-                project = f"/home/dev/project-{i % PROJECTS}"
-                session = str(uuid.uuid5(uuid.NAMESPACE_OID, f"session-{i // 60}"))
+                session = str(uuid.uuid5(uuid.NAMESPACE_OID, f"session-{i // 60}"))  # 60 chunks a session
+                project = f"/home/dev/project-{(i // 60) % PROJECTS}"
                 moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + i * 365 * 86400 / size))
                 payload = {
                     **{k: v for k, v in source.items() if k != "id"},
@@ -181,7 +181,7 @@ class Daemon:
         self.url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
         while True:
             try:
-                urllib.request.urlopen(self.url + "/api/status", timeout=10).read()
+                urllib.request.urlopen(self.url + "/healthz", timeout=10).read()
                 break
             except OSError:
                 time.sleep(0.01)
@@ -276,7 +276,7 @@ def measure_daemon(claude: Path, data: Path, queries: list[str], python: float, 
     chunks it embedded during the backfill under load."""
     daemon = Daemon(claude, data)
     try:
-        print(f"daemon ready (answering /api/status) {daemon.ready_seconds:.2f} s after start; {daemon.memory()}")
+        print(f"daemon ready (answering /healthz) {daemon.ready_seconds:.2f} s after start; {daemon.memory()}")
         for query in queries[:5]:
             daemon.search(query)  # warm
         walls, tooks = [], []

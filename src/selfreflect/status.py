@@ -51,7 +51,7 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
             {
                 "project": names.get(str(project)) or latest.get("project") or str(project),
                 "path": str(project),
-                "sessions": len(store.facet("session_id", where, MAX_SESSIONS)),
+                "sessions": len(store.facet("session_id", where, MAX_SESSIONS, exact=False)),  # only how many
                 "chunks": chunks,
                 "last_activity": latest.get("timestamp"),
             }

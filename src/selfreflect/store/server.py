@@ -336,9 +336,9 @@ class ServerStore:
         flt = to_filter(where)
         return int(self._call(lambda c: c.count(self.collection, count_filter=flt, exact=True)).count)
 
-    def facet(self, key: str, where: SearchFilter, limit: int) -> list[tuple[Any, int]]:
+    def facet(self, key: str, where: SearchFilter, limit: int, exact: bool = True) -> list[tuple[Any, int]]:
         flt = to_filter(where)
-        response = self._call(lambda c: c.facet(self.collection, key, facet_filter=flt, limit=limit, exact=True))
+        response = self._call(lambda c: c.facet(self.collection, key, facet_filter=flt, limit=limit, exact=exact))
         return [(hit.value, hit.count) for hit in response.hits]
 
     def latest(self, where: SearchFilter) -> dict[str, Any] | None:
