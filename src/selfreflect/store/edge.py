@@ -512,6 +512,8 @@ def to_filter(where: SearchFilter) -> qe.Filter | None:
         must.append(_match("file_suffixes", where.file.strip("/")))
     if where.kinds:
         must.append(_any("kind", list(where.kinds)))
+    if where.prompt_keys:
+        must.append(_any("prompt_key", list(where.prompt_keys)))
     if where.host:
         must.append(_match("host", where.host))
     if not where.include_sidechains:

@@ -415,6 +415,8 @@ def to_filter(where: SearchFilter) -> models.Filter | None:
         must.append(_match("file_suffixes", where.file.strip("/")))
     if where.kinds:
         must.append(_any("kind", list(where.kinds)))
+    if where.prompt_keys:
+        must.append(_any("prompt_key", list(where.prompt_keys)))
     if not where.include_sidechains:
         must_not.append(_match("thread", "sidechain"))
     if not must and not must_not:
