@@ -158,9 +158,10 @@ def main() -> None:
 def import_(ctx: Context) -> None:
     """Index every transcript that is not indexed yet (one-shot catch-up).
 
-    Safe to run again at any time: what is already indexed is skipped, and an
-    interrupted run resumes where it stopped. While the daemon runs, it asks
-    the daemon to catch up and waits for it.
+    Also the prompts of Claude Code's history.jsonl, which outlive the
+    transcripts. Safe to run again at any time: what is already indexed is
+    skipped, and an interrupted run resumes where it stopped. While the
+    daemon runs, it asks the daemon to catch up and waits for it.
     """
     from selfreflect.discover import discover
     from selfreflect.importer import Importer
@@ -187,10 +188,12 @@ def import_(ctx: Context) -> None:
     if summary.lines == 0 and not summary.failed_files:
         click.echo(f"Nothing new: {summary.files} transcripts already indexed{skipped} ({summary.seconds:.1f} s)")
     else:
-        click.echo(
-            f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
-            f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
-        )
+        read = []
+        if summary.files_read or summary.lines > summary.prompts:
+            read.append(f"{summary.files_read} of {summary.files} files: {summary.lines - summary.prompts} new lines")
+        if summary.prompts:
+            read.append(f"{summary.prompts} new lines of history.jsonl")
+        click.echo(f"Imported {'; '.join(read)}, {summary.chunks} chunks{skipped} in {summary.seconds:.1f} s")
     _report_held_back(ctx.settings, files)
 
 
@@ -641,7 +644,7 @@ def show(ctx: Context, target: str, line: int | None, context: int) -> None:
 
     TARGET is what search prints: a transcript path, PATH:LINE or
     PATH:START-END (those lines and the context around them), a session id
-    or the start of one, or reflections.jsonl:LINE.
+    or the start of one, reflections.jsonl:LINE or history.jsonl:LINE.
     """
     import os
 

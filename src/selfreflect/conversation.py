@@ -3,8 +3,9 @@
 
 Every face takes what search prints (:func:`parse_citation`): a transcript
 path, ``path:line``, ``path:start-end``, a session id or the start of one,
-``reflections.jsonl:N``. Reads the transcript itself (streamed, never
-whole), so an excerpt shows what is on disk now, line numbers as in the file.
+``reflections.jsonl:N``, ``history.jsonl:N``. Reads the transcript itself
+(streamed, never whole), so an excerpt shows what is on disk now, line
+numbers as in the file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from selfreflect.assemble import Assembler, Part
 from selfreflect.chunk import render
 from selfreflect.discover import discover
 from selfreflect.errors import NoMatch, TranscriptNotFound
+from selfreflect.history import FILE as HISTORY
+from selfreflect.history import render_entry
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.query import pick
 from selfreflect.redact import redact
@@ -139,7 +142,7 @@ def excerpt(
         # Every record goes through the assembler, so results are named after their calls.
         parts = assembler.parts_of(entry.number, record) if isinstance(record, dict) else []
         if entry.number >= first:
-            lines.append(_render(entry.number, record, parts, entry.oversized))
+            lines.append(_render(entry.number, record, parts, entry.oversized, path.parent))
     if count and not records:
         raise TranscriptNotFound(f"{path} is not a Claude Code transcript (no line of it is a transcript record)")
     if line > count:
@@ -149,11 +152,18 @@ def excerpt(
 
 
 def _is_record(record: object) -> bool:
-    """A Claude Code record (every one has a ``type``), or a stored reflection."""
-    return isinstance(record, dict) and ("type" in record or ("content" in record and "id" in record))
+    """A Claude Code record (every one has a ``type``), a stored reflection,
+    or a ``history.jsonl`` prompt."""
+    return isinstance(record, dict) and (
+        "type" in record or ("content" in record and "id" in record) or "display" in record
+    )
 
 
-def _render(number: int, record: object, parts: list[Part], oversized: bool) -> ExcerptLine:
+def _cut(text: str) -> str:
+    return text[:EXCERPT_CHARS] + "…" if len(text) > EXCERPT_CHARS else text
+
+
+def _render(number: int, record: object, parts: list[Part], oversized: bool, claude_dir: Path) -> ExcerptLine:
     if oversized:
         return ExcerptLine(number, "skipped", None, "(line too long to show)")
     if record is None:
@@ -166,6 +176,9 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
         label = f"Reflection [{', '.join(tags)}]" if tags else "Reflection"
         when = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
         return ExcerptLine(number, "reflection", when, redact(f"{label}: {record['content']}")[:EXCERPT_CHARS])
+    if "type" not in record and "display" in record:  # history.jsonl
+        when, text = render_entry(record, claude_dir)
+        return ExcerptLine(number, "history", when, _cut(redact(text)))
     kind = str(record.get("type", "?"))
     timestamp = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
     if parts:
@@ -175,9 +188,7 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
     else:
         text = f"({kind} record)"
     text = redact(text)  # what leaves the process is masked like what is stored
-    if len(text) > EXCERPT_CHARS:
-        text = text[:EXCERPT_CHARS] + "…"
-    return ExcerptLine(number, kind, timestamp, text)
+    return ExcerptLine(number, kind, timestamp, _cut(text))
 
 
 def find_transcript(settings: Settings, target: str, store: Store | None, on_disk: bool = True) -> Path:
@@ -204,6 +215,9 @@ def _find_file(settings: Settings, name: str, store: Store | None, on_disk: bool
     alone = len(path.parts) == 1  # a file name, not a path
     if alone and path.name == REFLECTIONS:  # as store_reflection cites it
         path = settings.data_dir / REFLECTIONS
+        alone = False
+    elif alone and path.name == HISTORY:  # Claude Code's own, as search cites its prompts
+        path = settings.history_file
         alone = False
     if on_disk and path.is_file():
         return path
