@@ -154,19 +154,31 @@ def main() -> None:
 
 
 @cli.command(name="import")
+@click.option(
+    "--claude-export",
+    "claude_export",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Index a Claude.ai / Claude Desktop export instead: its conversations.json, or the ZIP it came in.",
+)
 @pass_context
-def import_(ctx: Context) -> None:
+def import_(ctx: Context, claude_export: Path | None) -> None:
     """Index every transcript that is not indexed yet (one-shot catch-up).
 
     Also the prompts of Claude Code's history.jsonl, which outlive the
     transcripts. Safe to run again at any time: what is already indexed is
     skipped, and an interrupted run resumes where it stopped. While the
     daemon runs, it asks the daemon to catch up and waits for it.
+
+    With --claude-export, indexes the conversations of a Claude.ai export
+    instead (read as a stream; importing it again adds nothing twice).
     """
     from selfreflect.discover import discover
     from selfreflect.importer import Importer
     from selfreflect.state import State
 
+    if claude_export is not None:
+        _import_export(ctx, claude_export)
+        return
     files = discover(ctx.settings.projects_dir)  # a missing Claude dir fails before the model loads
     daemon = ctx.connect("import").daemon()
     if daemon is not None:
@@ -195,6 +207,36 @@ def import_(ctx: Context) -> None:
             read.append(f"{summary.prompts} new lines of history.jsonl")
         click.echo(f"Imported {'; '.join(read)}, {summary.chunks} chunks{skipped} in {summary.seconds:.1f} s")
     _report_held_back(ctx.settings, files)
+
+
+def _import_export(ctx: Context, path: Path) -> None:
+    """``import --claude-export``: the conversations of a Claude.ai export."""
+    from selfreflect.importer import Importer
+    from selfreflect.state import State
+
+    daemon = ctx.connect("import").daemon()
+    if daemon is not None:
+        raise StoreLocked(
+            f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop`, import the export, "
+            "then start the daemon again",
+            daemon.pid,
+        )
+    with ctx.store("import") as (store, embedder):
+        importer = Importer(ctx.settings, store, embedder, State.load(ctx.settings.state_file))
+        if sys.stderr.isatty():
+            with click.progressbar(length=1, label="Indexing", file=sys.stderr, show_percent=True) as bar:
+
+                def shown(done: int, total: int) -> None:
+                    bar.length = max(total, 1)
+                    bar.update(done - bar.pos)
+
+                summary = importer.import_export(path, shown)
+        else:
+            summary = importer.import_export(path)
+    click.echo(
+        f"Imported {summary.conversations} conversations of {path}: {summary.lines} messages, "
+        f"{summary.chunks} new chunks in {summary.seconds:.1f} s"
+    )
 
 
 def _report_held_back(settings: Settings, files: list[Any]) -> None:
@@ -644,7 +686,9 @@ def show(ctx: Context, target: str, line: int | None, context: int) -> None:
 
     TARGET is what search prints: a transcript path, PATH:LINE or
     PATH:START-END (those lines and the context around them), a session id
-    or the start of one, reflections.jsonl:LINE or history.jsonl:LINE.
+    or the start of one, reflections.jsonl:LINE, history.jsonl:LINE, or a
+    Claude.ai export's EXPORT:CONVERSATION:FIRST-LAST (message numbers; a
+    message uuid in their place, or a conversation uuid alone, works too).
     """
     import os
 

@@ -3,7 +3,9 @@
 
 Every face takes what search prints (:func:`parse_citation`): a transcript
 path, ``path:line``, ``path:start-end``, a session id or the start of one,
-``reflections.jsonl:N``, ``history.jsonl:N``. Reads the transcript itself
+``reflections.jsonl:N``, ``history.jsonl:N``, and a Claude.ai export's
+``<export>:<conversation uuid>:<first>-<last>`` (message numbers; a message
+uuid in their place centres on that message). Reads the transcript itself
 (streamed, never whole), so an excerpt shows what is on disk now, line
 numbers as in the file.
 """
@@ -20,6 +22,7 @@ from selfreflect.assemble import Assembler, Part
 from selfreflect.chunk import render
 from selfreflect.discover import discover
 from selfreflect.errors import NoMatch, TranscriptNotFound
+from selfreflect.export import Export, ExportError, export_reference
 from selfreflect.history import FILE as HISTORY
 from selfreflect.history import render_entry
 from selfreflect.parse import BadLine, parse_line
@@ -94,8 +97,17 @@ def read_conversation(
     cited = parse_citation(target)
     first = max(1, line) if line is not None else cited.first or 1
     last = cited.last if line is None and cited.last is not None else first
+    reference = export_reference(str(path))
     try:
-        lines = excerpt(path, first, before, after, max_line_bytes, last)
+        if reference is not None:
+            export, conversation, message = reference
+            given = export_reference(cited.name)
+            message = message or (given[2] if given else None)
+            first, last, lines = export_excerpt(
+                export, conversation, message if line is None else None, first, last, before, after
+            )
+        else:
+            lines = excerpt(path, first, before, after, max_line_bytes, last)
     except FileNotFoundError:
         raise TranscriptNotFound(
             f"{path} is no longer on disk (deleted since it was indexed, perhaps by Claude Code's clean-up): "
@@ -149,6 +161,41 @@ def excerpt(
         size = f"has {count} line{'s' if count != 1 else ''}" if count else "is empty"
         raise TranscriptNotFound(f"{path} {size}: line {line} is past its end")
     return lines
+
+
+def export_excerpt(
+    path: Path, uuid: str, message: str | None, first: int, last: int, before: int, after: int
+) -> tuple[int, int, list[ExcerptLine]]:
+    """Messages ``first - before .. last + after`` of the export conversation
+    ``uuid`` (centred on ``message`` when given), numbered as search cites
+    them; also the cited first and last.
+
+    Raises:
+        TranscriptNotFound: no such export, conversation, message or number.
+        FileNotFoundError: the export is gone.
+    """
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        with Export(path) as export:
+            found = export.find(uuid)
+    except ExportError as exc:
+        raise TranscriptNotFound(str(exc)) from exc
+    if found is None:
+        raise TranscriptNotFound(f"{path} holds no conversation {uuid}")
+    if message is not None:
+        numbers = [m.number for m in found.messages if m.uuid == message]
+        if not numbers:
+            raise TranscriptNotFound(f"the conversation {uuid} of {path} has no message {message}")
+        first = last = numbers[0]
+    count = len(found.messages)
+    if first > count:
+        raise TranscriptNotFound(f"the conversation {uuid} of {path} has {count} messages: {first} is past its end")
+    shown = found.messages[max(0, first - before - 1) : last + after]
+    lines = [
+        ExcerptLine(m.number, m.sender, m.timestamp, _cut(redact("\n".join(render(p) for p in m.parts)))) for m in shown
+    ]
+    return first, last, lines
 
 
 def _is_record(record: object) -> bool:
@@ -205,7 +252,12 @@ def find_transcript(settings: Settings, target: str, store: Store | None, on_dis
         NoMatch: the start of a session id that several sessions share (with them).
     """
     name = parse_citation(target).name
-    if any(sep in name for sep in "/\\") or name.endswith(".jsonl") or name.startswith("~"):
+    reference = export_reference(name)
+    if reference is not None:
+        name = f"{reference[0]}:{reference[1]}"  # the conversation (the message is found in it)
+        if on_disk and Path(os.path.expanduser(str(reference[0]))).is_file():
+            return Path(os.path.expanduser(name))  # read from the export itself
+    if reference or any(sep in name for sep in "/\\") or name.endswith(".jsonl") or name.startswith("~"):
         return _find_file(settings, name, store, on_disk)
     return _find_session(settings, name, store, on_disk)
 

@@ -6,8 +6,11 @@ and point ids are deterministic, so a crash at any moment loses nothing and
 duplicates nothing: the next run re-reads from the last saved position and
 overwrites what it had already written.
 
-The prompts of Claude Code's ``history.jsonl`` (:mod:`selfreflect.history`)
-go the same way, tailed like a transcript, as records of kind ``history``.
+Two more sources go the same way from their own readers: the prompts of
+Claude Code's ``history.jsonl`` (:mod:`selfreflect.history`, tailed like a
+transcript, kind ``history``) and a Claude.ai export
+(:mod:`selfreflect.export`, read once as a stream, no position: its ids
+alone make a second import overwrite the first).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from selfreflect.assemble import Assembler, Exchange, Part, prompt_digest, promp
 from selfreflect.chunk import Chunk, chunk_exchange, seal
 from selfreflect.discover import ACTIVE_SECONDS, TranscriptFile, discover
 from selfreflect.embed import Embedder, embed_batched
+from selfreflect.export import SOURCE, Export
 from selfreflect.history import FILE as HISTORY_FILE
 from selfreflect.history import HistoryEntry, parse_entry
 from selfreflect.lexical import lexical_text
@@ -58,6 +62,7 @@ class ImportSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not transcripts we can read
     seconds: float = 0.0
     prompts: int = 0  # new lines of history.jsonl (also counted in lines)
+    conversations: int = 0  # conversations of a Claude.ai export
 
     def add(self, other: ImportSummary) -> None:
         """Count another pass into this one (the daemon's running totals)."""
@@ -80,7 +85,8 @@ class Source:
     """Where an exchange's chunks come from, as their payload tells it.
 
     Attributes:
-        transcript: what a citation names: a transcript's path, ``history.jsonl``'s.
+        transcript: what a citation names: a transcript's path, ``history.jsonl``'s,
+            an export conversation's ``<export>:<uuid>``.
         key: the stable name in point ids (a transcript's path under ``projects/``).
         kind: ``conversation`` or ``history``.
         project_path: the project (:mod:`selfreflect.projects`).
@@ -474,6 +480,41 @@ class Importer:
         position.size, position.mtime = identity.size, identity.mtime
         self.state.set(path, position)
         self.state.save()
+
+    # -- a Claude.ai export ---------------------------------------------------
+
+    def import_export(self, path: Path, progress: Callable[[int, int], None] | None = None) -> ImportSummary:
+        """Index the conversations of a Claude.ai / Claude Desktop export
+        (``conversations.json`` or its ZIP), read as a stream. Importing the
+        same export again writes nothing new (the ids are the conversations'
+        and messages' own).
+
+        Args:
+            path: the export.
+            progress: told (bytes read, bytes in all) after each conversation.
+
+        Raises:
+            ExportError: the file is not an export we can read.
+        """
+        started = time.monotonic()
+        summary = ImportSummary(files=1, files_read=1)
+        records: list[tuple[Record, str]] = []
+        with Export(path) as export:
+            for conversation in export.conversations():
+                source = Source(f"{path}:{conversation.uuid}", SOURCE, "conversation", conversation.project_path)
+                for exchange in conversation.exchanges():
+                    records += [self._record(source, exchange, chunk) for chunk in self._chunk(exchange)]
+                summary.conversations += 1
+                summary.lines += len(conversation.messages)
+                if len(records) >= self.settings.chunk_size:
+                    summary.chunks += self._write(records)
+                    records = []
+                    self.store.release_memory()
+                if progress:
+                    progress(export.bytes_read, export.size)
+            summary.chunks += self._write(records)
+        summary.seconds = time.monotonic() - started
+        return summary
 
 
 def is_current(position: TranscriptPosition, size: int, mtime: float) -> bool:
