@@ -174,6 +174,13 @@ def test_cli_imports_a_zipped_export_once_searches_and_shows_it(tmp_path: Path, 
     past = run_cli(claude, data, "show", f"{EXPORT / 'conversations.json'}:{CRAWLER}:9")
     assert past.returncode == 1 and "has 7 messages: 9 is past its end" in past.stderr
 
+    # a rebuilt index holds the exports imported before
+    (claude / "projects").mkdir(parents=True)
+    rebuilt = run_cli(claude, data, "reindex")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert ", 0 reflections, 8 conversations of 2 exports in " in rebuilt.stdout
+    assert sorted(p["id"] for p in points(data, embedder)) == sorted(p["id"] for p in stored)
+
 
 def test_the_daemon_shows_export_citations_and_asks_to_be_stopped_for_an_import(
     tmp_path: Path, embedder: OnnxEmbedder

@@ -303,7 +303,8 @@ def forget(
 @click.option("--keep-old", is_flag=True, help="Keep the old store folder (as store.old-TIME) instead of deleting it.")
 @pass_context
 def reindex(ctx: Context, keep_old: bool) -> None:
-    """Rebuild the index from scratch: every transcript, and every stored reflection.
+    """Rebuild the index from scratch: every transcript, every stored
+    reflection, and the Claude.ai exports imported before (still on disk).
 
     For a damaged store, a store of another model, or after changing how
     chunks are made. The old store is moved aside first and deleted once the
@@ -335,11 +336,13 @@ def reindex(ctx: Context, keep_old: bool) -> None:
             for path in list(state.positions):
                 state.forget(path)
             state.save()
-            summary = Importer(settings, store, embedder, state).run()
+            importer = Importer(settings, store, embedder, state)
+            summary = importer.run()
             reflections = reindex_reflections(store, embedder, settings.data_dir)
+            exports = _reimport_exports(importer)
         click.echo(
             f"Rebuilt this machine's points ({settings.machine}; {dropped} dropped): {summary.files} transcripts, "
-            f"{summary.chunks} chunks, {reflections} reflections in {summary.seconds:.1f} s"
+            f"{summary.chunks} chunks, {reflections} reflections{exports} in {summary.seconds:.1f} s"
         )
         return
     old = settings.data_dir / f"store.old-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -351,15 +354,29 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     finally:
         lock.release()
     with ctx.store("reindex") as (store, embedder):
-        summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
+        importer = Importer(settings, store, embedder, State.load(settings.state_file))
+        summary = importer.run()
         reflections = reindex_reflections(store, embedder, settings.data_dir)
+        exports = _reimport_exports(importer)
     if old.exists() and not keep_old:
         shutil.rmtree(old, ignore_errors=True)
     kept = f"; the old store is in {old}" if old.exists() else ""
     click.echo(
         f"Rebuilt the index: {summary.files} transcripts, {summary.chunks} chunks, "
-        f"{reflections} reflections in {summary.seconds:.1f} s{kept}"
+        f"{reflections} reflections{exports} in {summary.seconds:.1f} s{kept}"
     )
+
+
+def _reimport_exports(importer: Any) -> str:
+    """Import again the Claude.ai exports imported before (``reindex``); what
+    to add to its report (a moved or deleted export is named, not fatal)."""
+    found = [Path(e) for e in importer.state.exports if Path(e).is_file()]
+    missing = [e for e in importer.state.exports if not Path(e).is_file()]
+    conversations = sum(importer.import_export(export).conversations for export in found)
+    said = f", {conversations} conversations of {_count(len(found), 'export')}" if found else ""
+    if missing:
+        said += f" ({', '.join(missing)}: no longer there, run `selfreflect import --claude-export` where it is now)"
+    return said
 
 
 @cli.command()

@@ -497,6 +497,7 @@ class Importer:
             ExportError: the file is not an export we can read.
         """
         started = time.monotonic()
+        path = Path(os.path.abspath(path))  # cited from anywhere, read again by `show` and `reindex`
         summary = ImportSummary(files=1, files_read=1)
         records: list[tuple[Record, str]] = []
         with Export(path) as export:
@@ -513,6 +514,7 @@ class Importer:
                 if progress:
                     progress(export.bytes_read, export.size)
             summary.chunks += self._write(records)
+        self.state.remember_export(str(path))
         summary.seconds = time.monotonic() - started
         return summary
 
