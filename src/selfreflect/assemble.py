@@ -15,6 +15,7 @@ request. Quirks handled here (``reference/claude-code-transcripts.md``):
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ RESULT_CHARS = 300  # head of a tool's output
 ERROR_CHARS = 600  # head of a tool's error
 INPUT_CHARS = 300  # head of a tool input we keep (a prompt, a new string)
 RECENT_UUIDS = 4096
+PROMPT_CHARS = 1000  # of a prompt, whitespace collapsed, that identify it (prompt_digest)
 SNAPSHOT_UUIDS = 64  # uuids carried across a resume (replays sit next to their original)
 TOOL_NAMES = 64  # tool calls remembered to name their results (parallel calls are a few)
 
@@ -33,6 +35,9 @@ _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
 _BLANKS = re.compile(r"\n{3,}")
 _ERRORISH = re.compile(r"error|exception|traceback|failed|fatal|panic", re.I)
 _INTERRUPT = "[Request interrupted by user"
+_COMMAND = re.compile(r"<command-name>(.*?)</command-name>", re.S)
+_COMMAND_ARGS = re.compile(r"<command-args>(.*?)</command-args>", re.S)
+_BASH_INPUT = re.compile(r"^<bash-input>(.*?)</bash-input>$", re.S)
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Exchange:
     ordinal_base: int = 0
     resume_offset: int = -1
     resume_line: int = -1
+    prompt: str = ""  # prompt_digest of the user's words that open it ("": it opens otherwise)
 
     def __post_init__(self) -> None:
         if self.resume_offset < 0:
@@ -178,6 +184,7 @@ class Assembler:
             if isinstance(uuid, str):
                 self._seen[uuid] = offset
             parts = self.parts_of(line, record, offset)  # its own tool calls, again
+            self.open.prompt = prompt_digest(" ".join(p.text for p in parts if p.role == "user"))
         assert self.open is not None
         for part in parts:
             _append(self.open.parts, part)
@@ -242,6 +249,31 @@ class Assembler:
                     yield Part("error", output[:ERROR_CHARS], line, line, tool=name)
                 elif output:
                     yield Part("result", output[:RESULT_CHARS], line, line, tool=name)
+
+
+def prompt_digest(text: str) -> str:
+    """What identifies a prompt across Claude Code's records of it: the
+    transcript's user text and ``history.jsonl``'s ``display`` (pasted text
+    put back, :mod:`selfreflect.history`). A slash command counts as typed
+    (``/review the auth bug``, not its ``<command-name>`` markup), a bash-mode
+    line as ``!ls``; the first ``PROMPT_CHARS`` characters, whitespace
+    collapsed, any case. ``""`` for no words."""
+    command = _COMMAND.search(text)
+    if command:
+        args = _COMMAND_ARGS.search(text)
+        text = f"{command[1]} {args[1] if args else ''}"
+    elif bash := _BASH_INPUT.match(text.strip()):
+        text = "!" + bash[1]
+    flat = " ".join(text.split()).casefold()[:PROMPT_CHARS]
+    return hashlib.sha1(flat.encode("utf-8", "replace")).hexdigest()[:20] if flat else ""
+
+
+def prompt_key(project_path: str, digest: str) -> str:
+    """One prompt (:func:`prompt_digest`) in one project: a conversation
+    chunk and a ``history.jsonl`` entry with the same key are the same prompt."""
+    if not digest:
+        return ""
+    return hashlib.sha1(f"{project_path}\n{digest}".encode("utf-8", "replace")).hexdigest()[:20]
 
 
 def describe_tool_use(name: str, tool_input: Any) -> tuple[str, tuple[str, ...]]:

@@ -19,6 +19,8 @@ LABELS = {
     "thinking": "Assistant (thinking)",
     "summary": "Summary of earlier conversation",
     "note": "Note",
+    "title": "Conversation",  # a Claude.ai conversation's name (selfreflect.export)
+    "attachment": "Attached",  # files attached to a Claude.ai message
 }
 
 TokenCounter = Callable[[Sequence[str]], list[int]]

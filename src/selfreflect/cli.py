@@ -154,18 +154,31 @@ def main() -> None:
 
 
 @cli.command(name="import")
+@click.option(
+    "--claude-export",
+    "claude_export",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Index a Claude.ai / Claude Desktop export instead: its conversations.json, or the ZIP it came in.",
+)
 @pass_context
-def import_(ctx: Context) -> None:
+def import_(ctx: Context, claude_export: Path | None) -> None:
     """Index every transcript that is not indexed yet (one-shot catch-up).
 
-    Safe to run again at any time: what is already indexed is skipped, and an
-    interrupted run resumes where it stopped. While the daemon runs, it asks
-    the daemon to catch up and waits for it.
+    Also the prompts of Claude Code's history.jsonl, which outlive the
+    transcripts. Safe to run again at any time: what is already indexed is
+    skipped, and an interrupted run resumes where it stopped. While the
+    daemon runs, it asks the daemon to catch up and waits for it.
+
+    With --claude-export, indexes the conversations of a Claude.ai export
+    instead (read as a stream; importing it again adds nothing twice).
     """
     from selfreflect.discover import discover
     from selfreflect.importer import Importer
     from selfreflect.state import State
 
+    if claude_export is not None:
+        _import_export(ctx, claude_export)
+        return
     files = discover(ctx.settings.projects_dir)  # a missing Claude dir fails before the model loads
     daemon = ctx.connect("import").daemon()
     if daemon is not None:
@@ -187,11 +200,43 @@ def import_(ctx: Context) -> None:
     if summary.lines == 0 and not summary.failed_files:
         click.echo(f"Nothing new: {summary.files} transcripts already indexed{skipped} ({summary.seconds:.1f} s)")
     else:
-        click.echo(
-            f"Imported {summary.files_read} of {summary.files} files: {summary.lines} new lines, "
-            f"{summary.chunks} chunks{skipped} in {summary.seconds:.1f} s"
-        )
+        read = []
+        if summary.files_read or summary.lines > summary.prompts:
+            read.append(f"{summary.files_read} of {summary.files} files: {summary.lines - summary.prompts} new lines")
+        if summary.prompts:
+            read.append(f"{summary.prompts} new lines of history.jsonl")
+        click.echo(f"Imported {'; '.join(read)}, {summary.chunks} chunks{skipped} in {summary.seconds:.1f} s")
     _report_held_back(ctx.settings, files)
+
+
+def _import_export(ctx: Context, path: Path) -> None:
+    """``import --claude-export``: the conversations of a Claude.ai export."""
+    from selfreflect.importer import Importer
+    from selfreflect.state import State
+
+    daemon = ctx.connect("import").daemon()
+    if daemon is not None:
+        raise StoreLocked(
+            f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop`, import the export, "
+            "then start the daemon again",
+            daemon.pid,
+        )
+    with ctx.store("import") as (store, embedder):
+        importer = Importer(ctx.settings, store, embedder, State.load(ctx.settings.state_file))
+        if sys.stderr.isatty():
+            with click.progressbar(length=1, label="Indexing", file=sys.stderr, show_percent=True) as bar:
+
+                def shown(done: int, total: int) -> None:
+                    bar.length = max(total, 1)
+                    bar.update(done - bar.pos)
+
+                summary = importer.import_export(path, shown)
+        else:
+            summary = importer.import_export(path)
+    click.echo(
+        f"Imported {summary.conversations} conversations of {path}: {summary.lines} messages, "
+        f"{summary.chunks} new chunks in {summary.seconds:.1f} s"
+    )
 
 
 def _report_held_back(settings: Settings, files: list[Any]) -> None:
@@ -258,7 +303,8 @@ def forget(
 @click.option("--keep-old", is_flag=True, help="Keep the old store folder (as store.old-TIME) instead of deleting it.")
 @pass_context
 def reindex(ctx: Context, keep_old: bool) -> None:
-    """Rebuild the index from scratch: every transcript, and every stored reflection.
+    """Rebuild the index from scratch: every transcript, every stored
+    reflection, and the Claude.ai exports imported before (still on disk).
 
     For a damaged store, a store of another model, or after changing how
     chunks are made. The old store is moved aside first and deleted once the
@@ -290,11 +336,13 @@ def reindex(ctx: Context, keep_old: bool) -> None:
             for path in list(state.positions):
                 state.forget(path)
             state.save()
-            summary = Importer(settings, store, embedder, state).run()
+            importer = Importer(settings, store, embedder, state)
+            summary = importer.run()
             reflections = reindex_reflections(store, embedder, settings.data_dir)
+            exports = _reimport_exports(importer)
         click.echo(
             f"Rebuilt this machine's points ({settings.machine}; {dropped} dropped): {summary.files} transcripts, "
-            f"{summary.chunks} chunks, {reflections} reflections in {summary.seconds:.1f} s"
+            f"{summary.chunks} chunks, {reflections} reflections{exports} in {summary.seconds:.1f} s"
         )
         return
     old = settings.data_dir / f"store.old-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -306,15 +354,29 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     finally:
         lock.release()
     with ctx.store("reindex") as (store, embedder):
-        summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
+        importer = Importer(settings, store, embedder, State.load(settings.state_file))
+        summary = importer.run()
         reflections = reindex_reflections(store, embedder, settings.data_dir)
+        exports = _reimport_exports(importer)
     if old.exists() and not keep_old:
         shutil.rmtree(old, ignore_errors=True)
     kept = f"; the old store is in {old}" if old.exists() else ""
     click.echo(
         f"Rebuilt the index: {summary.files} transcripts, {summary.chunks} chunks, "
-        f"{reflections} reflections in {summary.seconds:.1f} s{kept}"
+        f"{reflections} reflections{exports} in {summary.seconds:.1f} s{kept}"
     )
+
+
+def _reimport_exports(importer: Any) -> str:
+    """Import again the Claude.ai exports imported before (``reindex``); what
+    to add to its report (a moved or deleted export is named, not fatal)."""
+    found = [Path(e) for e in importer.state.exports if Path(e).is_file()]
+    missing = [e for e in importer.state.exports if not Path(e).is_file()]
+    conversations = sum(importer.import_export(export).conversations for export in found)
+    said = f", {conversations} conversations of {_count(len(found), 'export')}" if found else ""
+    if missing:
+        said += f" ({', '.join(missing)}: no longer there, run `selfreflect import --claude-export` where it is now)"
+    return said
 
 
 @cli.command()
@@ -641,7 +703,9 @@ def show(ctx: Context, target: str, line: int | None, context: int) -> None:
 
     TARGET is what search prints: a transcript path, PATH:LINE or
     PATH:START-END (those lines and the context around them), a session id
-    or the start of one, or reflections.jsonl:LINE.
+    or the start of one, reflections.jsonl:LINE, history.jsonl:LINE, or a
+    Claude.ai export's EXPORT:CONVERSATION:FIRST-LAST (message numbers; a
+    message uuid in their place, or a conversation uuid alone, works too).
     """
     import os
 

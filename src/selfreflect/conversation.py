@@ -3,8 +3,11 @@
 
 Every face takes what search prints (:func:`parse_citation`): a transcript
 path, ``path:line``, ``path:start-end``, a session id or the start of one,
-``reflections.jsonl:N``. Reads the transcript itself (streamed, never
-whole), so an excerpt shows what is on disk now, line numbers as in the file.
+``reflections.jsonl:N``, ``history.jsonl:N``, and a Claude.ai export's
+``<export>:<conversation uuid>:<first>-<last>`` (message numbers; a message
+uuid in their place centres on that message). Reads the transcript itself
+(streamed, never whole), so an excerpt shows what is on disk now, line
+numbers as in the file.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from selfreflect.assemble import Assembler, Part
 from selfreflect.chunk import render
 from selfreflect.discover import discover
 from selfreflect.errors import NoMatch, TranscriptNotFound
+from selfreflect.export import Export, ExportError, export_reference
+from selfreflect.history import FILE as HISTORY
+from selfreflect.history import render_entry
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.query import pick
 from selfreflect.redact import redact
@@ -91,8 +97,17 @@ def read_conversation(
     cited = parse_citation(target)
     first = max(1, line) if line is not None else cited.first or 1
     last = cited.last if line is None and cited.last is not None else first
+    reference = export_reference(str(path))
     try:
-        lines = excerpt(path, first, before, after, max_line_bytes, last)
+        if reference is not None:
+            export, conversation, message = reference
+            given = export_reference(cited.name)
+            message = message or (given[2] if given else None)
+            first, last, lines = export_excerpt(
+                export, conversation, message if line is None else None, first, last, before, after
+            )
+        else:
+            lines = excerpt(path, first, before, after, max_line_bytes, last)
     except FileNotFoundError:
         raise TranscriptNotFound(
             f"{path} is no longer on disk (deleted since it was indexed, perhaps by Claude Code's clean-up): "
@@ -139,7 +154,7 @@ def excerpt(
         # Every record goes through the assembler, so results are named after their calls.
         parts = assembler.parts_of(entry.number, record) if isinstance(record, dict) else []
         if entry.number >= first:
-            lines.append(_render(entry.number, record, parts, entry.oversized))
+            lines.append(_render(entry.number, record, parts, entry.oversized, path.parent))
     if count and not records:
         raise TranscriptNotFound(f"{path} is not a Claude Code transcript (no line of it is a transcript record)")
     if line > count:
@@ -148,12 +163,54 @@ def excerpt(
     return lines
 
 
+def export_excerpt(
+    path: Path, uuid: str, message: str | None, first: int, last: int, before: int, after: int
+) -> tuple[int, int, list[ExcerptLine]]:
+    """Messages ``first - before .. last + after`` of the export conversation
+    ``uuid`` (centred on ``message`` when given), numbered as search cites
+    them; also the cited first and last.
+
+    Raises:
+        TranscriptNotFound: no such export, conversation, message or number.
+        FileNotFoundError: the export is gone.
+    """
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        with Export(path) as export:
+            found = export.find(uuid)
+    except ExportError as exc:
+        raise TranscriptNotFound(str(exc)) from exc
+    if found is None:
+        raise TranscriptNotFound(f"{path} holds no conversation {uuid}")
+    if message is not None:
+        numbers = [m.number for m in found.messages if m.uuid == message]
+        if not numbers:
+            raise TranscriptNotFound(f"the conversation {uuid} of {path} has no message {message}")
+        first = last = numbers[0]
+    count = len(found.messages)
+    if first > count:
+        raise TranscriptNotFound(f"the conversation {uuid} of {path} has {count} messages: {first} is past its end")
+    shown = found.messages[max(0, first - before - 1) : last + after]
+    lines = [
+        ExcerptLine(m.number, m.sender, m.timestamp, _cut(redact("\n".join(render(p) for p in m.parts)))) for m in shown
+    ]
+    return first, last, lines
+
+
 def _is_record(record: object) -> bool:
-    """A Claude Code record (every one has a ``type``), or a stored reflection."""
-    return isinstance(record, dict) and ("type" in record or ("content" in record and "id" in record))
+    """A Claude Code record (every one has a ``type``), a stored reflection,
+    or a ``history.jsonl`` prompt."""
+    return isinstance(record, dict) and (
+        "type" in record or ("content" in record and "id" in record) or "display" in record
+    )
 
 
-def _render(number: int, record: object, parts: list[Part], oversized: bool) -> ExcerptLine:
+def _cut(text: str) -> str:
+    return text[:EXCERPT_CHARS] + "…" if len(text) > EXCERPT_CHARS else text
+
+
+def _render(number: int, record: object, parts: list[Part], oversized: bool, claude_dir: Path) -> ExcerptLine:
     if oversized:
         return ExcerptLine(number, "skipped", None, "(line too long to show)")
     if record is None:
@@ -166,6 +223,9 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
         label = f"Reflection [{', '.join(tags)}]" if tags else "Reflection"
         when = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
         return ExcerptLine(number, "reflection", when, redact(f"{label}: {record['content']}")[:EXCERPT_CHARS])
+    if "type" not in record and "display" in record:  # history.jsonl
+        when, text = render_entry(record, claude_dir)
+        return ExcerptLine(number, "history", when, _cut(redact(text)))
     kind = str(record.get("type", "?"))
     timestamp = record.get("timestamp") if isinstance(record.get("timestamp"), str) else None
     if parts:
@@ -175,9 +235,7 @@ def _render(number: int, record: object, parts: list[Part], oversized: bool) -> 
     else:
         text = f"({kind} record)"
     text = redact(text)  # what leaves the process is masked like what is stored
-    if len(text) > EXCERPT_CHARS:
-        text = text[:EXCERPT_CHARS] + "…"
-    return ExcerptLine(number, kind, timestamp, text)
+    return ExcerptLine(number, kind, timestamp, _cut(text))
 
 
 def find_transcript(settings: Settings, target: str, store: Store | None, on_disk: bool = True) -> Path:
@@ -194,7 +252,12 @@ def find_transcript(settings: Settings, target: str, store: Store | None, on_dis
         NoMatch: the start of a session id that several sessions share (with them).
     """
     name = parse_citation(target).name
-    if any(sep in name for sep in "/\\") or name.endswith(".jsonl") or name.startswith("~"):
+    reference = export_reference(name)
+    if reference is not None:
+        name = f"{reference[0]}:{reference[1]}"  # the conversation (the message is found in it)
+        if on_disk and Path(os.path.expanduser(str(reference[0]))).is_file():
+            return Path(os.path.expanduser(name))  # read from the export itself
+    if reference or any(sep in name for sep in "/\\") or name.endswith(".jsonl") or name.startswith("~"):
         return _find_file(settings, name, store, on_disk)
     return _find_session(settings, name, store, on_disk)
 
@@ -204,6 +267,9 @@ def _find_file(settings: Settings, name: str, store: Store | None, on_disk: bool
     alone = len(path.parts) == 1  # a file name, not a path
     if alone and path.name == REFLECTIONS:  # as store_reflection cites it
         path = settings.data_dir / REFLECTIONS
+        alone = False
+    elif alone and path.name == HISTORY:  # Claude Code's own, as search cites its prompts
+        path = settings.history_file
         alone = False
     if on_disk and path.is_file():
         return path

@@ -3,6 +3,11 @@
 Hybrid retrieval: the query is embedded with the same model as the chunks,
 and the dense list and the BM25 list are fused with reciprocal rank fusion
 (RRF) inside the engine. The result is the stable JSON of DESIGN.md.
+
+Prompts of Claude Code's ``history.jsonl`` (kind ``history``) are a memory
+of last resort: one whose conversation is in the index is not shown (the
+conversation is), the others rank below conversations that match as well
+(:func:`weigh_history`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
 MAX_PROJECTS = 10_000
 MAX_NAMES = 100_000  # sessions or tools listed to resolve a filter that matched nothing as given
 
+# a history.jsonl prompt's fused score is multiplied by this: at the top of a list, as if it had
+# ranked about three places lower in both rankings (1,1 -> between 4,4 and 5,5)
+HISTORY_WEIGHT = 0.95
 SNIPPET_CHARS = 240
 # word-pieces embedded per search to place snippets by meaning: a bit over one
 # chunk's worth (chunks hold up to 256), the best-ranked first; ~10 ms on 2 cores
@@ -81,7 +89,7 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
                 hit_lists.append((i, plan.dense_weight, store.dense(v.tolist(), query.where, plan.depth)))
                 hit_lists.append((i, plan.lexical_weight, store.lexical(lexical_text(p), query.where, plan.depth)))
         hits, found_by = fuse(hit_lists, plan.k)
-        hits = hits[:fetch]
+        hits = weigh_history(store, hits)[:fetch]
     if query.decay and hits:
         newest = parse_instant((store.latest(SearchFilter()) or {}).get("timestamp"))
         decay = query.decay
@@ -136,6 +144,26 @@ def fuse(lists: list[tuple[int, float, list[Hit]]], k: int) -> tuple[list[Hit], 
     order = sorted(scores, key=lambda i: (-scores[i], min(ranks[i].values())))
     fused = [Hit(i, round(scores[i], 6), first[i].payload) for i in order]
     return fused, {i: sorted(ranks[i], key=lambda p: (ranks[i][p], p)) for i in order}
+
+
+def weigh_history(store: Store, hits: list[Hit]) -> list[Hit]:
+    """``hits`` without the ``history.jsonl`` prompts whose conversation is
+    indexed (a conversation chunk of the same project opens with the same
+    prompt: the same ``prompt_key``), and the other prompts' scores times
+    ``HISTORY_WEIGHT``, so a conversation that matches as well ranks first."""
+    prompts = [h for h in hits if h.payload.get("kind") == "history"]
+    if not prompts:
+        return hits
+    keys = sorted({str(h.payload["prompt_key"]) for h in prompts if h.payload.get("prompt_key")})
+    told: set[str] = set()
+    if keys:
+        where = SearchFilter(kinds=("conversation",), prompt_keys=tuple(keys))
+        told = {str(value) for value, _ in store.facet("prompt_key", where, len(keys))}
+    kept = [h for h in hits if h.payload.get("kind") != "history" or h.payload.get("prompt_key") not in told]
+    weighed = [
+        Hit(h.id, h.score * HISTORY_WEIGHT, h.payload) if h.payload.get("kind") == "history" else h for h in kept
+    ]
+    return sorted(weighed, key=lambda h: h.score, reverse=True)
 
 
 def relevance_of(hits: list[Hit], vectors: Any, phrasings: list[str], store: Store) -> dict[str, float]:

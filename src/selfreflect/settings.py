@@ -50,6 +50,7 @@ ENV = {
     "include_projects": "SELFREFLECT_INCLUDE_PROJECTS",
     "exclude_projects": "SELFREFLECT_EXCLUDE_PROJECTS",
     "group_repositories": "SELFREFLECT_GROUP_REPOSITORIES",
+    "index_history": "SELFREFLECT_INDEX_HISTORY",
 }
 # other names a setting is read from when its own is unset: the official Voyage client's
 ENV_ALSO = {"voyage_key": ("VOYAGE_API_KEY",)}
@@ -110,6 +111,8 @@ class Settings:
         group_repositories: a session started in a subfolder or a linked
             worktree of a git repository belongs to the repository's main
             working tree (SELFREFLECT_GROUP_REPOSITORIES; on).
+        index_history: index the prompts of Claude Code's ``history.jsonl``,
+            which outlive the transcripts (SELFREFLECT_INDEX_HISTORY; on).
     """
 
     claude_dir: Path
@@ -141,10 +144,15 @@ class Settings:
     include_projects: tuple[str, ...] = ()
     exclude_projects: tuple[str, ...] = ()
     group_repositories: bool = True
+    index_history: bool = True
 
     @property
     def projects_dir(self) -> Path:
         return self.claude_dir / "projects"
+
+    @property
+    def history_file(self) -> Path:
+        return self.claude_dir / "history.jsonl"
 
     @property
     def store_dir(self) -> Path:
@@ -280,7 +288,7 @@ def _convert(name: str, raw: Any) -> Any:
         if str(raw).lower() not in ("none", "int8"):
             raise ValueError("must be none or int8")
         return str(raw).lower()
-    if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk"):
+    if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk", "index_history"):
         if isinstance(raw, bool):
             return raw
         return str(raw).strip().lower() in ("1", "true", "yes", "on")

@@ -19,7 +19,8 @@ The state also records which store it describes (the store's id): when the
 store was deleted or replaced, the positions are dropped and everything is
 read again into the new store. And what the user asked to forget
 (``selfreflect forget``): tombstones that keep it out of the index when the
-transcripts are read again.
+transcripts are read again. And the Claude.ai exports that were imported,
+which ``reindex`` imports again.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class State:
         store_id: the id of the store these positions describe.
         tombstones: what was forgotten, as (kind, value): ``project``,
             ``session``, ``transcript`` or ``before`` (an ISO instant).
+        exports: the Claude.ai exports imported (absolute paths), in order.
     """
 
     def __init__(self, path: Path) -> None:
@@ -102,6 +104,7 @@ class State:
         self.positions: dict[str, TranscriptPosition] = {}
         self.store_id = ""
         self.tombstones: tuple[tuple[str, str], ...] = ()
+        self.exports: tuple[str, ...] = ()
         self._dirty: set[str] = set()
         self._meta_dirty = False
 
@@ -136,6 +139,11 @@ class State:
         except sqlite3.Error as exc:
             raise SelfReflectError(f"cannot read the state at {path}: {exc}") from exc
         state.store_id = str(meta.get("store_id", ""))
+        try:
+            exports = orjson.loads(meta.get("exports", "[]"))
+        except orjson.JSONDecodeError:
+            exports = []
+        state.exports = tuple(str(e) for e in exports if isinstance(e, str)) if isinstance(exports, list) else ()
         for key, blob in rows:
             position = _position(blob)
             if position is None:
@@ -165,6 +173,21 @@ class State:
                 _create(db)
             db.execute("INSERT OR IGNORE INTO forgotten (kind, value) VALUES (?, ?)", (kind, value))
         self.tombstones = tuple(sorted({*self.tombstones, (kind, value)}))
+
+    def remember_export(self, path: str) -> None:
+        """Record, at once, that the export at ``path`` was imported."""
+        exports = tuple(dict.fromkeys((*self.exports, path)))
+        if exports == self.exports:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(_connect(self.path)) as db, db:
+            if db.execute("PRAGMA user_version").fetchone()[0] < FORMAT:
+                _create(db)
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('exports', ?)",
+                (orjson.dumps(list(exports)).decode(),),
+            )
+        self.exports = exports
 
     def forgotten(self, payload: dict[str, Any]) -> bool:
         """A chunk (its payload) that a tombstone keeps out of the index."""

@@ -35,7 +35,7 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
         ),
         "store_bytes": store.size_bytes() if store else 0,
         "chunks": store.count(SearchFilter()) if store else 0,
-        "transcripts": len(state.positions),
+        "transcripts": len(set(state.positions) - {str(settings.history_file)}),
         "bad_lines": sum(p.bad_lines for p in positions),
         "oversized_lines": sum(p.oversized_lines for p in positions),
         "projects": [],

@@ -3,6 +3,8 @@
 File events (watchfiles: inotify on Linux, FSEvents on macOS) make a changed
 transcript "live"; a full rescan every ``watch_interval`` seconds catches what
 events missed (new project folders, network filesystems, dropped events).
+Claude Code's ``history.jsonl`` is watched and queued the same way (it is
+read by :meth:`Importer.import_history`).
 Live files are read first, each a few batches at a time, so a backlog of old
 files never delays the session being written now. A memory guard keeps the
 process under ``max_memory_mb``.
@@ -106,10 +108,14 @@ class Streamer:
             if not self.projects_dir.is_dir():
                 self.stop.wait(1.0)
                 continue
+            history = self.importer.settings.history_file
+            watched = [self.projects_dir] + (
+                [history] if self.importer.settings.index_history and history.is_file() else []
+            )
             try:
                 watching = False
                 for changes in watchfiles.watch(
-                    self.projects_dir,
+                    *watched,
                     watch_filter=lambda _change, path: path.endswith(".jsonl"),
                     debounce=50,
                     step=20,
@@ -214,6 +220,9 @@ class Streamer:
                 changed = known is None or not is_current(known, transcript.size, transcript.mtime)
                 if changed and not any(path in q for q in self._queues.values()):
                     self._queues["active" if transcript.active(now) else "backlog"][path] = now
+            history = str(self.importer.settings.history_file)
+            if self.importer.history_changed() and not any(history in q for q in self._queues.values()):
+                self._queues["active"][history] = now
             self.stats.rescans += 1
         self._update_gauges()
 
@@ -225,22 +234,21 @@ class Streamer:
         return None, ""
 
     def _read(self, path: str, tier: str) -> bool:
-        transcript = describe(self.projects_dir, Path(path))
-        if transcript is None:
+        history = path == str(self.importer.settings.history_file)
+        transcript = None if history else describe(self.projects_dir, Path(path))
+        if transcript is None and not history:
             return False  # deleted (what was indexed stays), or not a transcript
         summary = ImportSummary()
         started = time.perf_counter()
-        if tier == "event":
-            more = self.importer.import_file(transcript, summary, BATCHES_PER_TURN, self._smallest)
+        events = self._queues["event"]
+        if tier == "event":  # a file being written: its batches at once
+            size, should_yield = self._smallest, None
         else:  # small batches, and out of the way as soon as a written file has news
-            events = self._queues["event"]
-            more = self.importer.import_file(
-                transcript,
-                summary,
-                BATCHES_PER_TURN,
-                self._smallest or BACKFILL_CHUNKS,
-                should_yield=lambda: bool(events),
-            )
+            size, should_yield = self._smallest or BACKFILL_CHUNKS, lambda: bool(events)
+        if transcript is not None:
+            more = self.importer.import_file(transcript, summary, BATCHES_PER_TURN, size, should_yield)
+        else:
+            more = self.importer.import_history(summary, BATCHES_PER_TURN, size, should_yield)
         with self._lock:
             stats = self.stats
             stats.read.add(summary)

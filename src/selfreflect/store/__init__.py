@@ -40,6 +40,8 @@ INDEXED_FIELDS = {
     # never matches a bool payload.
     "thread": "keyword",
     "host": "keyword",  # the machine that wrote the point: many can share a server collection
+    # a search looks up the prompts of its history.jsonl hits among the conversations (a facet)
+    "prompt_key": "keyword",
 }
 
 
@@ -64,8 +66,9 @@ class SearchFilter:
         file: a path or path suffix the conversation read or edited.
         git_branch, tool: exact values.
         include_sidechains: sub-agent and sidechain conversations too.
-        kinds: ``conversation``, ``reflection``.
+        kinds: ``conversation``, ``reflection``, ``history``.
         host: only points this machine wrote (``Settings.machine``).
+        prompt_keys: points that open with one of these prompts (``prompt_key``).
     """
 
     projects: tuple[str, ...] = ()
@@ -79,6 +82,7 @@ class SearchFilter:
     include_sidechains: bool = True
     kinds: tuple[str, ...] = ()
     host: str | None = None
+    prompt_keys: tuple[str, ...] = ()
 
 
 # ("match", key, value) | ("any", key, values) | ("since", key, gte, lt) | ("either", [conditions])
@@ -109,6 +113,8 @@ def conditions(where: SearchFilter) -> tuple[list[Condition], list[Condition]]:
         must.append(("match", "file_suffixes", where.file.strip("/")))
     if where.kinds:
         must.append(("any", "kind", list(where.kinds)))
+    if where.prompt_keys:
+        must.append(("any", "prompt_key", list(where.prompt_keys)))
     if not where.include_sidechains:
         must_not.append(("match", "thread", "sidechain"))
     return must, must_not
