@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol
 
+from selfreflect.archive import Archive
 from selfreflect.client import get_json, post_json
 from selfreflect.conversation import find_transcript, read_conversation
 from selfreflect.embed import Embedder
@@ -115,13 +116,14 @@ class LocalBackend:
 
         Raises:
             TranscriptNotFound: nothing indexed matches, or the transcript is
-                gone from disk, or has no such line.
+                gone from disk and not archived, or has no such line.
             NoMatch: the start of several session ids.
         """
         before, after = (max(0, min(n, MAX_CONTEXT_LINES)) for n in (before, after))
         with self._store() as store:
             path = find_transcript(self.settings, target, store, on_disk=False)
-        return read_conversation(path, target, line, before, after, self.settings.max_line_bytes)
+        archive = Archive.of(self.settings)
+        return read_conversation(path, target, line, before, after, self.settings.max_line_bytes, archive)
 
     def status(self) -> dict[str, Any]:
         with self._store() as store:

@@ -261,14 +261,16 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     """Rebuild the index from scratch: every transcript, and every stored reflection.
 
     For a damaged store, a store of another model, or after changing how
-    chunks are made. The old store is moved aside first and deleted once the
-    new one is complete. Stop the daemon first (`selfreflect stop`). With a
-    Qdrant server (QDRANT_URL), this machine's points are deleted and read
-    again; other machines' points stay.
+    chunks are made. Transcripts Claude Code has deleted are read from the
+    archive. The old store is moved aside first and deleted once the new one
+    is complete. Stop the daemon first (`selfreflect stop`). With a Qdrant
+    server (QDRANT_URL), this machine's points are deleted and read again;
+    other machines' points stay.
     """
     import shutil
     import time
 
+    from selfreflect.archive import Archive
     from selfreflect.discover import discover
     from selfreflect.importer import Importer
     from selfreflect.lock import StoreLock
@@ -276,7 +278,8 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     from selfreflect.state import State
 
     settings = ctx.settings
-    discover(settings.projects_dir)  # a missing Claude dir fails before anything moves
+    if next(Archive.of(settings).gone(), None) is None:
+        discover(settings.projects_dir)  # a missing Claude dir fails before anything moves
     daemon = ctx.connect("reindex").daemon()
     if daemon is not None:
         raise StoreLocked(f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop` first", daemon.pid)
@@ -645,6 +648,7 @@ def show(ctx: Context, target: str, line: int | None, context: int) -> None:
     """
     import os
 
+    from selfreflect.archive import Archive
     from selfreflect.conversation import find_transcript, parse_citation, read_conversation
 
     settings = ctx.settings
@@ -657,7 +661,7 @@ def show(ctx: Context, target: str, line: int | None, context: int) -> None:
             found = None  # not indexed: look on disk
     if found is None:
         path = local if local.is_file() else find_transcript(settings, target, None)
-        found = read_conversation(path, target, line, context, context, settings.max_line_bytes)
+        found = read_conversation(path, target, line, context, context, settings.max_line_bytes, Archive.of(settings))
     click.echo(click.style(found["transcript"], fg="cyan"))
     for entry in found["lines"]:
         cited = found["line"] <= entry["line"] <= found["line_end"]

@@ -5,6 +5,11 @@ then state. Positions are saved only after the store confirmed the batch,
 and point ids are deterministic, so a crash at any moment loses nothing and
 duplicates nothing: the next run re-reads from the last saved position and
 overwrites what it had already written.
+
+Each batch also appends what is new of the transcript to its archive
+(:mod:`selfreflect.archive`), saved with the positions. A transcript Claude
+Code deleted keeps its chunks; when the index has not read all of it (a
+``reindex``), the rest is read from the archive.
 """
 
 from __future__ import annotations
@@ -17,18 +22,21 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from selfreflect.assemble import Assembler, Exchange
+from selfreflect.archive import Archive, agent_meta, due
+from selfreflect.assemble import Assembler, Exchange, title_of
 from selfreflect.chunk import Chunk, chunk_exchange, seal
-from selfreflect.discover import TranscriptFile, discover
+from selfreflect.discover import TranscriptFile, describe, discover
 from selfreflect.embed import Embedder, embed_batched
+from selfreflect.errors import ClaudeDirMissing
 from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.projects import project_path, repository_root
-from selfreflect.redact import redact_part
+from selfreflect.redact import redact, redact_part
 from selfreflect.settings import Settings
-from selfreflect.state import State, TranscriptPosition
+from selfreflect.state import ArchiveEntry, State, TranscriptPosition
 from selfreflect.store import Record, Store
 from selfreflect.system import path_name
 from selfreflect.tail import FileIdentity, read_lines
@@ -86,6 +94,40 @@ class Importer:
             state.save()
         self.budget = embedder.max_tokens - 2  # [CLS] and [SEP]
         self.embed_seconds = 0.0
+        self.archive = Archive.of(settings)
+
+    def transcripts(self, report: Callable[[str, str], None] | None = None) -> list[TranscriptFile]:
+        """Every transcript on disk (see :func:`discover`), then those only the archive still holds.
+
+        Raises:
+            ClaudeDirMissing: there is no projects folder, and nothing in the archive.
+        """
+        gone = list(self.archive.gone())
+        try:
+            return discover(self.settings.projects_dir, report=report) + gone
+        except ClaudeDirMissing:
+            if not gone:
+                raise
+            return gone
+
+    def locate(self, path: str) -> TranscriptFile | None:
+        """The transcript at ``path``: on disk, else in the archive, else ``None``."""
+        found = describe(self.settings.projects_dir, Path(path))
+        if found is not None:
+            return found
+        key = self.archive.key_of(Path(path))
+        return self.archive.archived(key) if key else None
+
+    def needs_reading(self, transcript: TranscriptFile, now: float) -> bool:
+        """It has lines not indexed yet, or bytes the archive should take now."""
+        position = self.state.positions.get(str(transcript.path))
+        if transcript.archived:
+            return position is None or self._unread(position, self.state.archive.get(transcript.key))
+        if position is None or not is_current(position, transcript.size, transcript.mtime):
+            return True
+        return self.settings.archive and due(
+            self.state.archive.get(transcript.key), transcript.size, transcript.active(now)
+        )
 
     def run(self, progress: Callable[[TranscriptFile], None] | None = None) -> ImportSummary:
         """Catch up on every transcript: index whatever is not indexed yet."""
@@ -96,7 +138,7 @@ class Importer:
             log.warning("%s: skipped: %s", path, why)
             summary.skipped.append((path, why))
 
-        files = discover(self.settings.projects_dir, report=skipped)
+        files = self.transcripts(report=skipped)
         summary.files = len(files)
         for transcript in files:
             self.import_file(transcript, summary)
@@ -149,24 +191,43 @@ class Importer:
         should_yield: Callable[[], bool] | None,
     ) -> bool:
         path = str(transcript.path)
-        identity = FileIdentity.of(transcript.path)
         position = self.state.get(path)
-        if position.inode and (
-            (identity.inode, identity.device) != (position.inode, position.device) or identity.size < position.end
-        ):
-            log.info("%s: replaced or truncated, indexing it again", path)
-            self.store.delete_transcript(path)
-            position = TranscriptPosition()
-        if position.inode and is_current(position, identity.size, identity.mtime):
-            return False  # not touched since the last read
+        if transcript.archived:  # the file is gone: read on from its archive, never drop what is indexed
+            entry = self.state.archive.get(transcript.key)
+            if not self._unread(position, entry):
+                return False
+            identity = FileIdentity(entry.inode, entry.device, entry.archived, entry.mtime) if entry else None
+            identity = identity or FileIdentity(0, 0, 0, transcript.mtime)
+            quiet = True
+            lines = self.archive.read_lines(
+                transcript.key, position.offset, position.line, self.settings.max_line_bytes
+            )
+        else:
+            identity = FileIdentity.of(transcript.path)
+            if position.inode and (
+                (identity.inode, identity.device) != (position.inode, position.device) or identity.size < position.end
+            ):
+                log.info("%s: replaced or truncated, indexing it again", path)
+                self.store.delete_transcript(path)
+                position = TranscriptPosition()
+            if position.inode and is_current(position, identity.size, identity.mtime):
+                self._archive(transcript, identity)  # not touched since the last read: the archive may be behind
+                self.state.save()
+                return False
+            # A quiet file will not finish its last line: take it if it is whole.
+            quiet = not transcript.active(time.time())
+            lines = read_lines(
+                transcript.path, position.offset, position.line, self.settings.max_line_bytes, final=quiet
+            )
         summary.files_read += 1
         seen_end = position.end
         position.final = position.done = False  # until this read reaches the end of the file
-        assembler = Assembler.restore(transcript.session_id, transcript.agent_id, position.context)
+        meta = agent_meta(transcript, self.archive)
+        parent = meta.get("toolUseId") if isinstance(meta.get("toolUseId"), str) else None
+        assembler = Assembler.restore(
+            transcript.session_id, transcript.agent_id, position.context, parent, transcript.tool_results
+        )
         batch = Batch(transcript, identity, position, seen_end)
-        # A quiet file will not finish its last line: take it if it is whole.
-        quiet = not transcript.active(time.time())
-        lines = read_lines(transcript.path, position.offset, position.line, self.settings.max_line_bytes, final=quiet)
         batches = 0
         tail_taken = False  # the unterminated last line of a quiet file was a whole record
         for line in lines:
@@ -192,6 +253,11 @@ class Importer:
                 continue
             if not position.first_cwd and isinstance(record.get("cwd"), str) and record["cwd"].strip():
                 position.first_cwd = record["cwd"]  # where the session started: its project
+            if (titled := title_of(record)) is not None:
+                session = record.get("sessionId") if isinstance(record.get("sessionId"), str) else None
+                session = session or transcript.session_id
+                if self.state.set_title(session, titled[0], redact(titled[1])):
+                    batch.titled.add(session)
             closed = assembler.feed(line.number, line.start, record)
             if closed is not None:
                 batch.add(closed, self._chunk(closed))
@@ -252,6 +318,8 @@ class Importer:
         for exchange, last in batch.reread.items():
             # an exchange read before may have been cut into fewer chunks now
             self.store.delete_exchange_tail(str(transcript.path), exchange, last + 1)
+        for session in batch.titled:  # a title line names the chunks written before it too
+            self.store.set_title(session, self.state.titles[session][1])
         summary.chunks += len(changed)
         open_exchange = assembler.open
         if open_exchange is not None:
@@ -259,17 +327,44 @@ class Importer:
         else:
             position.offset, position.line = batch.end, batch.end_line
         sealed = open_exchange is not None and open_exchange.resume_offset != open_exchange.start_offset
-        position.context = assembler.snapshot() if sealed else None
+        position.context = assembler.snapshot(sealed)
         position.end = max(batch.end, position.end)
         position.inode, position.device = batch.identity.inode, batch.identity.device
         position.size, position.mtime = batch.identity.size, batch.identity.mtime
         self.state.set(str(transcript.path), position)
-        self.state.save()
+        self._archive(transcript, batch.identity)
+        self.state.save()  # the position and the archive's entry together
+
+    def _archive(self, transcript: TranscriptFile, identity: FileIdentity) -> None:
+        """Append what is new of ``transcript`` to its archive, when it is due
+        (:func:`selfreflect.archive.due`); the entry is saved by the caller."""
+        if not self.settings.archive or transcript.archived:
+            return
+        entry = self.state.archive.get(transcript.key)
+        if not due(entry, identity.size, transcript.active(time.time()), (identity.inode, identity.device)):
+            return
+        try:
+            self.state.set_archive(transcript.key, self.archive.append(transcript, entry))
+        except OSError as exc:  # the index goes on; the next read tries again
+            log.warning("%s: cannot archive it: %s", transcript.path, exc.strerror or exc)
+
+    @staticmethod
+    def _unread(position: TranscriptPosition, entry: ArchiveEntry | None) -> bool:
+        """An archived transcript (the file is gone) holds lines the index has
+        not read: after a ``reindex``, or when it was deleted mid-read. When
+        the archive holds less than was indexed (deleted while being written),
+        nothing is read: what is indexed stays."""
+        if entry is None:
+            return not position.done
+        read_all = position.done and position.final and position.size >= entry.archived
+        return position.end < entry.archived and position.offset < entry.archived and not read_all
 
     def _wanted(self, payload: dict[str, Any]) -> bool:
-        """Not forgotten (``selfreflect forget``), and in a project the
-        settings include and do not exclude."""
-        if self.state.forgotten(payload):
+        """Not forgotten (``selfreflect forget``), not a compaction agent's
+        (it holds the summary the session's ``isCompactSummary`` line indexes,
+        and the turns it summarised), and in a project the settings include
+        and do not exclude."""
+        if self.state.forgotten(payload) or str(payload["agent_id"] or "").startswith("acompact"):
             return False
         names = (payload["project_path"], payload["project"], payload["claude_project"])
         include, exclude = self.settings.include_projects, self.settings.exclude_projects
@@ -300,6 +395,8 @@ class Importer:
             "sidechain": exchange.sidechain,
             "thread": "sidechain" if exchange.sidechain or exchange.agent_id else "main",
             "agent_id": exchange.agent_id,
+            "parent_tool_use_id": exchange.parent_tool_use_id,
+            "compact_summary": exchange.compact_summary,
             "exchange": exchange.key,
             "ordinal": chunk.ordinal,
             "text": text,
@@ -309,6 +406,7 @@ class Importer:
         }
         digest = hashlib.sha1(repr(sorted(payload.items())).encode("utf-8", "replace")).hexdigest()
         payload["text_hash"] = digest
+        payload["title"] = self.state.titles.get(exchange.session_id, (0, ""))[1]  # not hashed: set_title keeps it
         pid = point_id(transcript.key, exchange.session_id, exchange.key, chunk.ordinal)
         return Record(pid, (), lexical_text(text), payload), text
 
@@ -339,6 +437,7 @@ class Batch:
         self.end_line = position.line if end_line is None else end_line
         self.chunks: list[tuple[Exchange, Chunk]] = []
         self.reread: dict[str, int] = {}  # exchange read before -> last ordinal now
+        self.titled: set[str] = set()  # sessions whose title changed
 
     @property
     def size(self) -> int:

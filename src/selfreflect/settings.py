@@ -50,6 +50,7 @@ ENV = {
     "include_projects": "SELFREFLECT_INCLUDE_PROJECTS",
     "exclude_projects": "SELFREFLECT_EXCLUDE_PROJECTS",
     "group_repositories": "SELFREFLECT_GROUP_REPOSITORIES",
+    "archive": "SELFREFLECT_ARCHIVE",
 }
 # other names a setting is read from when its own is unset: the official Voyage client's
 ENV_ALSO = {"voyage_key": ("VOYAGE_API_KEY",)}
@@ -110,6 +111,9 @@ class Settings:
         group_repositories: a session started in a subfolder or a linked
             worktree of a git repository belongs to the repository's main
             working tree (SELFREFLECT_GROUP_REPOSITORIES; on).
+        archive: keep a compressed copy of every transcript read, in
+            ``<data dir>/archive/`` (SELFREFLECT_ARCHIVE; on): what Claude
+            Code's clean-up deletes stays readable (:mod:`selfreflect.archive`).
     """
 
     claude_dir: Path
@@ -141,6 +145,7 @@ class Settings:
     include_projects: tuple[str, ...] = ()
     exclude_projects: tuple[str, ...] = ()
     group_repositories: bool = True
+    archive: bool = True
 
     @property
     def projects_dir(self) -> Path:
@@ -153,6 +158,10 @@ class Settings:
     @property
     def state_file(self) -> Path:
         return self.data_dir / "state.sqlite3"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
 
     @property
     def max_line_bytes(self) -> int:
@@ -280,7 +289,7 @@ def _convert(name: str, raw: Any) -> Any:
         if str(raw).lower() not in ("none", "int8"):
             raise ValueError("must be none or int8")
         return str(raw).lower()
-    if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk"):
+    if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk", "archive"):
         if isinstance(raw, bool):
             return raw
         return str(raw).strip().lower() in ("1", "true", "yes", "on")

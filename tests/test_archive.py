@@ -1,0 +1,230 @@
+"""The archive: a compressed copy of every transcript, byte for byte, kept in
+step with the read positions, read when Claude Code has deleted the file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from selfreflect.archive import FRAME_BYTES, Archive
+from selfreflect.backend import LocalBackend, held
+from selfreflect.discover import describe
+from selfreflect.embed import OnnxEmbedder
+from selfreflect.importer import Importer, ImportSummary
+from selfreflect.settings import Settings
+from selfreflect.state import State
+from selfreflect.store import SearchFilter
+from selfreflect.store.edge import EdgeStore
+
+from conftest import REAL, build_claude_home, make_settings
+from daemon_process import run_cli
+
+TINY = REAL / "obra__episodic-memory__tiny-conversation.jsonl"
+HEAVY = REAL / "marot__spotter__tool_heavy.jsonl"
+
+
+def quiet(*paths: Path) -> None:
+    """Last written an hour ago: nobody is writing these (archived whole)."""
+    then = time.time() - 3600
+    for path in paths:
+        os.utime(path, (then, then))
+
+
+def every_transcript(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.jsonl"))
+
+
+def unpack(archived: Path) -> tuple[bytes, int]:
+    """An archive decompressed as zstd decompresses it, and how many frames it holds."""
+    data, out, frames = archived.read_bytes(), b"", 0
+    while data:
+        frame = zstandard.ZstdDecompressor().decompressobj()
+        out += frame.decompress(data)
+        data, frames = frame.unused_data, frames + 1
+    return out, frames
+
+
+def import_once(settings: Settings, embedder: OnnxEmbedder) -> ImportSummary:
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        return Importer(settings, store, embedder, State.load(settings.state_file)).run()
+
+
+def points(settings: Settings, embedder: OnnxEmbedder) -> dict[str, tuple[Any, ...]]:
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        found = store.scroll(SearchFilter(), 100_000)
+    return {p["id"]: (p["transcript"], p["text"], p["line_start"], p["line_end"], p["title"]) for p in found}
+
+
+def archive_of(settings: Settings, transcript: Path) -> Path:
+    return settings.archive_dir / (transcript.relative_to(settings.projects_dir).as_posix() + ".zst")
+
+
+def test_every_transcript_is_archived_byte_for_byte(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    settings = make_settings(tmp_path)
+    build_claude_home(settings.claude_dir)
+    files = every_transcript(settings.projects_dir)
+    quiet(*files)
+    import_once(settings, embedder)
+    packed = 0
+    for path in files:
+        data, frames = unpack(archive_of(settings, path))
+        assert data == path.read_bytes(), path
+        assert frames == 1  # a file nobody writes is archived whole, in one frame
+        packed += archive_of(settings, path).stat().st_size
+    assert packed * 4 < sum(p.stat().st_size for p in files)
+    state = State.load(settings.state_file)
+    assert {e.archived for e in state.archive.values()} == {p.stat().st_size for p in files} - {0}
+
+
+def test_appended_lines_go_into_new_frames_and_only_they(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    settings = make_settings(tmp_path)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    lines = HEAVY.read_bytes().splitlines(keepends=True)
+    written = b""
+    for cut in (10, 25, len(lines)):
+        with open(target, "ab") as handle:
+            handle.write(b"".join(lines[len(written.splitlines()) : cut]))
+        written = b"".join(lines[:cut])
+        quiet(target)
+        import_once(settings, embedder)
+    assert unpack(archive_of(settings, target)) == (HEAVY.read_bytes(), 3)
+
+
+def test_a_session_being_written_is_archived_in_steps_then_whole(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    """Frames of a few lines compress badly: a live session waits for 1 MB
+    more, or for the file to go quiet."""
+    settings = make_settings(tmp_path)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(HEAVY, target)  # written just now
+    import_once(settings, embedder)
+    assert not archive_of(settings, target).exists()
+    big = REAL / "obra__episodic-memory__large-conversation.jsonl"
+    assert big.stat().st_size > FRAME_BYTES
+    with open(target, "ab") as handle:
+        handle.write(big.read_bytes())
+    import_once(settings, embedder)
+    assert unpack(archive_of(settings, target)) == (target.read_bytes(), 1)
+    with open(target, "ab") as handle:
+        handle.write(TINY.read_bytes())
+    import_once(settings, embedder)
+    assert unpack(archive_of(settings, target))[1] == 1  # 8 KB more: not yet
+    quiet(target)
+    import_once(settings, embedder)  # nothing new to index; the archive catches up
+    assert unpack(archive_of(settings, target)) == (target.read_bytes(), 2)
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_a_frame_written_after_the_last_save_is_not_kept_twice(
+    tmp_path: Path, embedder: OnnxEmbedder, torn: bool
+) -> None:
+    """What a kill -9 between writing a frame and saving the positions leaves
+    (the frame whole, or torn mid-write): the next run writes those bytes
+    again, once."""
+    settings = make_settings(tmp_path)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    lines = HEAVY.read_bytes().splitlines(keepends=True)
+    target.write_bytes(b"".join(lines[:20]))
+    quiet(target)
+    import_once(settings, embedder)
+    with open(target, "ab") as handle:
+        handle.write(b"".join(lines[20:]))
+    quiet(target)
+    # the crash: a frame is written and synced, the process dies before the state is saved
+    saved = State.load(settings.state_file).archive["-p/s.jsonl"]
+    transcript = describe(settings.projects_dir, target)
+    assert transcript is not None
+    unsaved = Archive(settings.archive_dir, settings.projects_dir).append(transcript, saved)
+    assert unsaved.size > saved.size and State.load(settings.state_file).archive["-p/s.jsonl"] == saved
+    if torn:
+        with open(archive_of(settings, target), "r+b") as handle:
+            handle.truncate(saved.size + (unsaved.size - saved.size) // 2)
+    import_once(settings, embedder)
+    assert unpack(archive_of(settings, target)) == (HEAVY.read_bytes(), 2)
+
+
+def test_a_damaged_archive_is_written_anew(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    settings = make_settings(tmp_path)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    lines = HEAVY.read_bytes().splitlines(keepends=True)
+    target.write_bytes(b"".join(lines[:20]))
+    quiet(target)
+    import_once(settings, embedder)
+    archive_of(settings, target).write_bytes(b"")  # shorter than the state says
+    with open(target, "ab") as handle:
+        handle.write(b"".join(lines[20:]))
+    quiet(target)
+    import_once(settings, embedder)
+    assert unpack(archive_of(settings, target)) == (HEAVY.read_bytes(), 1)
+
+
+def test_a_replaced_transcript_is_archived_anew(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    settings = make_settings(tmp_path)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(HEAVY, target)
+    quiet(target)
+    import_once(settings, embedder)
+    staged = tmp_path / "staged.jsonl"
+    shutil.copyfile(TINY, staged)
+    staged.replace(target)  # a new file (another inode) at the same path
+    quiet(target)
+    import_once(settings, embedder)
+    assert unpack(archive_of(settings, target)) == (TINY.read_bytes(), 1)
+
+
+def test_deleted_transcripts_stay_searchable_and_readable(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    settings = make_settings(tmp_path)
+    build_claude_home(settings.claude_dir)
+    quiet(*every_transcript(settings.projects_dir))
+    import_once(settings, embedder)
+    before = points(settings, embedder)
+    target = next(p for p in every_transcript(settings.projects_dir) if p.name == HEAVY.name)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        backend = LocalBackend(settings, embedder, lambda: held(store))
+        on_disk = backend.read_conversation(f"{target}:12-13", None, 2, 2)
+        shutil.rmtree(target.parent)  # Claude Code's clean-up took the project
+        archived = backend.read_conversation(f"{target}:12-13", None, 2, 2)
+    assert archived == on_disk and [x["line"] for x in archived["lines"]] == [10, 11, 12, 13, 14, 15]
+    assert "Phoenix server is starting" in archived["lines"][2]["text"]
+    summary = import_once(settings, embedder)  # the importer notices nothing to do, deletes nothing
+    assert summary.lines == 0 and points(settings, embedder) == before
+
+
+def test_reindex_rebuilds_the_index_from_the_archive_alone(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    """Claude Code deleted every transcript: `reindex` reads them all from
+    the archive, cited by their own paths and lines; reflections come back too."""
+    claude, data = tmp_path / "claude", tmp_path / "data"
+    build_claude_home(claude)
+    files = every_transcript(claude / "projects")
+    quiet(*files)
+    assert run_cli(claude, data, "import").returncode == 0
+    settings = make_settings(tmp_path)
+    before = points(settings, embedder)
+    shutil.rmtree(claude / "projects")
+    done = run_cli(claude, data, "reindex")
+    assert done.returncode == 0, done.stderr
+    assert f"Rebuilt the index: {len(files)} transcripts" in done.stdout
+    after = points(settings, embedder)
+    assert after == before
+    shown = run_cli(claude, data, "show", f"{claude / 'projects' / '-home-dev-marot-spotter' / HEAVY.name}:12")
+    assert shown.returncode == 0, shown.stderr
+    assert "Phoenix server is starting" in shown.stdout
+
+
+def test_no_archive_when_it_is_switched_off(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    settings = make_settings(tmp_path, archive=False)
+    build_claude_home(settings.claude_dir)
+    quiet(*every_transcript(settings.projects_dir))
+    import_once(settings, embedder)
+    assert not settings.archive_dir.exists()
+    assert State.load(settings.state_file).archive == {}
