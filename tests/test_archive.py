@@ -228,3 +228,102 @@ def test_no_archive_when_it_is_switched_off(tmp_path: Path, embedder: OnnxEmbedd
     import_once(settings, embedder)
     assert not settings.archive_dir.exists()
     assert State.load(settings.state_file).archive == {}
+
+
+def test_the_daemon_archives_and_reads_deleted_transcripts(tmp_path: Path) -> None:
+    """Over HTTP and MCP: a transcript Claude Code deleted stays searchable,
+    its lines are read from the archive, and status tells the archive and the
+    clean-up to come."""
+    import anyio
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.types import TextContent
+
+    from daemon_process import DaemonProcess, eventually
+
+    home = tmp_path / "claude"
+    folder = home / "projects" / "-live"
+    folder.mkdir(parents=True)
+    target, other = folder / HEAVY.name, folder / TINY.name
+    shutil.copyfile(HEAVY, target)
+    shutil.copyfile(TINY, other)
+    quiet(other)
+    old = time.time() - 28 * 86400  # Claude Code deletes it in 2 days (cleanupPeriodDays 30)
+    os.utime(target, (old, old))
+    with DaemonProcess(home, tmp_path / "data", WATCH_INTERVAL="1") as daemon:
+        daemon.wait_idle()
+        status = daemon.get("/api/status")
+        assert status["archive"]["transcripts"] == 2 and status["archive"]["only_in_archive"] == 0
+        assert (status["cleanup"]["period_days"], status["cleanup"]["due"], status["cleanup"]["archived"]) == (30, 1, 1)
+        assert status["cleanup"]["transcripts"][0]["transcript"] == str(target)
+        target.unlink()
+        time.sleep(1.0)  # the deletion's file event is handled
+        assert daemon.get("/healthz")["status"] == "ok"
+        assert any(r["transcript"] == str(target) for r in daemon.search("Phoenix server background", limit=20))
+        answer = daemon.get("/api/conversation", session_id=f"{target}:12", before=0, after=0)
+        assert [x["line"] for x in answer["lines"]] == [12] and "Phoenix server" in answer["lines"][0]["text"]
+        assert daemon.get("/api/status")["archive"]["only_in_archive"] == 1
+
+        async def over_mcp() -> tuple[Any, str]:
+            async with streamable_http_client(daemon.url + "/mcp") as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    read_back = await session.call_tool("read_conversation", {"session_id": f"{target}:12-13"})
+                    assert not read_back.is_error
+                    status = await session.call_tool("status", {})
+                    text = "\n".join(c.text for c in status.content if isinstance(c, TextContent))
+                    return read_back.structured_content, text
+
+        around, text = anyio.run(over_mcp)
+        assert [x["line"] for x in around["lines"]][5:7] == [12, 13]
+        assert "archive:     " in text and "1 only there (deleted by Claude Code)" in text
+        assert "clean-up:    Claude Code deletes transcripts 30 days after their last change" in text
+        # a new session is archived once nobody writes it any more
+        fresh = folder / "fresh.jsonl"
+        shutil.copyfile(TINY, fresh)
+        eventually(lambda: any(r["transcript"] == str(fresh) for r in daemon.search("Proactiveness", limit=20)))
+        archived = archive_of(make_settings(tmp_path), fresh)
+        assert not archived.exists()
+        quiet(fresh)
+        eventually(lambda: archived.exists() and unpack(archived) == (TINY.read_bytes(), 1))
+        assert daemon.stop() == 0
+
+
+def test_status_tells_what_the_clean_up_will_delete_and_if_it_is_archived(tmp_path: Path) -> None:
+    """``cleanupPeriodDays`` from Claude Code's settings.json (read, never
+    written): transcripts past it within 7 days, and whether each is archived."""
+    import json
+
+    from click.testing import CliRunner
+
+    from selfreflect.cli import cli
+
+    claude = Path(os.environ["CLAUDE_CONFIG_DIR"])
+    folder = claude / "projects" / "-p"
+    folder.mkdir(parents=True)
+    settings_file = claude / "settings.json"
+    settings_file.write_text('{"cleanupPeriodDays": 10, "model": "opus"}')
+    ages = {"overdue.jsonl": 12, "soon.jsonl": 5, "recent.jsonl": 1}
+    for name, days in ages.items():
+        shutil.copyfile(TINY, folder / name)
+        then = time.time() - days * 86400
+        os.utime(folder / name, (then, then))
+    assert CliRunner().invoke(cli, ["import"]).exit_code == 0
+    late = folder / "late.jsonl"  # written since the import: not archived yet
+    shutil.copyfile(TINY, late)
+    then = time.time() - 4 * 86400
+    os.utime(late, (then, then))
+    result = CliRunner().invoke(cli, ["status", "--json"])
+    cleanup = json.loads(result.stdout)["cleanup"]
+    assert (cleanup["period_days"], cleanup["period_from"]) == (10, str(settings_file))
+    assert (cleanup["due"], cleanup["archived"], cleanup["not_archived"]) == (3, 2, 1)
+    listed = {Path(t["transcript"]).name: t["archived"] for t in cleanup["transcripts"]}
+    assert listed == {"overdue.jsonl": True, "soon.jsonl": True, "late.jsonl": False}
+    text = CliRunner().invoke(cli, ["status"]).stdout
+    assert f"deletes transcripts 10 days after their last change (cleanupPeriodDays in {settings_file})" in text
+    assert ": 3 in the next 7 days, 2 archived, 1 not yet" in text
+    assert settings_file.read_text() == '{"cleanupPeriodDays": 10, "model": "opus"}'  # never written
+    settings_file.write_text('{"cleanupPeriodDays": 0}')  # rejected by Claude Code: its default holds
+    cleanup = json.loads(CliRunner().invoke(cli, ["status", "--json"]).stdout)["cleanup"]
+    assert cleanup["period_days"] == 30 and "is not a number of days" in cleanup["period_from"]
+    assert cleanup["due"] == 0

@@ -175,17 +175,22 @@ class Archive:
                     stream.seek(offset)  # decompressed and dropped: archives are read from the start
                 yield from lines_of(_Tolerant(stream), offset, first_line, max_line_bytes, final=True)
 
-    def gone(self) -> Iterator[TranscriptFile]:
-        """The archived transcripts whose file is no longer in ``projects/``."""
+    def keys(self) -> Iterator[str]:
+        """The key of every archived transcript."""
         if not self.root.is_dir():
             return
         for folder, dirs, files in os.walk(self.root):
             dirs.sort()
             for name in sorted(files):
                 if name.endswith(".jsonl" + SUFFIX):
-                    found = self.archived(Path(folder, name).relative_to(self.root).as_posix()[: -len(SUFFIX)])
-                    if found is not None:
-                        yield found
+                    yield Path(folder, name).relative_to(self.root).as_posix()[: -len(SUFFIX)]
+
+    def gone(self) -> Iterator[TranscriptFile]:
+        """The archived transcripts whose file is no longer in ``projects/``."""
+        for key in self.keys():
+            found = self.archived(key)
+            if found is not None:
+                yield found
 
     def archived(self, key: str) -> TranscriptFile | None:
         """The transcript at ``key`` if only the archive holds it (its file is gone)."""

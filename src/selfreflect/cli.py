@@ -487,6 +487,8 @@ def search(
             + f"  {r.project}  {when}  "
             + click.style(f"{r.transcript}:{r.line_start}-{r.line_end}", fg="cyan")
         )
+        if r.about():
+            click.echo(click.style(f"    {r.about()}", dim=True))
         click.echo(f"    {r.snippet}")
         if len(r.found_by) > 1 or (r.found_by and r.found_by[0] != response.query):
             click.echo(click.style(f"    found by: {' | '.join(r.found_by)}", dim=True))
