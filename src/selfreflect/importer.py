@@ -253,11 +253,13 @@ class Importer:
                 continue
             if not position.first_cwd and isinstance(record.get("cwd"), str) and record["cwd"].strip():
                 position.first_cwd = record["cwd"]  # where the session started: its project
+            session = record.get("sessionId") if isinstance(record.get("sessionId"), str) else ""
+            if session and not position.first_session:
+                position.first_session = session
+                batch.title(self.state, session)  # the summary lines above the first record
             if (titled := title_of(record)) is not None:
-                session = record.get("sessionId") if isinstance(record.get("sessionId"), str) else None
-                session = session or transcript.session_id
-                if self.state.set_title(session, titled[0], redact(titled[1])):
-                    batch.titled.add(session)
+                batch.untitled.append((titled[0], redact(titled[1])))
+                batch.title(self.state, session or position.first_session)
             closed = assembler.feed(line.number, line.start, record)
             if closed is not None:
                 batch.add(closed, self._chunk(closed))
@@ -318,6 +320,7 @@ class Importer:
         for exchange, last in batch.reread.items():
             # an exchange read before may have been cut into fewer chunks now
             self.store.delete_exchange_tail(str(transcript.path), exchange, last + 1)
+        batch.title(self.state, transcript.session_id)  # no record had a session id: the file's
         for session in batch.titled:  # a title line names the chunks written before it too
             self.store.set_title(session, self.state.titles[session][1])
         summary.chunks += len(changed)
@@ -438,10 +441,22 @@ class Batch:
         self.chunks: list[tuple[Exchange, Chunk]] = []
         self.reread: dict[str, int] = {}  # exchange read before -> last ordinal now
         self.titled: set[str] = set()  # sessions whose title changed
+        self.untitled: list[tuple[int, str]] = []  # title lines read, for a session not known yet
 
     @property
     def size(self) -> int:
         return len(self.chunks)
+
+    def title(self, state: State, session: str) -> None:
+        """Give ``session`` the title lines read so far. A ``summary`` line
+        has no session id: it names the file's session, known from the first
+        record that has one (at a commit before any has, the file's name)."""
+        if not session or not self.untitled:
+            return
+        for rank, title in self.untitled:
+            if state.set_title(session, rank, title):
+                self.titled.add(session)
+        self.untitled.clear()
 
     def add(self, exchange: Exchange, chunks: list[Chunk]) -> None:
         self.chunks += [(exchange, c) for c in chunks]

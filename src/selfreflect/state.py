@@ -70,6 +70,8 @@ class TranscriptPosition:
             read lines whose exchange is not written yet.
         first_cwd: the first ``cwd`` of the transcript: where the session was
             started, so its project (:mod:`selfreflect.projects`).
+        first_session: the first ``sessionId`` of the transcript: the session
+            a title line without one (``summary``) names.
         held_back: the file ends in a line without its newline that is not
             indexed: ``"writing"`` (the file is still being written; the
             line is read once it ends), ``"torn"`` (the file stopped growing
@@ -89,6 +91,7 @@ class TranscriptPosition:
     context: dict[str, Any] | None = None
     done: bool = False
     first_cwd: str = ""
+    first_session: str = ""
     held_back: str = ""
 
 
