@@ -111,11 +111,12 @@ def test_a_session_being_written_is_archived_in_steps_then_whole(tmp_path: Path,
     with open(target, "ab") as handle:
         handle.write(big.read_bytes())
     import_once(settings, embedder)
-    assert unpack(archive_of(settings, target)) == (target.read_bytes(), 1)
+    data, frames = unpack(archive_of(settings, target))  # a step of 1 MB of complete lines
+    assert frames == 1 and len(data) >= FRAME_BYTES and data.endswith(b"\n") and target.read_bytes().startswith(data)
     with open(target, "ab") as handle:
         handle.write(TINY.read_bytes())
     import_once(settings, embedder)
-    assert unpack(archive_of(settings, target))[1] == 1  # 8 KB more: not yet
+    assert unpack(archive_of(settings, target)) == (data, 1)  # under 1 MB more: not yet
     quiet(target)
     import_once(settings, embedder)  # nothing new to index; the archive catches up
     assert unpack(archive_of(settings, target)) == (target.read_bytes(), 2)
@@ -142,11 +143,15 @@ def test_a_frame_written_after_the_last_save_is_not_kept_twice(
     saved = State.load(settings.state_file).archive["-p/s.jsonl"]
     transcript = describe(settings.projects_dir, target)
     assert transcript is not None
-    unsaved = Archive(settings.archive_dir, settings.projects_dir).append(transcript, saved)
+    unsaved = Archive(settings.archive_dir, settings.projects_dir).append(transcript, saved, target.stat().st_size)
     assert unsaved.size > saved.size and State.load(settings.state_file).archive["-p/s.jsonl"] == saved
     if torn:
         with open(archive_of(settings, target), "r+b") as handle:
             handle.truncate(saved.size + (unsaved.size - saved.size) // 2)
+    # read meanwhile (show, a reindex): the whole lines there are, the torn frame ends the data
+    read = [line.data for line in Archive(settings.archive_dir, settings.projects_dir).read_lines("-p/s.jsonl")]
+    whole = [line.rstrip(b"\n") for line in lines]
+    assert len(read) >= 20 and read[:-1] == whole[: len(read) - 1] and whole[len(read) - 1].startswith(read[-1])
     import_once(settings, embedder)
     assert unpack(archive_of(settings, target)) == (HEAVY.read_bytes(), 2)
 
@@ -327,3 +332,79 @@ def test_status_tells_what_the_clean_up_will_delete_and_if_it_is_archived(tmp_pa
     cleanup = json.loads(CliRunner().invoke(cli, ["status", "--json"]).stdout)["cleanup"]
     assert cleanup["period_days"] == 30 and "is not a number of days" in cleanup["period_from"]
     assert cleanup["due"] == 0
+
+
+def test_an_archive_that_cannot_be_written_does_not_stop_the_index(
+    tmp_path: Path, embedder: OnnxEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(HEAVY, target)
+    quiet(target)
+    settings.data_dir.mkdir(parents=True)
+    settings.archive_dir.write_text("not a folder")  # as a full disk or a read-only folder would refuse it
+    summary = import_once(settings, embedder)
+    assert summary.chunks > 0 and summary.failed_files == []
+    assert "cannot archive it" in caplog.text
+    assert State.load(settings.state_file).archive == {}  # nothing recorded: the next read tries again
+    settings.archive_dir.unlink()
+    import_once(settings, embedder)
+    assert unpack(archive_of(settings, target)) == (HEAVY.read_bytes(), 1)
+
+
+PRIVATE_PROMPTS = [
+    "deploy it <private>the vault code is zebra-quasar-7741</private> now",
+    'quote <PRIVATE>say "zebra-quasar" \\ twice</Private> and go on',
+    "an unclosed <private>zebra-quasar to the end of the prompt",
+]
+
+
+def test_what_is_marked_private_stays_out_of_the_archive(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    """As it stays out of the index: each byte of a <private> span becomes
+    ``*`` (the same length: offsets and line numbers are the transcript's),
+    and every line is still the JSON it was."""
+    import orjson
+
+    settings = make_settings(tmp_path)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    prompts = [
+        {"type": "user", "uuid": f"u{n}", "sessionId": "s", "cwd": "/home/me/app", "timestamp": "2026-03-01T10:00:00Z",
+         "message": {"role": "user", "content": text}}
+        for n, text in enumerate(PRIVATE_PROMPTS)
+    ]  # fmt: skip
+    target.write_bytes(TINY.read_bytes() + b"".join(orjson.dumps(p) + b"\n" for p in prompts))
+    quiet(target)
+    import_once(settings, embedder)
+    archived, _ = unpack(archive_of(settings, target))
+    original = target.read_bytes()
+    assert len(archived) == len(original) and b"zebra-quasar" in original and b"zebra-quasar" not in archived
+    assert archived.startswith(TINY.read_bytes())
+    texts = [orjson.loads(line)["message"]["content"] for line in archived.splitlines()[-3:]]
+    assert texts[0] == "deploy it <private>" + "*" * len("the vault code is zebra-quasar-7741") + "</private> now"
+    assert texts[1].startswith("quote <PRIVATE>*") and texts[1].endswith("*</Private> and go on")
+    assert texts[2] == "an unclosed <private>" + "*" * len("zebra-quasar to the end of the prompt")
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        backend = LocalBackend(settings, embedder, lambda: held(store))
+        target.unlink()
+        shown = backend.read_conversation(f"{target}:8-10", None, 0, 0)
+    assert [x["text"] for x in shown["lines"]] == [
+        "User: deploy it [PRIVATE] now",
+        "User: quote [PRIVATE] and go on",
+        "User: an unclosed [PRIVATE]",
+    ]
+
+
+def test_the_private_mask_does_not_care_where_blocks_end() -> None:
+    from selfreflect.archive import PrivateMask
+
+    raw = b"".join(
+        b'{"a":"x<private>s\\"ecret\\\\</private>y","b":"<Private>open"}\n{"c":"<priv ate>z"}\n' for _ in range(3)
+    )
+    whole = PrivateMask().mask(raw, last=True)
+    assert len(whole) == len(raw) and b"ecret" not in whole and b"open" not in whole and b"<priv ate>z" in whole
+    for size in (1, 2, 3, 5, 9, 10, 11, 64):
+        mask = PrivateMask()
+        pieces = [mask.mask(raw[i : i + size]) for i in range(0, len(raw), size)]
+        assert b"".join(pieces) + mask.mask(b"", last=True) == whole, size

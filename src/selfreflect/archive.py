@@ -45,7 +45,7 @@ import zstandard
 
 from selfreflect.discover import TranscriptFile, named
 from selfreflect.settings import Settings
-from selfreflect.state import ArchiveEntry
+from selfreflect.state import ArchiveEntry, State
 from selfreflect.system import sync_folder
 from selfreflect.tail import BLOCK, Line, lines_of, open_regular, read_lines
 
@@ -101,8 +101,8 @@ class Archive:
     def has(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def append(self, transcript: TranscriptFile, entry: ArchiveEntry | None) -> ArchiveEntry:
-        """Copy the transcript's bytes past ``entry.archived`` (all there are)
+    def append(self, transcript: TranscriptFile, entry: ArchiveEntry | None, upto: int) -> ArchiveEntry:
+        """Copy the transcript's bytes from ``entry.archived`` to ``upto``
         into one new frame, synced, and return the entry to save for it.
 
         Starts over when the file is another one than was archived, or is
@@ -120,7 +120,7 @@ class Archive:
             if entry and ((entry.inode, entry.device) != (st.st_ino, st.st_dev) or st.st_size < entry.archived):
                 log.info("%s: replaced or cut shorter since it was archived: archiving it anew", transcript.path)
                 start = keep = 0
-            if start >= st.st_size and entry is not None and (start, keep) == (entry.archived, entry.size):
+            if start >= upto and entry is not None and (start, keep) == (entry.archived, entry.size):
                 return entry  # nothing new
             created = not target.exists()
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,11 +131,12 @@ class Archive:
                 out.truncate(keep)  # a frame written after the entry was saved: its bytes come again now
                 out.seek(keep)
                 source.seek(start)
-                copied = 0
+                copied, private = 0, PrivateMask()
                 with zstandard.ZstdCompressor(level=LEVEL).stream_writer(out, closefd=False) as frame:
-                    while block := source.read(BLOCK):
-                        frame.write(block)
+                    while copied < upto - start and (block := source.read(min(BLOCK, upto - start - copied))):
+                        frame.write(private.mask(block))
                         copied += len(block)
+                    frame.write(private.mask(b"", last=True))
                 out.flush()
                 os.fsync(out.fileno())
                 size = out.tell()
@@ -157,6 +158,22 @@ class Archive:
             shutil.copyfile(source, target)
         except OSError as exc:
             log.warning("%s: cannot archive it: %s", source, exc.strerror or exc)
+
+    def drop(self, transcripts: list[str], state: State) -> int:
+        """Delete the archived copies of ``transcripts`` (paths) and their
+        entries (saved); returns how many there were."""
+        dropped = 0
+        for path in transcripts:
+            key = self.key_of(Path(path))
+            if key is None:
+                continue
+            for copy in (self.path(key), self.meta_path(key)):
+                if copy.is_file():
+                    copy.unlink()
+                    dropped += copy.suffix == SUFFIX
+            state.drop_archive(key)
+        state.save()
+        return dropped
 
     def read_lines(
         self, key: str, offset: int = 0, first_line: int = 1, max_line_bytes: int = 8 << 20
@@ -221,6 +238,58 @@ def transcript_lines(path: Path, archive: Archive | None, max_line_bytes: int = 
         yield from archive.read_lines(key, max_line_bytes=max_line_bytes)
     else:
         yield from read_lines(path, max_line_bytes=max_line_bytes, final=True)
+
+
+class PrivateMask:
+    """What a user marked ``<private>...</private>`` stays out of the archive,
+    as it stays out of the index (:mod:`selfreflect.redact`): each byte of it
+    becomes ``*``, so offsets and line numbers stay those of the transcript.
+    Raw JSON holds the marked text inside one string: the span ends at
+    ``</private>``, else (an unclosed marker hides the rest of the text) at
+    the string's closing quote or the end of the line. Fed block by block;
+    the last few bytes of a block are held back, as they may begin a marker.
+    """
+
+    OPEN, CLOSE = b"<private>", b"</private>"
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.escaped = False  # after a backslash inside the span
+        self.held = b""
+
+    def mask(self, block: bytes, last: bool = False) -> bytes:
+        data = self.held + block
+        end = len(data) if last else max(0, len(data) - (len(self.CLOSE) - 1))
+        folded = data.lower()
+        out = bytearray()
+        i = 0
+        while i < end:
+            if not self.inside:
+                found = folded.find(self.OPEN, i, end + len(self.OPEN) - 1)
+                if found < 0:
+                    out += data[i:end]
+                    i = end
+                    break
+                out += data[i : found + len(self.OPEN)]
+                i, self.inside, self.escaped = found + len(self.OPEN), True, False
+                continue
+            byte = data[i]
+            if self.escaped or byte == 0x5C:  # a backslash and what it escapes
+                self.escaped = not self.escaped
+                out.append(0x2A)
+            elif byte in (0x22, 0x0A):  # the string's closing quote, or the end of the line
+                self.inside = False
+                out.append(byte)
+            elif folded.startswith(self.CLOSE, i):
+                out += data[i : i + len(self.CLOSE)]
+                i += len(self.CLOSE)
+                self.inside = False
+                continue
+            else:
+                out.append(0x2A)
+            i += 1
+        self.held = data[i:]
+        return bytes(out)
 
 
 class _Tolerant:

@@ -25,6 +25,7 @@ from selfreflect.status import status_report
 from selfreflect.store import SearchFilter, Store
 
 MAX_CONTEXT_LINES = 50
+MAX_TRANSCRIPTS = 1_000_000
 
 
 class Backend(Protocol):
@@ -134,14 +135,19 @@ class LocalBackend:
 
     def forget(self, kind: str, value: str) -> dict[str, Any]:
         """Remove what ``kind``/``value`` names from the index, and keep it out
-        when the transcripts are read again (a tombstone in the state)."""
+        when the transcripts are read again (a tombstone in the state). The
+        archived copy of each transcript it leaves nothing of goes too."""
         where = forget_filter(kind, value)
         stored = where.until if kind == "before" else value.strip()
         with self._between_batches, self._store() as store:
             state = self._state or State.load(self.settings.state_file)
             state.bury(kind, str(stored))
+            touched = {str(t) for t, _ in store.facet("transcript", where, MAX_TRANSCRIPTS)}
+            touched |= {value.strip()} if kind == "transcript" else set()
             removed = store.delete(where)
-        return {"kind": kind, "value": stored, "removed": removed}
+            gone = [t for t in sorted(touched) if not store.count(SearchFilter(transcript=t))]
+            archived = Archive.of(self.settings).drop(gone, state)
+        return {"kind": kind, "value": stored, "removed": removed, "archived_removed": archived}
 
 
 class DaemonBackend:

@@ -235,8 +235,9 @@ def forget(
 
     Give exactly one of --project, --session, --transcript, --before. What it
     names is deleted from the index now, and a tombstone keeps it from being
-    indexed again when the transcripts are read again (import, reindex).
-    The transcripts themselves are not touched.
+    indexed (or archived) again when the transcripts are read again (import,
+    reindex). The archived copy of a transcript it leaves nothing of is
+    deleted. The transcripts themselves are not touched.
     """
     from selfreflect.backend import forget_filter
 
@@ -251,7 +252,9 @@ def forget(
     if sys.stdin.isatty() and not yes:
         click.confirm(f"Forget every conversation of {kind} {value!r}, now and when it is read again?", abort=True)
     done = ctx.connect("forget").forget(kind, value)
-    click.echo(f"Forgot {done['removed']} chunks of {kind} {done['value']!r}; they stay out of the index.")
+    archived = done.get("archived_removed", 0)
+    copies = f" and {_count(archived, 'archived transcript')}" if archived else ""
+    click.echo(f"Forgot {done['removed']} chunks{copies} of {kind} {done['value']!r}; they stay out of the index.")
 
 
 @cli.command()

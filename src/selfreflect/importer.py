@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,9 @@ class Importer:
                 self.store.delete_transcript(path)
                 position = TranscriptPosition()
             if position.inode and is_current(position, identity.size, identity.mtime):
-                self._archive(transcript, identity)  # not touched since the last read: the archive may be behind
+                self._archive(
+                    transcript, identity, position
+                )  # not touched since the last read: the archive may be behind
                 self.state.save()
                 return False
             # A quiet file will not finish its last line: take it if it is whole.
@@ -335,19 +338,30 @@ class Importer:
         position.inode, position.device = batch.identity.inode, batch.identity.device
         position.size, position.mtime = batch.identity.size, batch.identity.mtime
         self.state.set(str(transcript.path), position)
-        self._archive(transcript, batch.identity)
+        self._archive(transcript, batch.identity, position)
         self.state.save()  # the position and the archive's entry together
 
-    def _archive(self, transcript: TranscriptFile, identity: FileIdentity) -> None:
+    def _archive(self, transcript: TranscriptFile, identity: FileIdentity, position: TranscriptPosition) -> None:
         """Append what is new of ``transcript`` to its archive, when it is due
         (:func:`selfreflect.archive.due`); the entry is saved by the caller."""
         if not self.settings.archive or transcript.archived:
             return
+        # what the index may not keep (forgotten, an excluded project) is not copied either
+        folder = transcript.key.split("/", 1)[0]
+        _, project = self._project(folder, position.first_cwd)
+        session = position.first_session or transcript.session_id
+        whole = {"project": path_name(project), "project_path": project, "claude_project": folder}
+        whole |= {"session_id": session, "transcript": str(transcript.path), "timestamp": _iso(identity.mtime)}
+        if not self._kept(whole):
+            return
+        # complete lines of a session being written (a <private> span never spans two frames); all of a quiet one
+        active = transcript.active(time.time())
+        upto = position.end if active else max(position.end, identity.size)
         entry = self.state.archive.get(transcript.key)
-        if not due(entry, identity.size, transcript.active(time.time()), (identity.inode, identity.device)):
+        if not due(entry, upto, active, (identity.inode, identity.device)):
             return
         try:
-            self.state.set_archive(transcript.key, self.archive.append(transcript, entry))
+            self.state.set_archive(transcript.key, self.archive.append(transcript, entry, upto))
         except OSError as exc:  # the index goes on; the next read tries again
             log.warning("%s: cannot archive it: %s", transcript.path, exc.strerror or exc)
 
@@ -363,11 +377,15 @@ class Importer:
         return position.end < entry.archived and position.offset < entry.archived and not read_all
 
     def _wanted(self, payload: dict[str, Any]) -> bool:
-        """Not forgotten (``selfreflect forget``), not a compaction agent's
-        (it holds the summary the session's ``isCompactSummary`` line indexes,
-        and the turns it summarised), and in a project the settings include
-        and do not exclude."""
-        if self.state.forgotten(payload) or str(payload["agent_id"] or "").startswith("acompact"):
+        """Kept (:meth:`_kept`), and not a compaction agent's (it holds the
+        summary the session's ``isCompactSummary`` line indexes, and the
+        turns it summarised)."""
+        return self._kept(payload) and not str(payload["agent_id"] or "").startswith("acompact")
+
+    def _kept(self, payload: dict[str, Any]) -> bool:
+        """Not forgotten (``selfreflect forget``), and in a project the
+        settings include and do not exclude."""
+        if self.state.forgotten(payload):
             return False
         names = (payload["project_path"], payload["project"], payload["claude_project"])
         include, exclude = self.settings.include_projects, self.settings.exclude_projects
@@ -375,13 +393,17 @@ class Importer:
             return False
         return not any(fnmatch.fnmatchcase(n, os.path.expanduser(g)) for g in exclude for n in names)
 
+    def _project(self, folder: str, cwd: str) -> tuple[str, str]:
+        """Where a session was started, and its project (:mod:`selfreflect.projects`)."""
+        started = project_path(cwd, folder)
+        return started, (repository_root(started) if self.settings.group_repositories else None) or started
+
     def _record(
         self, transcript: TranscriptFile, exchange: Exchange, chunk: Chunk, started_in: str
     ) -> tuple[Record, str]:
         text = chunk.text  # cut from redacted parts (_chunk)
         folder = transcript.key.split("/", 1)[0]
-        started = project_path(started_in or exchange.cwd, folder)
-        project = (repository_root(started) if self.settings.group_repositories else None) or started
+        started, project = self._project(folder, started_in or exchange.cwd)
         payload = {
             "kind": "conversation",
             "project": path_name(project),
@@ -412,6 +434,10 @@ class Importer:
         payload["title"] = self.state.titles.get(exchange.session_id, (0, ""))[1]  # not hashed: set_title keeps it
         pid = point_id(transcript.key, exchange.session_id, exchange.key, chunk.ordinal)
         return Record(pid, (), lexical_text(text), payload), text
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def is_current(position: TranscriptPosition, size: int, mtime: float) -> bool:

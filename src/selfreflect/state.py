@@ -207,6 +207,10 @@ class State:
         self.archive[key] = entry
         self._archive_dirty.add(key)
 
+    def drop_archive(self, key: str) -> None:
+        if self.archive.pop(key, None) is not None:
+            self._archive_dirty.add(key)
+
     def set_title(self, session_id: str, rank: int, title: str) -> bool:
         """Take a title line of ``session_id``: it wins over titles of a lower
         rank, and over an earlier one of the same rank. Returns whether the
