@@ -3,6 +3,10 @@
     python bench/generate_corpus.py /tmp/big --mb 520
     python bench/memory.py /tmp/big [--max-memory-mb 200]
 
+(Files written in the last 5 minutes are live sessions: the archive takes
+them in 1 MB steps. ``find /tmp/big -name '*.jsonl' -exec touch -d '-1 hour' {} +``
+first makes them quiet, archived whole as they are read.)
+
 Starts the real daemon (model, store, HTTP: all in one process) on a fresh
 data dir, samples its resident memory every half second until the backfill
 is done, and prints the peak, the steady level (median of the second half)
@@ -48,7 +52,8 @@ def main() -> None:
     parser.add_argument("--max-memory-mb", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=7200)
     args = parser.parse_args()
-    corpus_mb = sum(p.stat().st_size for p in args.claude_dir.rglob("*.jsonl")) / 2**20
+    corpus_bytes = sum(p.stat().st_size for p in args.claude_dir.rglob("*.jsonl"))
+    corpus_mb = corpus_bytes / 2**20
     bare = int(subprocess.run([sys.executable, "-c", BARE], capture_output=True, text=True, check=True).stdout) // 1024
 
     data = Path(tempfile.mkdtemp(prefix="selfreflect-bench-"))
@@ -95,6 +100,12 @@ def main() -> None:
         print(
             f"  quarter {quarter} (to {high:.0f} chunks): median {statistics.median(r for r, _ in part):.0f} MB "
             f"(anon {statistics.median(a for _, a in part):.0f} MB), max of the samples {max(r for r, _ in part)} MB"
+        )
+    packed = sum(p.stat().st_size for p in (data / "archive").rglob("*.zst"))
+    if packed:
+        print(
+            f"archive: {packed / 2**20:.1f} MB for {corpus_mb:.0f} MB of transcripts "
+            f"({corpus_bytes / packed:.1f}x smaller)"
         )
     pauses = [line for line in metrics.splitlines() if line.startswith("selfreflect_memory_pauses_total")]
     oversized = [line for line in metrics.splitlines() if line.startswith("selfreflect_oversized_lines_total")]

@@ -97,8 +97,10 @@ def test_project_is_the_records_cwd_not_the_file_name() -> None:
 def test_compact_summary_line_is_a_summary_part() -> None:
     compacted = unlicensed("oneryalcin__fasthooks__sample_main_transcript.jsonl")  # the only real /compact
     (summary_line,) = [n for n, _, r in records(compacted) if r.get("isCompactSummary")]
-    parts = parts_at(assemble(compacted), summary_line)
+    exchanges = assemble(compacted)
+    parts = parts_at(exchanges, summary_line)
     assert [p.role for p in parts] == ["summary"]
+    assert [e.start_line for e in exchanges if e.compact_summary] == [summary_line]
     assert parts[0].text.startswith("This session is being continued from a previous conversation")
 
 
@@ -117,11 +119,11 @@ def test_sidechain_records_make_sidechain_exchanges() -> None:
     assert not any(e.sidechain for e in assemble(MAIN))
 
 
-def test_a_2_0_agent_file_makes_sidechain_exchanges() -> None:
-    exchanges = assemble(unlicensed("oneryalcin__fasthooks__sample_agent_sidechain.jsonl"))  # 2.0.x agent-*.jsonl
-    assert exchanges
-    assert all(e.sidechain and e.agent_id == "af1ff21" for e in exchanges)
-    assert [p.role for e in exchanges for p in e.parts] == ["user", "assistant"]
+def test_a_2_0_agent_file_leaves_its_warmup_out() -> None:
+    path = unlicensed("oneryalcin__fasthooks__sample_agent_sidechain.jsonl")  # 2.0.x agent-*.jsonl
+    rows = records(path)
+    assert [r["message"]["content"] for _, _, r in rows][:1] == ["Warmup"] and len(rows) == 2
+    assert assemble(path) == []  # a Warmup prompt and its greeting are all it holds (§7)
 
 
 def test_tool_results_continue_an_exchange_and_typed_prompts_start_one() -> None:

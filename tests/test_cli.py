@@ -36,6 +36,11 @@ RESULT_KEYS = {
     "snippet",
     "tools",
     "files",
+    "title",
+    "sidechain",
+    "agent_id",
+    "parent_tool_use_id",
+    "compact_summary",
 }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import zstandard
 
 from selfreflect.assemble import Assembler
 from selfreflect.embed import OnnxEmbedder
@@ -240,10 +241,14 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
 ) -> None:
     """kill -9 at 24 random moments (startup, backfill, while lines are being
     appended, mid-line, while the store seals a segment and reopens: small
-    segments make that frequent), restart each time: the index ends up
-    exactly as a clean import of the same files."""
+    segments make that frequent; while a transcript is being archived),
+    restart each time: the index ends up exactly as a clean import of the
+    same files, and the archive holds each file byte for byte."""
     rng = random.Random(20261127)
     build_claude_home(home)
+    then = time.time() - 3600  # nobody writes these: each is archived whole, in the first batch that reads it
+    for path in home.rglob("*.jsonl"):
+        os.utime(path, (then, then))
     live = home / "projects" / "-live" / "live.jsonl"
     pending = (REAL / "marot__spotter__tool_heavy.jsonl").read_bytes()
     live.write_bytes(b"")
@@ -263,7 +268,12 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         assert daemon.proc.wait(timeout=30) == -signal.SIGKILL
     with open(live, "ab") as handle:
         handle.write(pending)
+    os.utime(live, (then, then))  # done: archived whole by the last run
     with DaemonProcess(home, data, CHUNK_SIZE="8", SELFREFLECT_SEGMENT_POINTS="48") as daemon:
         daemon.wait_idle(timeout=240)
         assert daemon.stop() == 0
     assert snapshot(data, embedder) == clean_import(home, tmp_path / "clean", embedder)
+    for path in home.rglob("*.jsonl"):
+        archived = data / "archive" / (path.relative_to(home / "projects").as_posix() + ".zst")
+        unpacked = zstandard.ZstdDecompressor().stream_reader(archived.read_bytes(), read_across_frames=True)
+        assert unpacked.read() == path.read_bytes(), path

@@ -41,6 +41,12 @@ ROUTES = [
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
+def quiet(path: Path) -> None:
+    """Last written an hour ago: archived whole when it is read."""
+    then = time.time() - 3600
+    os.utime(path, (then, then))
+
+
 def home_with_tiny(tmp_path: Path) -> Path:
     home = tmp_path / "claude"
     (home / "projects" / "-p").mkdir(parents=True)
@@ -177,16 +183,22 @@ def test_forget_removes_and_keeps_out(tmp_path: Path) -> None:
             [sys.executable, "-m", "selfreflect", *args], env=env, capture_output=True, text=True, timeout=180
         )
 
+    for path in (home / "projects" / "-p" / "a.jsonl", spotter / "b.jsonl"):
+        quiet(path)
     assert run("import").returncode == 0
+    archived = data / "archive" / "-p" / "a.jsonl.zst"
+    assert archived.is_file() and (data / "archive" / "-q" / "b.jsonl.zst").is_file()
     assert orjson.loads(run("search", "--json", "Proactiveness").stdout)["results"]
     done = run("forget", "--session", SESSION)
     assert done.returncode == 0 and done.stdout.startswith("Forgot ") and " 0 chunks" not in done.stdout
+    assert " and 1 archived transcript of session " in done.stdout and not archived.exists()
     assert not [
         r
         for r in orjson.loads(run("search", "--json", "Proactiveness").stdout)["results"]
         if r["session_id"] == SESSION
     ]
-    assert run("reindex").returncode == 0  # read again: the tombstone keeps it out
+    assert run("reindex").returncode == 0  # read again: the tombstone keeps it out, of the archive too
+    assert not archived.exists()
     assert not [
         r
         for r in orjson.loads(run("search", "--json", "Proactiveness").stdout)["results"]
@@ -200,6 +212,7 @@ def test_forget_removes_and_keeps_out(tmp_path: Path) -> None:
             daemon.url + "/api/forget", json={"kind": "project", "value": "/home/marco/projects/spotter"}
         )
         assert answer.status_code == 200 and answer.json()["removed"] > 0
+        assert answer.json()["archived_removed"] == 1 and not (data / "archive" / "-q" / "b.jsonl.zst").exists()
         with open(spotter / "b.jsonl", "ab") as handle:
             handle.write(
                 orjson.dumps(
@@ -213,9 +226,11 @@ def test_forget_removes_and_keeps_out(tmp_path: Path) -> None:
                 )
                 + b"\n"
             )
+        quiet(spotter / "b.jsonl")
         time.sleep(1.5)
         daemon.wait_idle()
         assert not daemon.search("zanzibar quokka", limit=20)
+        assert not (data / "archive" / "-q" / "b.jsonl.zst").exists()
         assert daemon.stop() == 0
 
 
@@ -238,6 +253,8 @@ def test_excluded_projects_and_private_markers_stay_out(tmp_path: Path) -> None:
         "message": {"role": "user", "content": "deploy it <private>the vault code is zebra-quasar-7741</private> now"},
     }
     (home / "projects" / "-p" / "m.jsonl").write_bytes(orjson.dumps(marked) + b"\n")
+    for path in (other / "s.jsonl", home / "projects" / "-p" / "m.jsonl"):
+        quiet(path)  # archived as they are read
     data = tmp_path / "data"
     env = {
         **os.environ,
@@ -258,3 +275,5 @@ def test_excluded_projects_and_private_markers_stay_out(tmp_path: Path) -> None:
     texts = " ".join(r["text"] for r in results)
     assert "deploy it [PRIVATE] now" in texts and "zebra-quasar" not in texts
     assert b"zebra-quasar" not in b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())
+    assert (data / "archive" / "-p" / "m.jsonl.zst").is_file()  # with the marked text masked
+    assert not (data / "archive" / "-secret").exists()  # an excluded project is not copied either

@@ -230,6 +230,10 @@ def test_deletes_and_model_check(kind: str, tmp_path: Path, embedder: OnnxEmbedd
     filled = fill(kind, tmp_path, embedder)
     store, projects = filled.store, filled.settings.projects_dir
     try:
+        session = "1af7fc5e-8455-4414-9ccd-011d40f70b2a"  # a title line comes after the chunks it names
+        store.set_title(session, "Listing the files")
+        titles = {p["session_id"]: p["title"] for p in store.scroll(SearchFilter(), 100_000)}
+        assert titles.pop(session) == "Listing the files" and "Listing the files" not in titles.values()
         total = store.count(SearchFilter())
         tiny = str(projects / "-home-dev-episodic" / "obra__episodic-memory__tiny-conversation.jsonl")
         in_tiny = store.count(SearchFilter(transcript=tiny))

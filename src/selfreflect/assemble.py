@@ -9,8 +9,17 @@ request. Quirks handled here (``reference/claude-code-transcripts.md``):
 - a record replayed with the same ``uuid`` is kept once (§6, edge case
   ``duplicate-last-line``);
 - ``tool_result`` blocks are paired with their ``tool_use`` by id (§6);
-- sidechain and sub-agent lines are marked (§7);
+- sidechain and sub-agent lines are marked (§7), an inline (1.0.x) sidechain
+  linked to the ``Task`` call whose prompt it answers, and the ``Warmup``
+  exchange a 2.0.x sub-agent file opens with is left out (§7);
+- a compaction summary (``isCompactSummary``) opens an exchange of its own,
+  marked (§7);
+- a ``<persisted-output>`` tool result is read from ``<session>/tool-results/``
+  (its preview when that is gone), kept like inline output (§2);
 - the project is the record's ``cwd``, never the folder name (§2).
+
+Session titles (``custom-title``, ``ai-title``, ``summary`` lines) are not
+conversation: :func:`title_of` reads them for the importer.
 """
 
 from __future__ import annotations
@@ -20,7 +29,10 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path, PureWindowsPath
 from typing import Any
+
+from selfreflect.tail import open_regular
 
 PART_CHARS = 32_000  # one block's text kept at most (about 8k word-pieces): the rest is a dump
 RESULT_CHARS = 300  # head of a tool's output
@@ -30,6 +42,11 @@ RECENT_UUIDS = 4096
 PROMPT_CHARS = 1000  # of a prompt, whitespace collapsed, that identify it (prompt_digest)
 SNAPSHOT_UUIDS = 64  # uuids carried across a resume (replays sit next to their original)
 TOOL_NAMES = 64  # tool calls remembered to name their results (parallel calls are a few)
+AGENT_CALLS = 16  # Task calls remembered to link the inline sidechains that answer them
+TITLE_CHARS = 200
+# title lines, by rank: a user's /rename wins over the AI's title, which wins
+# over a pre-2.0 summary line (the agent SDK's order, reference §4)
+TITLES = {"custom-title": (3, "customTitle"), "ai-title": (2, "aiTitle"), "summary": (1, "summary")}
 
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
 _BLANKS = re.compile(r"\n{3,}")
@@ -38,6 +55,12 @@ _INTERRUPT = "[Request interrupted by user"
 _COMMAND = re.compile(r"<command-name>(.*?)</command-name>", re.S)
 _COMMAND_ARGS = re.compile(r"<command-args>(.*?)</command-args>", re.S)
 _BASH_INPUT = re.compile(r"^<bash-input>(.*?)</bash-input>$", re.S)
+_WARMUP = "Warmup"  # the first prompt of a 2.0.x sub-agent file, answered with a greeting
+_PERSISTED = re.compile(
+    r"<persisted-output>\s*Output too large[^\n]*?saved to: (?P<path>[^\n]+)\n"
+    r"(?:\s*Preview[^\n]*:\n(?P<preview>.*?))?\s*(?:</persisted-output>\s*)?$",
+    re.S,
+)
 
 
 @dataclass
@@ -74,6 +97,8 @@ class Exchange:
     sidechain: bool
     agent_id: str | None
     parts: list[Part] = field(default_factory=list)
+    parent_tool_use_id: str | None = None  # the Task/Agent call a sub-agent or inline sidechain answers
+    compact_summary: bool = False  # it opens with the summary of the conversation compacted before it
     ordinal_base: int = 0
     resume_offset: int = -1
     resume_line: int = -1
@@ -94,20 +119,41 @@ class Assembler:
     Args:
         session_id: used when records carry none (the file stem).
         agent_id: set for sub-agent files.
+        parent_tool_use_id: the tool call that started a sub-agent file (its ``.meta.json``).
+        tool_results: the session's ``tool-results/`` folder, where
+            ``<persisted-output>`` results are read from.
     """
 
-    def __init__(self, session_id: str, agent_id: str | None = None) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        agent_id: str | None = None,
+        parent_tool_use_id: str | None = None,
+        tool_results: Path | None = None,
+    ) -> None:
         self.default_session = session_id
         self.agent_id = agent_id
+        self.parent_tool_use_id = parent_tool_use_id
+        self.tool_results = tool_results
         self.open: Exchange | None = None
         self.cwd = ""
         self.git_branch = ""
         self._seen: OrderedDict[str, int] = OrderedDict()  # uuid -> byte offset of its line
         self._tool_names: dict[str, str] = {}
+        self._agent_calls: OrderedDict[str, str] = OrderedDict()  # a Task call's prompt -> its id
+        self._warmup = False  # inside the Warmup exchange of a 2.0.x sub-agent file
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, sealed: bool = True) -> dict[str, Any] | None:
         """What a re-read from the open exchange's resume point needs to carry
-        on exactly where this assembler is (saved with the read position)."""
+        on exactly where this assembler is (saved with the read position).
+        Not ``sealed`` (the re-read starts with the open exchange), only what
+        links records across exchanges: the Task calls an inline sidechain
+        may still answer, a Warmup exchange under way (``None``: none)."""
+        links: dict[str, Any] = {"agents": dict(self._agent_calls)} if self._agent_calls else {}
+        if self._warmup:
+            links["warmup"] = True
+        if not sealed:
+            return links or None
         exchange = None
         resume = self.open.resume_offset if self.open is not None else None
         if self.open is not None:
@@ -120,12 +166,20 @@ class Assembler:
             "git_branch": self.git_branch,
             "seen": seen[-SNAPSHOT_UUIDS:],
             "tools": dict(self._tool_names),
+            **links,
         }
 
     @classmethod
-    def restore(cls, session_id: str, agent_id: str | None, snapshot: dict[str, Any] | None) -> Assembler:
+    def restore(
+        cls,
+        session_id: str,
+        agent_id: str | None,
+        snapshot: dict[str, Any] | None,
+        parent_tool_use_id: str | None = None,
+        tool_results: Path | None = None,
+    ) -> Assembler:
         """An assembler that continues from a :meth:`snapshot`."""
-        assembler = cls(session_id, agent_id)
+        assembler = cls(session_id, agent_id, parent_tool_use_id, tool_results)
         if snapshot:
             if snapshot.get("exchange"):
                 assembler.open = Exchange(**snapshot["exchange"])
@@ -133,6 +187,8 @@ class Assembler:
             assembler.git_branch = snapshot.get("git_branch", "")
             assembler._seen.update(dict.fromkeys(snapshot.get("seen", []), -1))
             assembler._tool_names.update(snapshot.get("tools", {}))
+            assembler._agent_calls.update(snapshot.get("agents", {}))
+            assembler._warmup = bool(snapshot.get("warmup"))
         return assembler
 
     def feed(self, line: int, offset: int, record: dict[str, Any]) -> Exchange | None:
@@ -150,6 +206,8 @@ class Assembler:
             self.cwd = record["cwd"]
         if isinstance(record.get("gitBranch"), str):
             self.git_branch = record["gitBranch"]
+        if self._is_warmup(kind, record, message):
+            return None
         parts = self.parts_of(line, record, offset)
         if not parts:
             return None
@@ -175,6 +233,8 @@ class Assembler:
                     timestamp=_str(record.get("timestamp")) or (current.timestamp if current else ""),
                     sidechain=sidechain,
                     agent_id=_str(record.get("agentId")) or self.agent_id,
+                    parent_tool_use_id=self._parent_call(sidechain, parts[0]),
+                    compact_summary=parts[0].role == "summary",
                 ),
             )
             # Replays and tool results are matched within an exchange only, so
@@ -189,6 +249,22 @@ class Assembler:
         for part in parts:
             _append(self.open.parts, part)
         return closed
+
+    def _is_warmup(self, kind: Any, record: dict[str, Any], message: dict[str, Any]) -> bool:
+        """The ``Warmup`` prompt that opens a 2.0.x sub-agent file, and the
+        greeting that answers it (reference §7): not conversation."""
+        if kind == "user" and record.get("isSidechain"):
+            self._warmup = record.get("parentUuid") is None and message.get("content") == _WARMUP
+        return self._warmup
+
+    def _parent_call(self, sidechain: bool, first: Part) -> str | None:
+        """The tool call a sidechain exchange answers: the file's own (a
+        sub-agent file), else the Task call whose prompt opens it (inline)."""
+        if not sidechain:
+            return None
+        if self.parent_tool_use_id:
+            return self.parent_tool_use_id
+        return self._agent_calls.get(first.text[:INPUT_CHARS]) if first.role == "user" else None
 
     def parts_of(self, line: int, record: dict[str, Any], offset: int = 0) -> list[Part]:
         """The parts one record contributes (remembering its tool calls, so a
@@ -241,14 +317,49 @@ class Assembler:
                     if len(self._tool_names) > TOOL_NAMES:
                         del self._tool_names[next(iter(self._tool_names))]
                 text, files = describe_tool_use(name, block.get("input"))
+                prompt = block.get("input", {}).get("prompt") if isinstance(block.get("input"), dict) else None
+                if name in ("Task", "Agent") and tool_id and isinstance(prompt, str) and not record.get("isSidechain"):
+                    self._agent_calls[_clean(prompt)[:INPUT_CHARS]] = tool_id
+                    if len(self._agent_calls) > AGENT_CALLS:
+                        self._agent_calls.popitem(last=False)
                 yield Part("tool", text, line, line, message_id, tool=name, files=files)
             elif btype == "tool_result":
                 name = self._tool_names.get(_str(block.get("tool_use_id")) or "", "tool")
                 output = _clean(_join_text(_as_blocks(block.get("content"))))
+                if output.startswith("<persisted-output>"):
+                    output = self._persisted(output)
                 if block.get("is_error"):
                     yield Part("error", output[:ERROR_CHARS], line, line, tool=name)
                 elif output:
                     yield Part("result", output[:RESULT_CHARS], line, line, tool=name)
+
+    def _persisted(self, output: str) -> str:
+        """A result Claude Code saved to ``<session>/tool-results/`` (2.1.2+:
+        too large to keep inline): the head of the saved output, else the
+        preview the line carries (the same head, when the file is gone)."""
+        found = _PERSISTED.match(output)
+        if found is None:
+            return output
+        name = PureWindowsPath(found["path"].strip()).name  # the file's name alone: never a path we were given
+        if self.tool_results is not None and name not in ("", ".", ".."):
+            try:
+                with open_regular(self.tool_results / name) as saved:
+                    return _clean(saved.read(ERROR_CHARS * 4).decode("utf-8", "replace"))
+            except OSError:
+                pass  # deleted with its session (the archive keeps the transcript, not these)
+        return _clean(found["preview"] or "")
+
+
+def title_of(record: dict[str, Any]) -> tuple[int, str] | None:
+    """A session title line: its rank (see ``TITLES``) and the title; else ``None``."""
+    kind = record.get("type")
+    if kind not in TITLES:
+        return None
+    rank, name = TITLES[str(kind)]
+    title = record.get(name)
+    if not isinstance(title, str) or not title.strip():
+        return None
+    return rank, " ".join(title.split())[:TITLE_CHARS]
 
 
 def prompt_digest(text: str) -> str:

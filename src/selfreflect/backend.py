@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol
 
+from selfreflect.archive import Archive
 from selfreflect.client import DaemonBackend  # noqa: F401  (its home before)
 from selfreflect.conversation import find_transcript, read_conversation
 from selfreflect.embed import Embedder
@@ -24,6 +25,7 @@ from selfreflect.status import status_report
 from selfreflect.store import SearchFilter, Store
 
 MAX_CONTEXT_LINES = 50
+MAX_TRANSCRIPTS = 1_000_000
 
 
 class Backend(Protocol):
@@ -115,13 +117,14 @@ class LocalBackend:
 
         Raises:
             TranscriptNotFound: nothing indexed matches, or the transcript is
-                gone from disk, or has no such line.
+                gone from disk and not archived, or has no such line.
             NoMatch: the start of several session ids.
         """
         before, after = (max(0, min(n, MAX_CONTEXT_LINES)) for n in (before, after))
         with self._store() as store:
             path = find_transcript(self.settings, target, store, on_disk=False)
-        return read_conversation(path, target, line, before, after, self.settings.max_line_bytes)
+        archive = Archive.of(self.settings)
+        return read_conversation(path, target, line, before, after, self.settings.max_line_bytes, archive)
 
     def status(self) -> dict[str, Any]:
         with self._store() as store:
@@ -132,14 +135,19 @@ class LocalBackend:
 
     def forget(self, kind: str, value: str) -> dict[str, Any]:
         """Remove what ``kind``/``value`` names from the index, and keep it out
-        when the transcripts are read again (a tombstone in the state)."""
+        when the transcripts are read again (a tombstone in the state). The
+        archived copy of each transcript it leaves nothing of goes too."""
         where = forget_filter(kind, value)
         stored = where.until if kind == "before" else value.strip()
         with self._between_batches, self._store() as store:
             state = self._state or State.load(self.settings.state_file)
             state.bury(kind, str(stored))
+            touched = {str(t) for t, _ in store.facet("transcript", where, MAX_TRANSCRIPTS)}
+            touched |= {value.strip()} if kind == "transcript" else set()
             removed = store.delete(where)
-        return {"kind": kind, "value": stored, "removed": removed}
+            gone = [t for t in sorted(touched) if not store.count(SearchFilter(transcript=t))]
+            archived = Archive.of(self.settings).drop(gone, state)
+        return {"kind": kind, "value": stored, "removed": removed, "archived_removed": archived}
 
 
 @contextmanager

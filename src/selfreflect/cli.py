@@ -280,8 +280,9 @@ def forget(
 
     Give exactly one of --project, --session, --transcript, --before. What it
     names is deleted from the index now, and a tombstone keeps it from being
-    indexed again when the transcripts are read again (import, reindex).
-    The transcripts themselves are not touched.
+    indexed (or archived) again when the transcripts are read again (import,
+    reindex). The archived copy of a transcript it leaves nothing of is
+    deleted. The transcripts themselves are not touched.
     """
     from selfreflect.backend import forget_filter
 
@@ -296,7 +297,9 @@ def forget(
     if sys.stdin.isatty() and not yes:
         click.confirm(f"Forget every conversation of {kind} {value!r}, now and when it is read again?", abort=True)
     done = ctx.connect("forget").forget(kind, value)
-    click.echo(f"Forgot {done['removed']} chunks of {kind} {done['value']!r}; they stay out of the index.")
+    archived = done.get("archived_removed", 0)
+    copies = f" and {_count(archived, 'archived transcript')}" if archived else ""
+    click.echo(f"Forgot {done['removed']} chunks{copies} of {kind} {done['value']!r}; they stay out of the index.")
 
 
 @cli.command()
@@ -307,14 +310,16 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     reflection, and the Claude.ai exports imported before (still on disk).
 
     For a damaged store, a store of another model, or after changing how
-    chunks are made. The old store is moved aside first and deleted once the
-    new one is complete. Stop the daemon first (`selfreflect stop`). With a
-    Qdrant server (QDRANT_URL), this machine's points are deleted and read
-    again; other machines' points stay.
+    chunks are made. Transcripts Claude Code has deleted are read from the
+    archive. The old store is moved aside first and deleted once the new one
+    is complete. Stop the daemon first (`selfreflect stop`). With a Qdrant
+    server (QDRANT_URL), this machine's points are deleted and read again;
+    other machines' points stay.
     """
     import shutil
     import time
 
+    from selfreflect.archive import Archive
     from selfreflect.discover import discover
     from selfreflect.importer import Importer
     from selfreflect.lock import StoreLock
@@ -322,7 +327,8 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     from selfreflect.state import State
 
     settings = ctx.settings
-    discover(settings.projects_dir)  # a missing Claude dir fails before anything moves
+    if next(Archive.of(settings).gone(), None) is None:
+        discover(settings.projects_dir)  # a missing Claude dir fails before anything moves
     daemon = ctx.connect("reindex").daemon()
     if daemon is not None:
         raise StoreLocked(f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop` first", daemon.pid)
@@ -546,6 +552,8 @@ def search(
             + f"  {r.project}  {when}  "
             + click.style(f"{r.transcript}:{r.line_start}-{r.line_end}", fg="cyan")
         )
+        if r.about():
+            click.echo(click.style(f"    {r.about()}", dim=True))
         click.echo(f"    {r.snippet}")
         if len(r.found_by) > 1 or (r.found_by and r.found_by[0] != response.query):
             click.echo(click.style(f"    found by: {' | '.join(r.found_by)}", dim=True))
@@ -709,6 +717,7 @@ def show(ctx: Context, target: str, line: int | None, context: int) -> None:
     """
     import os
 
+    from selfreflect.archive import Archive
     from selfreflect.conversation import find_transcript, parse_citation, read_conversation
 
     settings = ctx.settings
@@ -721,7 +730,7 @@ def show(ctx: Context, target: str, line: int | None, context: int) -> None:
             found = None  # not indexed: look on disk
     if found is None:
         path = local if local.is_file() else find_transcript(settings, target, None)
-        found = read_conversation(path, target, line, context, context, settings.max_line_bytes)
+        found = read_conversation(path, target, line, context, context, settings.max_line_bytes, Archive.of(settings))
     click.echo(click.style(found["transcript"], fg="cyan"))
     for entry in found["lines"]:
         cited = found["line"] <= entry["line"] <= found["line_end"]

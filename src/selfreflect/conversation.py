@@ -7,7 +7,8 @@ path, ``path:line``, ``path:start-end``, a session id or the start of one,
 ``<export>:<conversation uuid>:<first>-<last>`` (message numbers; a message
 uuid in their place centres on that message). Reads the transcript itself
 (streamed, never whole), so an excerpt shows what is on disk now, line
-numbers as in the file.
+numbers as in the file; once Claude Code has deleted it, its archive
+(:mod:`selfreflect.archive`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from selfreflect.archive import Archive, transcript_lines
 from selfreflect.assemble import Assembler, Part
 from selfreflect.chunk import render
 from selfreflect.discover import discover
@@ -30,7 +32,6 @@ from selfreflect.query import pick
 from selfreflect.redact import redact
 from selfreflect.settings import Settings
 from selfreflect.store import SearchFilter, Store
-from selfreflect.tail import read_lines
 
 EXCERPT_CHARS = 2000
 REFLECTIONS = "reflections.jsonl"  # selfreflect.reflection.FILE, cited by its name alone
@@ -85,14 +86,22 @@ def parse_citation(text: str) -> Citation:
 
 
 def read_conversation(
-    path: Path, target: str, line: int | None, before: int, after: int, max_line_bytes: int = 8 << 20
+    path: Path,
+    target: str,
+    line: int | None,
+    before: int,
+    after: int,
+    max_line_bytes: int = 8 << 20,
+    archive: Archive | None = None,
 ) -> dict[str, Any]:
     """The lines around ``line`` (default: the lines ``target`` cites, else
-    line 1) of the transcript at ``path``, as every face answers them.
+    line 1) of the transcript at ``path``, as every face answers them; read
+    from ``archive`` when the file is gone.
 
     Raises:
-        TranscriptNotFound: the file is gone or unreadable, is not a Claude
-            Code transcript, or has no such line (the message says how many it has).
+        TranscriptNotFound: the file is gone (and not archived) or
+            unreadable, is not a Claude Code transcript, or has no such line
+            (the message says how many it has).
     """
     cited = parse_citation(target)
     first = max(1, line) if line is not None else cited.first or 1
@@ -107,11 +116,11 @@ def read_conversation(
                 export, conversation, message if line is None else None, first, last, before, after
             )
         else:
-            lines = excerpt(path, first, before, after, max_line_bytes, last)
+            lines = excerpt(path, first, before, after, max_line_bytes, last, archive)
     except FileNotFoundError:
         raise TranscriptNotFound(
-            f"{path} is no longer on disk (deleted since it was indexed, perhaps by Claude Code's clean-up): "
-            "its search results still hold the indexed text"
+            f"{path} is no longer on disk (deleted since it was indexed, perhaps by Claude Code's clean-up) "
+            "and not archived: its search results still hold the indexed text"
         ) from None
     except OSError as exc:
         raise TranscriptNotFound(f"cannot read {path}: {exc.strerror or exc}") from exc
@@ -131,9 +140,10 @@ def excerpt(
     after: int = 5,
     max_line_bytes: int = 8 << 20,
     last: int | None = None,
+    archive: Archive | None = None,
 ) -> list[ExcerptLine]:
     """Lines ``line - before .. last + after`` of a transcript, rendered
-    (``last`` defaults to ``line``).
+    (``last`` defaults to ``line``); from ``archive`` when the file is gone.
 
     Raises:
         TranscriptNotFound: ``line`` is past the end of the file, or the file
@@ -145,7 +155,7 @@ def excerpt(
     lines: list[ExcerptLine] = []
     count, records = 0, False
     # final: a last line without its newline is on disk too, so it is shown (and counted)
-    for entry in read_lines(path, max_line_bytes=max_line_bytes, final=True):
+    for entry in transcript_lines(path, archive, max_line_bytes):
         if entry.number > end:
             break
         count = entry.number

@@ -25,10 +25,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from selfreflect.errors import ClaudeDirMissing
 
 ACTIVE_SECONDS = 300  # a file written in the last 5 minutes is a live session
+CLEANUP_DAYS = 30  # Claude Code deletes transcripts older than this by default (reference §2)
 NOT_TRANSCRIPTS = {"journal.jsonl", "history.jsonl"}
 MAX_DEPTH = 32  # folders below <session>/subagents/ that are still walked
 
@@ -45,6 +49,9 @@ class TranscriptFile:
         session_id: the file stem, or the parent session for 2.1.x sub-agents
             (records may say otherwise; theirs wins).
         agent_id: set for sub-agent transcripts.
+        archived: the file is gone (Claude Code's clean-up deleted it): it is
+            read from the archive (:mod:`selfreflect.archive`), still cited by
+            its own path.
     """
 
     path: Path
@@ -53,9 +60,17 @@ class TranscriptFile:
     agent_id: str | None
     mtime: float
     size: int
+    archived: bool = False
 
     def active(self, now: float) -> bool:
         return now - self.mtime < ACTIVE_SECONDS
+
+    @property
+    def tool_results(self) -> Path:
+        """``<session>/tool-results/``: where Claude Code 2.1.2+ keeps the
+        session's oversized tool output (reference §2)."""
+        parts = Path(self.key).parts
+        return self.path.parents[len(parts) - 1] / parts[0] / self.session_id / "tool-results"
 
 
 def discover(projects_dir: Path, now: float | None = None, report: Report | None = None) -> list[TranscriptFile]:
@@ -97,14 +112,24 @@ def describe(projects_dir: Path, path: Path, st: os.stat_result | None = None) -
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    agent_id = path.stem[len("agent-") :] if path.stem.startswith("agent-") else None
+    return named(projects_dir, rel.as_posix(), st.st_mtime, st.st_size)
+
+
+def named(projects_dir: Path, key: str, mtime: float, size: int, archived: bool = False) -> TranscriptFile | None:
+    """The :class:`TranscriptFile` at ``key`` (its path under the projects
+    folder), or ``None`` if no transcript is named so; the file itself is
+    not looked at."""
+    rel = Path(key)
+    if rel.suffix != ".jsonl" or rel.name in NOT_TRANSCRIPTS or len(rel.parts) < 2 or ".." in rel.parts:
+        return None
+    agent_id = rel.stem[len("agent-") :] if rel.stem.startswith("agent-") else None
     if len(rel.parts) == 2:
-        session = path.stem
+        session = rel.stem
     elif "subagents" in rel.parts[2:-1] and agent_id:
         session = rel.parts[1]
     else:
         return None
-    return TranscriptFile(path, rel.as_posix(), session, agent_id, st.st_mtime, st.st_size)
+    return TranscriptFile(projects_dir / rel, rel.as_posix(), session, agent_id, mtime, size, archived)
 
 
 class _Walk:
@@ -186,3 +211,23 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return entry.is_dir(follow_symlinks=False)
     except OSError:
         return False
+
+
+def cleanup_period(claude_dir: Path) -> tuple[int, str]:
+    """How many days Claude Code keeps a transcript after its last change,
+    and where that was read: ``cleanupPeriodDays`` in
+    ``<claude dir>/settings.json`` (read, never written), else the default
+    of 30 days (also for a value Claude Code rejects: under 1)."""
+    path = claude_dir / "settings.json"
+    try:
+        settings: Any = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return CLEANUP_DAYS, "the default"
+    except (OSError, orjson.JSONDecodeError) as exc:
+        return CLEANUP_DAYS, f"the default ({path} cannot be read: {getattr(exc, 'strerror', None) or exc})"
+    days = settings.get("cleanupPeriodDays") if isinstance(settings, dict) else None
+    if days is None:
+        return CLEANUP_DAYS, "the default"
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or days < 1:
+        return CLEANUP_DAYS, f"the default (cleanupPeriodDays {days!r} in {path} is not a number of days)"
+    return int(days), str(path)

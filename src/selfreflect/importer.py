@@ -11,6 +11,11 @@ Claude Code's ``history.jsonl`` (:mod:`selfreflect.history`, tailed like a
 transcript, kind ``history``) and a Claude.ai export
 (:mod:`selfreflect.export`, read once as a stream, no position: its ids
 alone make a second import overwrite the first).
+
+Each batch also appends what is new of the transcript to its archive
+(:mod:`selfreflect.archive`), saved with the positions. A transcript Claude
+Code deleted keeps its chunks; when the index has not read all of it (a
+``reindex``), the rest is read from the archive.
 """
 
 from __future__ import annotations
@@ -23,22 +28,25 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from selfreflect.assemble import Assembler, Exchange, Part, prompt_digest, prompt_key
+from selfreflect.archive import Archive, agent_meta, due
+from selfreflect.assemble import Assembler, Exchange, Part, prompt_digest, prompt_key, title_of
 from selfreflect.chunk import Chunk, chunk_exchange, seal
-from selfreflect.discover import ACTIVE_SECONDS, TranscriptFile, discover
+from selfreflect.discover import ACTIVE_SECONDS, TranscriptFile, describe, discover
 from selfreflect.embed import Embedder, embed_batched
+from selfreflect.errors import ClaudeDirMissing
 from selfreflect.export import SOURCE, Export
 from selfreflect.history import FILE as HISTORY_FILE
 from selfreflect.history import HistoryEntry, parse_entry
 from selfreflect.lexical import lexical_text
 from selfreflect.parse import BadLine, parse_line
 from selfreflect.projects import folder_name, project_path, repository_root
-from selfreflect.redact import redact_part
+from selfreflect.redact import redact, redact_part
 from selfreflect.settings import Settings
-from selfreflect.state import State, TranscriptPosition
+from selfreflect.state import ArchiveEntry, State, TranscriptPosition
 from selfreflect.store import Record, Store
 from selfreflect.system import path_name
 from selfreflect.tail import FileIdentity, read_lines
@@ -121,6 +129,40 @@ class Importer:
             state.save()
         self.budget = embedder.max_tokens - 2  # [CLS] and [SEP]
         self.embed_seconds = 0.0
+        self.archive = Archive.of(settings)
+
+    def transcripts(self, report: Callable[[str, str], None] | None = None) -> list[TranscriptFile]:
+        """Every transcript on disk (see :func:`discover`), then those only the archive still holds.
+
+        Raises:
+            ClaudeDirMissing: there is no projects folder, and nothing in the archive.
+        """
+        gone = list(self.archive.gone())
+        try:
+            return discover(self.settings.projects_dir, report=report) + gone
+        except ClaudeDirMissing:
+            if not gone:
+                raise
+            return gone
+
+    def locate(self, path: str) -> TranscriptFile | None:
+        """The transcript at ``path``: on disk, else in the archive, else ``None``."""
+        found = describe(self.settings.projects_dir, Path(path))
+        if found is not None:
+            return found
+        key = self.archive.key_of(Path(path))
+        return self.archive.archived(key) if key else None
+
+    def needs_reading(self, transcript: TranscriptFile, now: float) -> bool:
+        """It has lines not indexed yet, or bytes the archive should take now."""
+        position = self.state.positions.get(str(transcript.path))
+        if transcript.archived:
+            return position is None or self._unread(position, self.state.archive.get(transcript.key))
+        if position is None or not is_current(position, transcript.size, transcript.mtime):
+            return True
+        return self.settings.archive and due(
+            self.state.archive.get(transcript.key), transcript.size, transcript.active(now)
+        )
 
     def run(self, progress: Callable[[TranscriptFile], None] | None = None) -> ImportSummary:
         """Catch up on every transcript: index whatever is not indexed yet."""
@@ -131,7 +173,7 @@ class Importer:
             log.warning("%s: skipped: %s", path, why)
             summary.skipped.append((path, why))
 
-        files = discover(self.settings.projects_dir, report=skipped)
+        files = self.transcripts(report=skipped)
         summary.files = len(files)
         for transcript in files:
             self.import_file(transcript, summary)
@@ -185,24 +227,45 @@ class Importer:
         should_yield: Callable[[], bool] | None,
     ) -> bool:
         path = str(transcript.path)
-        identity = FileIdentity.of(transcript.path)
         position = self.state.get(path)
-        if position.inode and (
-            (identity.inode, identity.device) != (position.inode, position.device) or identity.size < position.end
-        ):
-            log.info("%s: replaced or truncated, indexing it again", path)
-            self.store.delete_transcript(path)
-            position = TranscriptPosition()
-        if position.inode and is_current(position, identity.size, identity.mtime):
-            return False  # not touched since the last read
+        if transcript.archived:  # the file is gone: read on from its archive, never drop what is indexed
+            entry = self.state.archive.get(transcript.key)
+            if not self._unread(position, entry):
+                return False
+            identity = FileIdentity(entry.inode, entry.device, entry.archived, entry.mtime) if entry else None
+            identity = identity or FileIdentity(0, 0, 0, transcript.mtime)
+            quiet = True
+            lines = self.archive.read_lines(
+                transcript.key, position.offset, position.line, self.settings.max_line_bytes
+            )
+        else:
+            identity = FileIdentity.of(transcript.path)
+            if position.inode and (
+                (identity.inode, identity.device) != (position.inode, position.device) or identity.size < position.end
+            ):
+                log.info("%s: replaced or truncated, indexing it again", path)
+                self.store.delete_transcript(path)
+                position = TranscriptPosition()
+            if position.inode and is_current(position, identity.size, identity.mtime):
+                self._archive(
+                    transcript, identity, position
+                )  # not touched since the last read: the archive may be behind
+                self.state.save()
+                return False
+            # A quiet file will not finish its last line: take it if it is whole.
+            quiet = not transcript.active(time.time())
+            lines = read_lines(
+                transcript.path, position.offset, position.line, self.settings.max_line_bytes, final=quiet
+            )
         summary.files_read += 1
         seen_end = position.end
         position.final = position.done = False  # until this read reaches the end of the file
-        assembler = Assembler.restore(transcript.session_id, transcript.agent_id, position.context)
+        meta = agent_meta(transcript, self.archive)
+        parent = meta.get("toolUseId") if isinstance(meta.get("toolUseId"), str) else None
+        assembler = Assembler.restore(
+            transcript.session_id, transcript.agent_id, position.context, parent, transcript.tool_results
+        )
         batch = Batch(transcript, identity, position, seen_end)
-        # A quiet file will not finish its last line: take it if it is whole.
-        quiet = not transcript.active(time.time())
-        lines = read_lines(transcript.path, position.offset, position.line, self.settings.max_line_bytes, final=quiet)
         batches = 0
         tail_taken = False  # the unterminated last line of a quiet file was a whole record
         for line in lines:
@@ -228,6 +291,13 @@ class Importer:
                 continue
             if not position.first_cwd and isinstance(record.get("cwd"), str) and record["cwd"].strip():
                 position.first_cwd = record["cwd"]  # where the session started: its project
+            session = record.get("sessionId") if isinstance(record.get("sessionId"), str) else ""
+            if session and not position.first_session:
+                position.first_session = session
+                batch.title(self.state, session)  # the summary lines above the first record
+            if (titled := title_of(record)) is not None:
+                batch.untitled.append((titled[0], redact(titled[1])))
+                batch.title(self.state, session or position.first_session)
             closed = assembler.feed(line.number, line.start, record)
             if closed is not None:
                 batch.add(closed, self._chunk(closed))
@@ -285,18 +355,57 @@ class Importer:
         for exchange, last in batch.reread.items():
             # an exchange read before may have been cut into fewer chunks now
             self.store.delete_exchange_tail(str(transcript.path), exchange, last + 1)
+        batch.title(self.state, transcript.session_id)  # no record had a session id: the file's
+        for session in batch.titled:  # a title line names the chunks written before it too
+            self.store.set_title(session, self.state.titles[session][1])
         open_exchange = assembler.open
         if open_exchange is not None:
             position.offset, position.line = open_exchange.resume_offset, open_exchange.resume_line
         else:
             position.offset, position.line = batch.end, batch.end_line
         sealed = open_exchange is not None and open_exchange.resume_offset != open_exchange.start_offset
-        position.context = assembler.snapshot() if sealed else None
+        position.context = assembler.snapshot(sealed)
         position.end = max(batch.end, position.end)
         position.inode, position.device = batch.identity.inode, batch.identity.device
         position.size, position.mtime = batch.identity.size, batch.identity.mtime
         self.state.set(str(transcript.path), position)
-        self.state.save()
+        self._archive(transcript, batch.identity, position)
+        self.state.save()  # the position and the archive's entry together
+
+    def _archive(self, transcript: TranscriptFile, identity: FileIdentity, position: TranscriptPosition) -> None:
+        """Append what is new of ``transcript`` to its archive, when it is due
+        (:func:`selfreflect.archive.due`); the entry is saved by the caller."""
+        if not self.settings.archive or transcript.archived:
+            return
+        # what the index may not keep (forgotten, an excluded project) is not copied either
+        folder = transcript.key.split("/", 1)[0]
+        project = self._project(project_path(position.first_cwd, folder))
+        session = position.first_session or transcript.session_id
+        whole = {"project": path_name(project), "project_path": project, "claude_project": folder}
+        whole |= {"session_id": session, "transcript": str(transcript.path), "timestamp": _iso(identity.mtime)}
+        if not self._kept(whole):
+            return
+        # complete lines of a session being written (a <private> span never spans two frames); all of a quiet one
+        active = transcript.active(time.time())
+        upto = position.end if active else max(position.end, identity.size)
+        entry = self.state.archive.get(transcript.key)
+        if not due(entry, upto, active, (identity.inode, identity.device)):
+            return
+        try:
+            self.state.set_archive(transcript.key, self.archive.append(transcript, entry, upto))
+        except OSError as exc:  # the index goes on; the next read tries again
+            log.warning("%s: cannot archive it: %s", transcript.path, exc.strerror or exc)
+
+    @staticmethod
+    def _unread(position: TranscriptPosition, entry: ArchiveEntry | None) -> bool:
+        """An archived transcript (the file is gone) holds lines the index has
+        not read: after a ``reindex``, or when it was deleted mid-read. When
+        the archive holds less than was indexed (deleted while being written),
+        nothing is read: what is indexed stays."""
+        if entry is None:
+            return not position.done
+        read_all = position.done and position.final and position.size >= entry.archived
+        return position.end < entry.archived and position.offset < entry.archived and not read_all
 
     def _write(self, records: list[tuple[Record, str]]) -> int:
         """Embed and write the records (with their texts) that are wanted and
@@ -319,6 +428,12 @@ class Importer:
         return (repository_root(started) if self.settings.group_repositories else None) or started
 
     def _wanted(self, payload: dict[str, Any]) -> bool:
+        """Kept (:meth:`_kept`), and not a compaction agent's (it holds the
+        summary the session's ``isCompactSummary`` line indexes, and the
+        turns it summarised)."""
+        return self._kept(payload) and not str(payload["agent_id"] or "").startswith("acompact")
+
+    def _kept(self, payload: dict[str, Any]) -> bool:
         """Not forgotten (``selfreflect forget``), and in a project the
         settings include and do not exclude."""
         if self.state.forgotten(payload):
@@ -347,6 +462,8 @@ class Importer:
             "sidechain": exchange.sidechain,
             "thread": "sidechain" if exchange.sidechain or exchange.agent_id else "main",
             "agent_id": exchange.agent_id,
+            "parent_tool_use_id": exchange.parent_tool_use_id,
+            "compact_summary": exchange.compact_summary,
             "exchange": exchange.key,
             "ordinal": chunk.ordinal,
             "text": text,
@@ -359,6 +476,7 @@ class Importer:
         }
         digest = hashlib.sha1(repr(sorted(payload.items())).encode("utf-8", "replace")).hexdigest()
         payload["text_hash"] = digest
+        payload["title"] = self.state.titles.get(exchange.session_id, (0, ""))[1]  # not hashed: set_title keeps it
         pid = point_id(source.key, exchange.session_id, exchange.key, chunk.ordinal)
         return Record(pid, (), lexical_text(text), payload), text
 
@@ -519,6 +637,10 @@ class Importer:
         return summary
 
 
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def is_current(position: TranscriptPosition, size: int, mtime: float) -> bool:
     """The file was read to its end, all of it written, and has not changed since."""
     untouched = (size, mtime) == (position.size, position.mtime)
@@ -545,10 +667,23 @@ class Batch:
         self.end_line = position.line if end_line is None else end_line
         self.chunks: list[tuple[Exchange, Chunk]] = []
         self.reread: dict[str, int] = {}  # exchange read before -> last ordinal now
+        self.titled: set[str] = set()  # sessions whose title changed
+        self.untitled: list[tuple[int, str]] = []  # title lines read, for a session not known yet
 
     @property
     def size(self) -> int:
         return len(self.chunks)
+
+    def title(self, state: State, session: str) -> None:
+        """Give ``session`` the title lines read so far. A ``summary`` line
+        has no session id: it names the file's session, known from the first
+        record that has one (at a commit before any has, the file's name)."""
+        if not session or not self.untitled:
+            return
+        for rank, title in self.untitled:
+            if state.set_title(session, rank, title):
+                self.titled.add(session)
+        self.untitled.clear()
 
     def add(self, exchange: Exchange, chunks: list[Chunk]) -> None:
         self.chunks += [(exchange, c) for c in chunks]

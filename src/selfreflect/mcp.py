@@ -250,9 +250,10 @@ def _results(response: SearchResponse, max_tokens: int, note: str, ranked: bool 
         when = (r.timestamp or "")[:16].replace("T", " ")
         copies = f" (also in {len(r.duplicates)} other places)" if r.duplicates else ""
         score = f"[relevance {r.relevance:.2f}] " if ranked else ""
+        about = f"\n   {r.about()}" if r.about() else ""
         entry = (
             f"{n}. {score}{r.project} · {when} · session {r.session_id} · "
-            f"{r.transcript}:{r.line_start}-{r.line_end}{copies}\n   {r.snippet}"
+            f"{r.transcript}:{r.line_start}-{r.line_end}{copies}{about}\n   {r.snippet}"
         )
         if response.alternatives and r.found_by:
             entry += "\n   found by: " + " | ".join(repr(p) for p in r.found_by)

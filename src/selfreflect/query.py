@@ -91,6 +91,22 @@ class SearchResult:
     duplicates: list[str] = field(default_factory=list)  # other places the same text is, as transcript:start-end
     relevance: float = 0.0  # how well it matches on its own, 0 to 1 (search.relevance_of); score only ranks
     found_by: list[str] = field(default_factory=list)  # with alternatives: the phrasings that found it, best first
+    title: str = ""  # the session's title (custom-title, ai-title or summary line), "" when it has none
+    sidechain: bool = False  # sub-agent work (a sub-agent file, or an inline sidechain of 1.0.x)
+    agent_id: str | None = None  # the sub-agent; its session_id is its parent session's
+    parent_tool_use_id: str | None = None  # the Task/Agent call in the parent session that started it
+    compact_summary: bool = False  # the summary Claude Code wrote when it compacted the conversation
+
+    def about(self) -> str:
+        """What the hit belongs to, in words: the session's title, whether it
+        is a sub-agent's work (and which call started it), a compaction summary."""
+        said = [f"“{self.title}”"] if self.title else []
+        if self.sidechain:
+            agent = f"sub-agent {self.agent_id}" if self.agent_id else "sub-agent"
+            said.append(f"{agent}, started by {self.parent_tool_use_id}" if self.parent_tool_use_id else agent)
+        if self.compact_summary:
+            said.append("summary of the compacted conversation")
+        return " · ".join(said)
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,11 @@ def to_result(
         duplicates=duplicates or [],
         relevance=relevance,
         found_by=found_by or [],
+        title=p.get("title") or "",
+        sidechain=p.get("thread") == "sidechain",
+        agent_id=p.get("agent_id"),
+        parent_tool_use_id=p.get("parent_tool_use_id"),
+        compact_summary=bool(p.get("compact_summary")),
     )
 
 

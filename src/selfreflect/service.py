@@ -45,6 +45,8 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
         argv += ["--config", str(settings.config_file)]
     argv += ["serve", "--port", str(settings.port), "--started-by", "service"]
     environment = {"MAX_MEMORY_MB": str(settings.max_memory_mb), "WATCH_INTERVAL": str(settings.watch_interval)}
+    if not settings.archive:
+        environment["SELFREFLECT_ARCHIVE"] = "false"
     if not settings.prefer_local_embeddings:  # the key is a secret: never in this file (README: the config file)
         environment.update(PREFER_LOCAL_EMBEDDINGS="false", VOYAGE_MODEL=settings.voyage_model)
         if settings.voyage_url:

@@ -51,6 +51,7 @@ ENV = {
     "exclude_projects": "SELFREFLECT_EXCLUDE_PROJECTS",
     "group_repositories": "SELFREFLECT_GROUP_REPOSITORIES",
     "index_history": "SELFREFLECT_INDEX_HISTORY",
+    "archive": "SELFREFLECT_ARCHIVE",
 }
 # other names a setting is read from when its own is unset: the official Voyage client's
 ENV_ALSO = {"voyage_key": ("VOYAGE_API_KEY",)}
@@ -113,6 +114,9 @@ class Settings:
             working tree (SELFREFLECT_GROUP_REPOSITORIES; on).
         index_history: index the prompts of Claude Code's ``history.jsonl``,
             which outlive the transcripts (SELFREFLECT_INDEX_HISTORY; on).
+        archive: keep a compressed copy of every transcript read, in
+            ``<data dir>/archive/`` (SELFREFLECT_ARCHIVE; on): what Claude
+            Code's clean-up deletes stays readable (:mod:`selfreflect.archive`).
     """
 
     claude_dir: Path
@@ -145,6 +149,7 @@ class Settings:
     exclude_projects: tuple[str, ...] = ()
     group_repositories: bool = True
     index_history: bool = True
+    archive: bool = True
 
     @property
     def projects_dir(self) -> Path:
@@ -161,6 +166,10 @@ class Settings:
     @property
     def state_file(self) -> Path:
         return self.data_dir / "state.sqlite3"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
 
     @property
     def max_line_bytes(self) -> int:
@@ -288,7 +297,7 @@ def _convert(name: str, raw: Any) -> Any:
         if str(raw).lower() not in ("none", "int8"):
             raise ValueError("must be none or int8")
         return str(raw).lower()
-    if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk", "index_history"):
+    if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk", "index_history", "archive"):
         if isinstance(raw, bool):
             return raw
         return str(raw).strip().lower() in ("1", "true", "yes", "on")

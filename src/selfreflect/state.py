@@ -10,7 +10,8 @@ are rebuilt under the same ids, so a replay overwrites instead of
 duplicating (at-least-once reading + idempotent writes).
 
 Versioned (``PRAGMA user_version``): format 1 was ``state.json``, migrated
-once and moved aside; a newer format is refused. A file that is not a state
+once and moved aside; format 3 added the archive's positions and session
+titles (2 is read and upgraded in place); a newer format is refused. A file that is not a state
 database, or rows of the wrong shape, are moved aside (or dropped) with a
 warning and rebuilt by reading the transcripts again: idempotent writes make
 that safe, only slower. Never silently.
@@ -21,6 +22,11 @@ read again into the new store. And what the user asked to forget
 (``selfreflect forget``): tombstones that keep it out of the index when the
 transcripts are read again. And the Claude.ai exports that were imported,
 which ``reindex`` imports again.
+
+Two more records outlive a new store, as they describe the transcripts,
+not the index: how much of each transcript the archive holds
+(:class:`ArchiveEntry`, saved in the same transaction as the read positions,
+so a kill -9 leaves the two in step), and each session's title.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from selfreflect.errors import DiskFull, SelfReflectError
 
 log = logging.getLogger("selfreflect")
 
-FORMAT = 2  # 1: state.json
+FORMAT = 3  # 1: state.json; 2: SQLite; 3: + archive, titles
 LEGACY_FILE = "state.json"
 
 
@@ -65,6 +71,8 @@ class TranscriptPosition:
             read lines whose exchange is not written yet.
         first_cwd: the first ``cwd`` of the transcript: where the session was
             started, so its project (:mod:`selfreflect.projects`).
+        first_session: the first ``sessionId`` of the transcript: the session
+            a title line without one (``summary``) names.
         held_back: the file ends in a line without its newline that is not
             indexed: ``"writing"`` (the file is still being written; the
             line is read once it ends), ``"torn"`` (the file stopped growing
@@ -84,7 +92,28 @@ class TranscriptPosition:
     context: dict[str, Any] | None = None
     done: bool = False
     first_cwd: str = ""
+    first_session: str = ""
     held_back: str = ""
+
+
+@dataclass
+class ArchiveEntry:
+    """How much of one transcript its archive holds (:mod:`selfreflect.archive`).
+
+    Attributes:
+        archived: bytes of the transcript, from its start, in the archive.
+        size: bytes of the archive file that hold them: anything after is a
+            frame written after this entry was saved (a kill -9 in between),
+            cut off before the next append.
+        inode, device: the transcript archived (another file there is archived anew).
+        mtime: the transcript's modification time when last archived.
+    """
+
+    archived: int = 0
+    size: int = 0
+    inode: int = 0
+    device: int = 0
+    mtime: float = 0.0
 
 
 class State:
@@ -97,6 +126,10 @@ class State:
         tombstones: what was forgotten, as (kind, value): ``project``,
             ``session``, ``transcript`` or ``before`` (an ISO instant).
         exports: the Claude.ai exports imported (absolute paths), in order.
+        archive: what the archive holds of each transcript, keyed by its
+            path under the projects folder (change with :meth:`set_archive`).
+        titles: each session's title and its rank (higher wins: see
+            :meth:`set_title`).
     """
 
     def __init__(self, path: Path) -> None:
@@ -105,7 +138,11 @@ class State:
         self.store_id = ""
         self.tombstones: tuple[tuple[str, str], ...] = ()
         self.exports: tuple[str, ...] = ()
+        self.archive: dict[str, ArchiveEntry] = {}
+        self.titles: dict[str, tuple[int, str]] = {}
         self._dirty: set[str] = set()
+        self._archive_dirty: set[str] = set()
+        self._titles_dirty: set[str] = set()
         self._meta_dirty = False
 
     @classmethod
@@ -133,6 +170,8 @@ class State:
                 rows = db.execute("SELECT path, position FROM positions").fetchall()
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
                 state.tombstones = tuple(db.execute("SELECT kind, value FROM forgotten ORDER BY kind, value"))
+                archived = db.execute("SELECT key, entry FROM archive").fetchall()
+                titles = db.execute("SELECT session_id, rank, title FROM titles").fetchall()
         except sqlite3.DatabaseError as exc:
             state._move_aside(path, f"it is not a state database ({exc})")
             return state
@@ -151,6 +190,14 @@ class State:
                 state._dirty.add(key)  # dropped from the file at the next save
                 continue
             state.positions[key] = position
+        for key, blob in archived:
+            entry = _archive_entry(blob)
+            if entry is None:
+                log.warning("%s: the archive record of %s is damaged; that transcript is archived anew", path, key)
+                state._archive_dirty.add(key)
+                continue
+            state.archive[key] = entry
+        state.titles = {str(s): (int(r), str(t)) for s, r, t in titles}
         return state
 
     def get(self, path: str) -> TranscriptPosition:
@@ -163,6 +210,26 @@ class State:
     def forget(self, path: str) -> None:
         self.positions.pop(path, None)
         self._dirty.add(path)
+
+    def set_archive(self, key: str, entry: ArchiveEntry) -> None:
+        self.archive[key] = entry
+        self._archive_dirty.add(key)
+
+    def drop_archive(self, key: str) -> None:
+        if self.archive.pop(key, None) is not None:
+            self._archive_dirty.add(key)
+
+    def set_title(self, session_id: str, rank: int, title: str) -> bool:
+        """Take a title line of ``session_id``: it wins over titles of a lower
+        rank, and over an earlier one of the same rank. Returns whether the
+        session's title changed."""
+        known = self.titles.get(session_id)
+        if known is not None and (known[0] > rank or known == (rank, title)):
+            return False
+        changed = known is None or known[1] != title
+        self.titles[session_id] = (rank, title)
+        self._titles_dirty.add(session_id)
+        return changed
 
     def bury(self, kind: str, value: str) -> None:
         """Remember, at once and for good, that what ``kind`` = ``value`` names
@@ -234,7 +301,8 @@ class State:
 
     def save(self) -> None:
         """Write what changed since the last save, in one transaction."""
-        if not self._dirty and not self._meta_dirty and self.path.exists():
+        dirty = self._dirty or self._archive_dirty or self._titles_dirty or self._meta_dirty
+        if not dirty and self.path.exists():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -244,6 +312,8 @@ class State:
                 raise DiskFull(f"the disk holding {self.path} is full: free some space (nothing was lost)") from exc
             raise SelfReflectError(f"cannot save the read positions in {self.path}: {exc}") from exc
         self._dirty.clear()
+        self._archive_dirty.clear()
+        self._titles_dirty.clear()
         self._meta_dirty = False
 
     def _write(self) -> None:
@@ -258,6 +328,19 @@ class State:
                     else:
                         blob = orjson.dumps(asdict(position)).decode()
                         db.execute("INSERT OR REPLACE INTO positions (path, position) VALUES (?, ?)", (key, blob))
+                for key in self._archive_dirty:
+                    entry = self.archive.get(key)
+                    if entry is None:
+                        db.execute("DELETE FROM archive WHERE key = ?", (key,))
+                    else:
+                        blob = orjson.dumps(asdict(entry)).decode()
+                        db.execute("INSERT OR REPLACE INTO archive (key, entry) VALUES (?, ?)", (key, blob))
+                for session in self._titles_dirty:
+                    rank, title = self.titles[session]
+                    db.execute(
+                        "INSERT OR REPLACE INTO titles (session_id, rank, title) VALUES (?, ?, ?)",
+                        (session, rank, title),
+                    )
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", (self.store_id,))
 
     def _move_aside(self, path: Path, why: str) -> None:
@@ -305,7 +388,25 @@ def _create(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS forgotten (kind TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, value))"
     )
+    db.execute("CREATE TABLE IF NOT EXISTS archive (key TEXT PRIMARY KEY, entry TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS titles (session_id TEXT PRIMARY KEY, rank INTEGER NOT NULL, title TEXT NOT NULL)"
+    )
     db.execute(f"PRAGMA user_version = {FORMAT}")
+
+
+def _archive_entry(blob: str | bytes) -> ArchiveEntry | None:
+    """A saved archive entry, or ``None`` when it is not one we can trust."""
+    try:
+        value: Any = orjson.loads(blob)
+        known = {f.name for f in fields(ArchiveEntry)}
+        entry = ArchiveEntry(**{k: v for k, v in value.items() if k in known})
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return None
+    numbers = (entry.archived, entry.size, entry.inode, entry.device)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        return None
+    return entry if isinstance(entry.mtime, (int, float)) else None
 
 
 _NUMBERS = ("offset", "line", "end", "inode", "device", "size", "bad_lines", "oversized_lines")

@@ -1,10 +1,16 @@
-"""Status: what is indexed, per project, and how the importer is doing."""
+"""Status: what is indexed, per project, and how the importer is doing; what
+the archive holds, and what Claude Code's clean-up will delete soon."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timezone
 from typing import Any
 
+from selfreflect.archive import Archive
+from selfreflect.discover import cleanup_period, discover
 from selfreflect.embed import make_embedder
+from selfreflect.errors import ClaudeDirMissing
 from selfreflect.projects import display_names
 from selfreflect.settings import Settings
 from selfreflect.state import State
@@ -12,6 +18,8 @@ from selfreflect.store import SearchFilter, Store
 
 MAX_PROJECTS = 10_000
 MAX_SESSIONS = 100_000
+CLEANUP_WINDOW_DAYS = 7  # how far ahead the clean-up is looked at
+MAX_DUE_LISTED = 50
 
 
 def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
@@ -38,6 +46,8 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
         "transcripts": len(set(state.positions) - {str(settings.history_file)}),
         "bad_lines": sum(p.bad_lines for p in positions),
         "oversized_lines": sum(p.oversized_lines for p in positions),
+        "archive": archive_report(settings, state),
+        "cleanup": cleanup_report(settings, state, time.time()),
         "projects": [],
     }
     if store is None:
@@ -54,10 +64,76 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
                 "sessions": len(store.facet("session_id", where, MAX_SESSIONS, exact=False)),  # only how many
                 "chunks": chunks,
                 "last_activity": latest.get("timestamp"),
+                "last_session": latest.get("session_id"),
+                "last_title": latest.get("title") or "",
             }
         )
     report["projects"].sort(key=lambda p: p["last_activity"] or "", reverse=True)
     return report
+
+
+def archive_report(settings: Settings, state: State) -> dict[str, Any]:
+    """What the archive holds: its bytes on disk, the transcript bytes they
+    hold, and how many transcripts only the archive still has."""
+    archive = Archive.of(settings)
+    files = packed = held = gone = 0
+    for key in archive.keys():
+        try:
+            packed += archive.path(key).stat().st_size
+        except OSError:
+            continue
+        files += 1
+        entry = state.archive.get(key)
+        held += entry.archived if entry else 0
+        gone += not (settings.projects_dir / key).exists()
+    return {
+        "enabled": settings.archive,
+        "dir": str(settings.archive_dir),
+        "transcripts": files,
+        "bytes": packed,
+        "transcript_bytes": held,
+        "only_in_archive": gone,
+    }
+
+
+def cleanup_report(settings: Settings, state: State, now: float) -> dict[str, Any]:
+    """The transcripts Claude Code deletes within the next
+    ``CLEANUP_WINDOW_DAYS`` (at its next start after they pass
+    ``cleanupPeriodDays`` since their last change), and whether each is
+    archived in full."""
+    days, source = cleanup_period(settings.claude_dir)
+    try:
+        files = discover(settings.projects_dir)
+    except ClaudeDirMissing:
+        files = []
+    cutoff = now - max(days - CLEANUP_WINDOW_DAYS, 0) * 86400
+    due = sorted((f for f in files if f.mtime < cutoff), key=lambda f: f.mtime)
+    listed: list[dict[str, Any]] = []
+    archived = 0
+    for transcript in due:
+        entry = state.archive.get(transcript.key)
+        whole = entry is not None and entry.archived >= transcript.size and entry.mtime >= transcript.mtime
+        archived += whole
+        if len(listed) < MAX_DUE_LISTED:
+            deleted = datetime.fromtimestamp(transcript.mtime + days * 86400, timezone.utc)
+            listed.append(
+                {
+                    "transcript": str(transcript.path),
+                    "session_id": transcript.session_id,
+                    "title": state.titles.get(transcript.session_id, (0, ""))[1],
+                    "deleted_after": deleted.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                    "archived": whole,
+                }
+            )
+    return {
+        "period_days": days,
+        "period_from": source,
+        "within_days": CLEANUP_WINDOW_DAYS,
+        "due": len(due),
+        "archived": archived,
+        "not_archived": len(due) - archived,
+        "transcripts": listed,
+    }
 
 
 def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
@@ -74,6 +150,8 @@ def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
         ),
         f"transcripts: {report['transcripts']} read, {report['bad_lines']} bad lines, "
         f"{report['oversized_lines']} oversized lines skipped",
+        _archive_line(report["archive"]),
+        _cleanup_line(report["cleanup"], report["archive"]["enabled"]),
     ]
     daemon = report.get("daemon")
     if daemon:
@@ -89,9 +167,39 @@ def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
     projects = report["projects"]
     if not projects:
         return "\n".join([*lines, "", "Nothing indexed yet: run `selfreflect import`."])
-    lines += ["", f"{'project':<32} {'sessions':>8} {'chunks':>8}  last activity"]
+    lines += ["", f"{'project':<32} {'sessions':>8} {'chunks':>8}  {'last activity':<19}  last session"]
     for p in projects[:max_projects]:
-        lines.append(f"{p['project'][:32]:<32} {p['sessions']:>8} {p['chunks']:>8}  {(p['last_activity'] or '')[:19]}")
+        lines.append(
+            f"{p['project'][:32]:<32} {p['sessions']:>8} {p['chunks']:>8}  {(p['last_activity'] or '')[:19]:<19}  "
+            f"{(p.get('last_title') or p.get('last_session') or '')[:60]}"
+        )
     if max_projects is not None and len(projects) > max_projects:
         lines.append(f"... and {len(projects) - max_projects} more projects")
     return "\n".join(lines)
+
+
+def _archive_line(archive: dict[str, Any]) -> str:
+    held = f"{archive['bytes'] / 1e6:.1f} MB, {archive['transcripts']} transcripts"
+    if archive["transcript_bytes"] and archive["bytes"]:
+        ratio = archive["transcript_bytes"] / archive["bytes"]
+        held += f" ({archive['transcript_bytes'] / 1e6:.1f} MB of transcripts, {ratio:.1f}x smaller)"
+    gone = f", {archive['only_in_archive']} only there (deleted by Claude Code)" if archive["only_in_archive"] else ""
+    if not archive["enabled"]:
+        return f"archive:     off (SELFREFLECT_ARCHIVE){f'; {held}{gone} kept' if archive['transcripts'] else ''}"
+    return f"archive:     {held}{gone} in {archive['dir']}"
+
+
+def _cleanup_line(cleanup: dict[str, Any], archiving: bool) -> str:
+    period = f"Claude Code deletes transcripts {cleanup['period_days']} days after their last change"
+    read = cleanup["period_from"]
+    source = f" ({read})" if read.startswith("the default") else f" (cleanupPeriodDays in {read})"
+    due = cleanup["due"]
+    if not due:
+        return f"clean-up:    {period}{source}: none in the next {cleanup['within_days']} days"
+    if cleanup["not_archived"] == 0:
+        kept = "all archived"
+    elif cleanup["archived"] == 0:
+        kept = "none archived" + ("" if archiving else " (the archive is off)")
+    else:
+        kept = f"{cleanup['archived']} archived, {cleanup['not_archived']} not yet"
+    return f"clean-up:    {period}{source}: {due} in the next {cleanup['within_days']} days, {kept}"

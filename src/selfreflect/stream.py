@@ -22,9 +22,8 @@ from pathlib import Path
 
 import psutil
 
-from selfreflect.discover import describe, discover
 from selfreflect.errors import ClaudeDirMissing, Unavailable
-from selfreflect.importer import Importer, ImportSummary, is_current
+from selfreflect.importer import Importer, ImportSummary
 from selfreflect.memory import malloc_trim, release_code_pages
 
 log = logging.getLogger("selfreflect")
@@ -201,10 +200,10 @@ class Streamer:
                 on_batch()
 
     def rescan(self) -> None:
-        """Queue every transcript whose size or time differs from what was read."""
+        """Queue every transcript with lines not indexed yet or bytes the archive should take."""
         skipped: list[tuple[str, str]] = []
         try:
-            files = discover(self.projects_dir, report=lambda path, why: skipped.append((path, why)))
+            files = self.importer.transcripts(report=lambda path, why: skipped.append((path, why)))
         except ClaudeDirMissing:
             return
         for path, why in set(skipped) - self._reported:  # logged once, not at every rescan
@@ -212,12 +211,10 @@ class Streamer:
         self._reported = set(skipped)
         self.stats.skipped_entries = len(skipped)
         now = time.time()
-        positions = self.importer.state.positions
         with self._lock:
             for transcript in files:
                 path = str(transcript.path)
-                known = positions.get(path)
-                changed = known is None or not is_current(known, transcript.size, transcript.mtime)
+                changed = self.importer.needs_reading(transcript, now)
                 if changed and not any(path in q for q in self._queues.values()):
                     self._queues["active" if transcript.active(now) else "backlog"][path] = now
             history = str(self.importer.settings.history_file)
@@ -235,9 +232,9 @@ class Streamer:
 
     def _read(self, path: str, tier: str) -> bool:
         history = path == str(self.importer.settings.history_file)
-        transcript = None if history else describe(self.projects_dir, Path(path))
+        transcript = None if history else self.importer.locate(path)
         if transcript is None and not history:
-            return False  # deleted (what was indexed stays), or not a transcript
+            return False  # deleted and not archived (what was indexed stays), or not a transcript
         summary = ImportSummary()
         started = time.perf_counter()
         events = self._queues["event"]

@@ -129,3 +129,16 @@ def make_private(folder: Path) -> int:
 
 def stat_is_link(st: os.stat_result) -> bool:
     return stat.S_ISLNK(st.st_mode)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the entries of files just created in ``folder`` survive a power
+    loss (POSIX: fsync the folder). Windows has no folder handle to sync;
+    NTFS journals its metadata."""
+    if WINDOWS:
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -14,9 +14,13 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 BLOCK = 1 << 16
+
+
+class Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -76,34 +80,42 @@ def read_lines(
     """
     with open_regular(path) as handle:
         handle.seek(offset)
-        number, start = first_line, offset
-        pending = bytearray()
-        skipping = False  # inside a line that outgrew max_line_bytes
-        while True:
-            block = handle.read(BLOCK)
-            if not block:
-                # No newline yet: still being written, or torn. Held back,
-                # unless the caller knows the file stopped growing.
-                if final and pending and not skipping:
-                    yield Line(number, start, start + len(pending), bytes(pending), terminated=False)
-                return
-            block_start = handle.tell() - len(block)
-            cut = 0
-            while (newline := block.find(b"\n", cut)) >= 0:
-                end = block_start + newline + 1
-                if skipping or len(pending) + newline - cut > max_line_bytes:
-                    yield Line(number, start, end, b"", oversized=True)
-                else:
-                    pending += block[cut:newline]
-                    yield Line(number, start, end, bytes(pending))
-                number, start, cut = number + 1, end, newline + 1
+        yield from lines_of(handle, offset, first_line, max_line_bytes, final)
+
+
+def lines_of(
+    handle: Readable, offset: int = 0, first_line: int = 1, max_line_bytes: int = 8 << 20, final: bool = False
+) -> Iterator[Line]:
+    """The complete lines of a stream already at byte ``offset`` (a
+    transcript, or its archive as it is decompressed): as :func:`read_lines`."""
+    number, start, block_start = first_line, offset, offset
+    pending = bytearray()
+    skipping = False  # inside a line that outgrew max_line_bytes
+    while True:
+        block = handle.read(BLOCK)
+        if not block:
+            # No newline yet: still being written, or torn. Held back,
+            # unless the caller knows the file stopped growing.
+            if final and pending and not skipping:
+                yield Line(number, start, start + len(pending), bytes(pending), terminated=False)
+            return
+        cut = 0
+        while (newline := block.find(b"\n", cut)) >= 0:
+            end = block_start + newline + 1
+            if skipping or len(pending) + newline - cut > max_line_bytes:
+                yield Line(number, start, end, b"", oversized=True)
+            else:
+                pending += block[cut:newline]
+                yield Line(number, start, end, bytes(pending))
+            number, start, cut = number + 1, end, newline + 1
+            pending.clear()
+            skipping = False
+        if not skipping:
+            pending += block[cut:]
+            if len(pending) > max_line_bytes:
                 pending.clear()
-                skipping = False
-            if not skipping:
-                pending += block[cut:]
-                if len(pending) > max_line_bytes:
-                    pending.clear()
-                    skipping = True
+                skipping = True
+        block_start += len(block)
 
 
 def open_regular(path: Path) -> BinaryIO:

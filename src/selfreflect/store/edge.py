@@ -415,6 +415,12 @@ class EdgeStore:
             )
         )
 
+    def set_title(self, session_id: str, title: str) -> None:
+        """Give every chunk of a session its title (a title line can come
+        after the chunks it names)."""
+        flt = qe.Filter(must=[_match("session_id", session_id)])
+        self._write(qe.UpdateOperation.set_payload_by_filter(flt, {"title": title}))
+
     # -- reads ---------------------------------------------------------------
 
     def hybrid(

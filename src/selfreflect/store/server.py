@@ -279,6 +279,13 @@ class ServerStore:
             )
         )
 
+    def set_title(self, session_id: str, title: str) -> None:
+        """Give every chunk of a session this machine wrote its title."""
+        flt = to_filter(SearchFilter(session_id=session_id, host=self.machine))
+        assert flt is not None  # a session: never everything
+        selector = models.FilterSelector(filter=flt)
+        self._call(lambda c: c.set_payload(self.collection, payload={"title": title}, points=selector, wait=True))
+
     def _delete(self, flt: models.Filter | None) -> None:
         assert flt is not None  # never everything
         selector = models.FilterSelector(filter=flt)
