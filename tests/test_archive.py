@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import zstandard
 
@@ -289,6 +290,14 @@ def test_the_daemon_archives_and_reads_deleted_transcripts(tmp_path: Path) -> No
         eventually(lambda: any(r["transcript"] == str(fresh) for r in daemon.search("Proactiveness", limit=20)))
         archived = archive_of(make_settings(tmp_path), fresh)
         assert not archived.exists()
+        live = folder / "live.jsonl"  # deleted while it is written, before it is archived: its chunks stay
+        shutil.copyfile(HEAVY, live)
+        eventually(lambda: any(r["transcript"] == str(live) for r in daemon.search("Phoenix server", limit=20)))
+        live.unlink()
+        gone = httpx.get(daemon.url + "/api/conversation", params={"session_id": f"{live}:12"}, timeout=30)
+        assert gone.status_code == 404 and "no longer on disk" in gone.json()["error"]
+        assert "and not archived" in gone.json()["error"]
+        assert any(r["transcript"] == str(live) for r in daemon.search("Phoenix server", limit=20))
         quiet(fresh)
         eventually(lambda: archived.exists() and unpack(archived) == (TINY.read_bytes(), 1))
         assert daemon.stop() == 0

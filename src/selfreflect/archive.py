@@ -52,7 +52,7 @@ from selfreflect.tail import BLOCK, Line, lines_of, open_regular, read_lines
 log = logging.getLogger("selfreflect")
 
 SUFFIX = ".zst"
-LEVEL = 3  # zstd's default: level 19 saves 6 % more for 10x the time
+LEVEL = 3  # zstd's default; 9 and 19 make archives 7 % and 9 % smaller for 5x and 60x the time
 FRAME_BYTES = 1 << 20  # a transcript being written is archived in steps this big
 
 
