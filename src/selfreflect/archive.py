@@ -188,8 +188,11 @@ class Archive:
         with open(self.path(key), "rb") as raw:
             stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
             with stream:
-                if offset:
+                try:
                     stream.seek(offset)  # decompressed and dropped: archives are read from the start
+                except zstandard.ZstdError as exc:
+                    log.warning("%s is damaged before byte %d (%s): nothing more to read", raw.name, offset, exc)
+                    return
                 yield from lines_of(_Tolerant(stream), offset, first_line, max_line_bytes, final=True)
 
     def keys(self) -> Iterator[str]:
