@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import zstandard
 
@@ -282,13 +283,21 @@ def test_the_daemon_archives_and_reads_deleted_transcripts(tmp_path: Path) -> No
         around, text = anyio.run(over_mcp)
         assert [x["line"] for x in around["lines"]][5:7] == [12, 13]
         assert "archive:     " in text and "1 only there (deleted by Claude Code)" in text
-        assert "clean-up:    Claude Code deletes transcripts 30 days after their last change" in text
+        assert "clean-up:    Claude Code deletes after 30 days (the default): none within 7 days" in text
         # a new session is archived once nobody writes it any more
         fresh = folder / "fresh.jsonl"
         shutil.copyfile(TINY, fresh)
         eventually(lambda: any(r["transcript"] == str(fresh) for r in daemon.search("Proactiveness", limit=20)))
         archived = archive_of(make_settings(tmp_path), fresh)
         assert not archived.exists()
+        live = folder / "live.jsonl"  # deleted while it is written, before it is archived: its chunks stay
+        shutil.copyfile(HEAVY, live)
+        eventually(lambda: any(r["transcript"] == str(live) for r in daemon.search("Phoenix server", limit=20)))
+        live.unlink()
+        gone = httpx.get(daemon.url + "/api/conversation", params={"session_id": f"{live}:12"}, timeout=30)
+        assert gone.status_code == 404 and "no longer on disk" in gone.json()["error"]
+        assert "and not archived" in gone.json()["error"]
+        assert any(r["transcript"] == str(live) for r in daemon.search("Phoenix server", limit=20))
         quiet(fresh)
         eventually(lambda: archived.exists() and unpack(archived) == (TINY.read_bytes(), 1))
         assert daemon.stop() == 0
@@ -325,8 +334,8 @@ def test_status_tells_what_the_clean_up_will_delete_and_if_it_is_archived(tmp_pa
     listed = {Path(t["transcript"]).name: t["archived"] for t in cleanup["transcripts"]}
     assert listed == {"overdue.jsonl": True, "soon.jsonl": True, "late.jsonl": False}
     text = CliRunner().invoke(cli, ["status"]).stdout
-    assert f"deletes transcripts 10 days after their last change (cleanupPeriodDays in {settings_file})" in text
-    assert ": 3 in the next 7 days, 2 archived, 1 not yet" in text
+    assert f"Claude Code deletes after 10 days (cleanupPeriodDays in {settings_file})" in text
+    assert ": 3 transcripts within 7 days, 2 archived, 1 not yet" in text
     assert settings_file.read_text() == '{"cleanupPeriodDays": 10, "model": "opus"}'  # never written
     settings_file.write_text('{"cleanupPeriodDays": 0}')  # rejected by Claude Code: its default holds
     cleanup = json.loads(CliRunner().invoke(cli, ["status", "--json"]).stdout)["cleanup"]
@@ -408,3 +417,33 @@ def test_the_private_mask_does_not_care_where_blocks_end() -> None:
         mask = PrivateMask()
         pieces = [mask.mask(raw[i : i + size]) for i in range(0, len(raw), size)]
         assert b"".join(pieces) + mask.mask(b"", last=True) == whole, size
+
+
+def test_a_damaged_archive_of_a_deleted_transcript_is_read_up_to_the_damage(
+    tmp_path: Path, embedder: OnnxEmbedder
+) -> None:
+    from selfreflect.errors import TranscriptNotFound
+
+    settings = make_settings(tmp_path)
+    target = settings.projects_dir / "-p" / "s.jsonl"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(HEAVY, target)
+    quiet(target)
+    import_once(settings, embedder)
+    target.unlink()
+    archived = archive_of(settings, target)
+    damaged = bytearray(archived.read_bytes())
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 64] = b"\xff" * 64
+    archived.write_bytes(bytes(damaged))
+    shutil.rmtree(settings.store_dir)  # a reindex: read what can be read, from the archive
+    summary = import_once(settings, embedder)
+    assert summary.failed_files == [] and summary.files == 1
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        backend = LocalBackend(settings, embedder, lambda: held(store))
+        try:
+            backend.read_conversation(f"{target}:30", None, 0, 0)
+        except TranscriptNotFound as exc:
+            assert "past its end" in str(exc) or "not a Claude Code transcript" in str(exc)
+    archived.write_bytes(b"not zstd at all\n")
+    shutil.rmtree(settings.store_dir)
+    assert import_once(settings, embedder).failed_files == []

@@ -204,7 +204,7 @@ def test_session_titles_name_every_chunk_of_the_session(tmp_path: Path, embedder
         "0fae0449-64d3-4788-8622-d3a47d82c14b",
         "Clarifying AI Assistant's Action-Taking Guidelines",
     )
-    assert "Clarifying AI Assistant's Action-Taking Guidelines" in status_text(report)
+    assert "  Clarifying AI Assistant's Action-Taking\n" in status_text(report) + "\n"  # its first 40 characters
 
 
 def test_persisted_output_is_read_from_tool_results(tmp_path: Path, embedder: OnnxEmbedder) -> None:

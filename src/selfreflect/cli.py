@@ -188,7 +188,7 @@ def import_(ctx: Context, claude_export: Path | None) -> None:
     with ctx.store("import") as (store, embedder):
         importer = Importer(ctx.settings, store, embedder, State.load(ctx.settings.state_file))
         if sys.stderr.isatty():
-            total = sum(f.size for f in files)
+            total = sum(f.size for f in files) + sum(t.size for t in importer.archive.gone())
             with click.progressbar(length=total, label="Indexing", file=sys.stderr, show_percent=True) as bar:
                 summary = importer.run(progress=lambda transcript: bar.update(transcript.size))
         else:

@@ -160,8 +160,9 @@ class Importer:
             return position is None or self._unread(position, self.state.archive.get(transcript.key))
         if position is None or not is_current(position, transcript.size, transcript.mtime):
             return True
-        return self.settings.archive and due(
-            self.state.archive.get(transcript.key), transcript.size, transcript.active(now)
+        entry = self.state.archive.get(transcript.key)
+        return due(entry, transcript.size, transcript.active(now)) and self._archivable(
+            transcript, position, transcript.mtime
         )
 
     def run(self, progress: Callable[[TranscriptFile], None] | None = None) -> ImportSummary:
@@ -247,9 +248,8 @@ class Importer:
                 self.store.delete_transcript(path)
                 position = TranscriptPosition()
             if position.inode and is_current(position, identity.size, identity.mtime):
-                self._archive(
-                    transcript, identity, position
-                )  # not touched since the last read: the archive may be behind
+                # not touched since the last read: the archive may be behind (a session gone quiet)
+                self._archive(transcript, identity, position)
                 self.state.save()
                 return False
             # A quiet file will not finish its last line: take it if it is whole.
@@ -375,15 +375,7 @@ class Importer:
     def _archive(self, transcript: TranscriptFile, identity: FileIdentity, position: TranscriptPosition) -> None:
         """Append what is new of ``transcript`` to its archive, when it is due
         (:func:`selfreflect.archive.due`); the entry is saved by the caller."""
-        if not self.settings.archive or transcript.archived:
-            return
-        # what the index may not keep (forgotten, an excluded project) is not copied either
-        folder = transcript.key.split("/", 1)[0]
-        project = self._project(project_path(position.first_cwd, folder))
-        session = position.first_session or transcript.session_id
-        whole = {"project": path_name(project), "project_path": project, "claude_project": folder}
-        whole |= {"session_id": session, "transcript": str(transcript.path), "timestamp": _iso(identity.mtime)}
-        if not self._kept(whole):
+        if not self._archivable(transcript, position, identity.mtime):
             return
         # complete lines of a session being written (a <private> span never spans two frames); all of a quiet one
         active = transcript.active(time.time())
@@ -395,6 +387,18 @@ class Importer:
             self.state.set_archive(transcript.key, self.archive.append(transcript, entry, upto))
         except OSError as exc:  # the index goes on; the next read tries again
             log.warning("%s: cannot archive it: %s", transcript.path, exc.strerror or exc)
+
+    def _archivable(self, transcript: TranscriptFile, position: TranscriptPosition, mtime: float) -> bool:
+        """Archiving is on, the file is on disk, and the index may keep it:
+        what is forgotten, or of an excluded project, is not copied either (a
+        transcript last changed before a forgotten date is all before it)."""
+        if not self.settings.archive or transcript.archived:
+            return False
+        folder = transcript.key.split("/", 1)[0]
+        project = self._project(project_path(position.first_cwd, folder))
+        session = position.first_session or transcript.session_id
+        whole = {"project": path_name(project), "project_path": project, "claude_project": folder}
+        return self._kept(whole | {"session_id": session, "transcript": str(transcript.path), "timestamp": _iso(mtime)})
 
     @staticmethod
     def _unread(position: TranscriptPosition, entry: ArchiveEntry | None) -> bool:

@@ -171,7 +171,7 @@ def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
     for p in projects[:max_projects]:
         lines.append(
             f"{p['project'][:32]:<32} {p['sessions']:>8} {p['chunks']:>8}  {(p['last_activity'] or '')[:19]:<19}  "
-            f"{(p.get('last_title') or p.get('last_session') or '')[:60]}"
+            f"{(p.get('last_title') or '')[:40]}".rstrip()
         )
     if max_projects is not None and len(projects) > max_projects:
         lines.append(f"... and {len(projects) - max_projects} more projects")
@@ -186,20 +186,20 @@ def _archive_line(archive: dict[str, Any]) -> str:
     gone = f", {archive['only_in_archive']} only there (deleted by Claude Code)" if archive["only_in_archive"] else ""
     if not archive["enabled"]:
         return f"archive:     off (SELFREFLECT_ARCHIVE){f'; {held}{gone} kept' if archive['transcripts'] else ''}"
-    return f"archive:     {held}{gone} in {archive['dir']}"
+    return f"archive:     {held}{gone}"
 
 
 def _cleanup_line(cleanup: dict[str, Any], archiving: bool) -> str:
-    period = f"Claude Code deletes transcripts {cleanup['period_days']} days after their last change"
     read = cleanup["period_from"]
-    source = f" ({read})" if read.startswith("the default") else f" (cleanupPeriodDays in {read})"
-    due = cleanup["due"]
+    source = read if read.startswith("the default") else f"cleanupPeriodDays in {read}"
+    said = f"clean-up:    Claude Code deletes after {cleanup['period_days']} days ({source}): "
+    due, within = cleanup["due"], cleanup["within_days"]
     if not due:
-        return f"clean-up:    {period}{source}: none in the next {cleanup['within_days']} days"
+        return f"{said}none within {within} days"
     if cleanup["not_archived"] == 0:
         kept = "all archived"
     elif cleanup["archived"] == 0:
         kept = "none archived" + ("" if archiving else " (the archive is off)")
     else:
         kept = f"{cleanup['archived']} archived, {cleanup['not_archived']} not yet"
-    return f"clean-up:    {period}{source}: {due} in the next {cleanup['within_days']} days, {kept}"
+    return f"{said}{due} transcript{'' if due == 1 else 's'} within {within} days, {kept}"
