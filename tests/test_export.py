@@ -88,6 +88,12 @@ def test_a_file_that_is_no_export_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "notes.json").write_text('{"not": "a list"')
     with pytest.raises(ExportError, match="not a Claude.ai export"), Export(tmp_path / "notes.json") as export:
         list(export.conversations())
+    (tmp_path / "chatgpt.json").write_text('[{"title": "x", "mapping": {}}]')
+    with (
+        pytest.raises(ExportError, match="none of its 1 items has a uuid"),
+        Export(tmp_path / "chatgpt.json") as export,
+    ):
+        list(export.conversations())
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
         archive.writestr("readme.txt", "hello")
     with pytest.raises(ExportError, match="holds no conversations.json"), Export(tmp_path / "other.zip"):

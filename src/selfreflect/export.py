@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -166,12 +167,19 @@ class Export:
             ExportError: the file is not a JSON array of conversations.
         """
         assert self._stream is not None, "use the export as a context manager"
+        items = found = 0
         try:
             for raw in ijson.items(self._stream, "item", use_float=True):
+                items += 1
                 if isinstance(raw, dict) and isinstance(raw.get("uuid"), str) and raw["uuid"]:
+                    found += 1
                     yield conversation(raw, self._projects)
         except ijson.JSONError as exc:
             raise ExportError(f"{self.path}: not a Claude.ai export ({exc})") from exc
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise ExportError(f"cannot read the export {self.path}: {exc}") from exc
+        if items and not found:  # another service's export (ChatGPT's is a conversations.json too)
+            raise ExportError(f"{self.path}: not a Claude.ai export (none of its {items} items has a uuid)")
 
     def find(self, uuid: str) -> Conversation | None:
         """The conversation ``uuid`` (read up to it)."""
