@@ -32,7 +32,7 @@ from selfreflect import __version__
 from selfreflect.embed import make_embedder
 from selfreflect.errors import SelfReflectError, StoreLocked
 from selfreflect.importer import Importer
-from selfreflect.memory import limit_malloc_arenas
+from selfreflect.memory import MemoryPolicy, limit_malloc_arenas
 from selfreflect.running import INFO_FILE, DaemonInfo, running_daemon  # noqa: F401  (their home before)
 from selfreflect.settings import Settings
 from selfreflect.state import State
@@ -94,8 +94,9 @@ class Daemon:
         """
         settings = self.settings
         limit_malloc_arenas()
+        memory = MemoryPolicy(settings.max_memory_mb)
         try:
-            self.store = open_store(settings, self.embedder.name, self.embedder.dim, "serve")
+            self.store = open_store(settings, self.embedder.name, self.embedder.dim, "serve", memory)
         except StoreLocked as exc:
             other = running_daemon(settings.data_dir)
             if other is not None:
@@ -109,7 +110,7 @@ class Daemon:
             sock = _bind(settings.host, settings.port)
             self.embedder.load()
             importer = Importer(settings, self.store, self.embedder, State.load(settings.state_file))
-            self.streamer = Streamer(importer, settings.projects_dir, settings.watch_interval, settings.max_memory_mb)
+            self.streamer = Streamer(importer, settings.projects_dir, settings.watch_interval, memory)
         except BaseException:
             self.store.close()
             raise
@@ -255,8 +256,8 @@ class Daemon:
             ),
             ("queue_depth", "gauge", "Transcripts with lines not yet indexed.", stats.files_pending),
             ("lag_seconds", "gauge", "Age of the oldest change not yet indexed.", stats.lag_seconds),
-            ("rss_bytes", "gauge", "Resident memory of the daemon.", self.streamer.rss()),
-            ("memory_cap_bytes", "gauge", "The memory cap (MAX_MEMORY_MB).", self.streamer.max_memory),
+            ("rss_bytes", "gauge", "Resident memory of the daemon.", self.streamer.memory.rss()),
+            ("memory_cap_bytes", "gauge", "The memory cap (MAX_MEMORY_MB).", self.streamer.memory.cap or 0),
         ]
         lines = []
         for name, kind, text, value in rows:

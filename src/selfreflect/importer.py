@@ -178,7 +178,7 @@ class Importer:
         summary.files = len(files)
         for transcript in files:
             self.import_file(transcript, summary)
-            self.store.release_memory()
+            self.store.memory.after_batch()
             if progress:
                 progress(transcript)
         self.import_history(summary)
@@ -632,7 +632,7 @@ class Importer:
                 if len(records) >= self.settings.chunk_size:
                     summary.chunks += self._write(records)
                     records = []
-                    self.store.release_memory()
+                    self.store.memory.after_batch()
                 if progress:
                     progress(export.bytes_read, export.size)
             summary.chunks += self._write(records)

@@ -1,4 +1,18 @@
-"""Giving memory back to the system: freed heap, and mapped file pages.
+"""Memory: the process's policy (:class:`MemoryPolicy`), and the ways of
+giving memory back to the system it uses: freed heap, mapped file pages.
+
+Every decision about memory is :class:`MemoryPolicy`'s: when freed heap and
+mapped pages are given back (after a batch, when idle, around a store's
+compaction), and the cap (``MAX_MEMORY_MB``): near it batches shrink, over
+it intake pauses. The daemon makes one and hands it to the store and the
+streamer; a one-off command's store makes its own, with no cap. The store
+only knows *how* to unmap its pages (``release_memory``), never *when*.
+
+Platform limits: resident memory is read through psutil everywhere.
+Giving memory back is glibc's ``malloc_trim`` and Linux's ``madvise``; on
+macOS and Windows they are no-ops (their allocators return freed memory by
+themselves, and mapped pages stay counted until the system takes them), so
+there the cap can only shrink batches and pause intake.
 
 glibc keeps freed heap for reuse (:func:`malloc_trim` returns it) and gives
 every thread its own arena (:func:`limit_malloc_arenas`).
@@ -23,10 +37,22 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
+import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+import psutil
+
+log = logging.getLogger("selfreflect")
+
 MADV_DONTNEED = 4
+NEAR_CAP = 0.85  # of the cap: from here on, one chunk a batch and memory given back before each
+PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
+NO_PAUSE_SECONDS = 60.0  # after a pause that brought nothing back, none for this long
 
 
 def _libc() -> Any:
@@ -125,3 +151,88 @@ def release_code_pages() -> int:
             clean.pop()
             current = False
     return sum(_MADVISE(start, end - start, MADV_DONTNEED) == 0 for start, end in clean)
+
+
+class MemoryPolicy:
+    """When this process gives memory back, and how it stays under its cap.
+
+    Args:
+        cap_mb: the cap (``MAX_MEMORY_MB``); ``None``: no cap, memory is
+            still given back at the same moments.
+    """
+
+    def __init__(self, cap_mb: int | None = None) -> None:
+        self.cap = cap_mb * 1024 * 1024 if cap_mb else None
+        self.batch_limit: int | None = None  # chunks per batch while near the cap (None: no limit)
+        self._holders: list[Callable[[], None]] = []  # give back mapped pages (a store's release_memory)
+        self._no_pause_until = 0.0
+        self._process = psutil.Process()
+
+    def hold(self, release: Callable[[], None]) -> None:
+        """Something that maps files (a store): ``release`` unmaps its pages."""
+        self._holders.append(release)
+
+    def rss(self) -> int:
+        """Resident memory of the process, in bytes."""
+        return int(self._process.memory_info().rss)
+
+    def _release(self, *, heap: bool = True, code: bool = False, collect: bool = False) -> None:
+        if collect:
+            gc.collect()
+        if heap:
+            malloc_trim()
+        if code:
+            release_code_pages()
+        for release in self._holders:
+            release()
+
+    def after_batch(self) -> None:
+        """A batch was written: the heap it freed (~5 MB) and the pages it mapped."""
+        self._release()
+
+    def idle(self, first: bool) -> None:
+        """Nothing to do: pages that searches mapped; on ``first`` (just
+        caught up), also library code that start-up or the work mapped in."""
+        self._release(heap=False, code=first)
+
+    def before_peak(self) -> None:
+        """A store is about to build a segment, the process's memory peak:
+        give back first what can be (freed heap, mapped pages, library code)."""
+        self._release(code=True)
+
+    def after_peak(self) -> None:
+        """A segment was built: what building it freed."""
+        self._release(collect=True)
+
+    def guard(self, stop: threading.Event) -> bool:
+        """Before a batch. Near the cap: smaller batches (:attr:`batch_limit`)
+        and memory given back; over it: pause until back under (at most
+        ``PAUSE_SECONDS``, or until ``stop``). A pause that brings nothing
+        back (the model and the store alone are over the cap) is not
+        repeated for a minute: intake goes on with the smallest batches
+        rather than stall. Returns whether it paused."""
+        if self.cap is None:
+            return False
+        rss = self.rss()
+        if rss < NEAR_CAP * self.cap:
+            self.batch_limit = None
+            return False
+        self.batch_limit = 1
+        self._release(code=True, collect=True)
+        rss = self.rss()
+        if rss <= self.cap or time.monotonic() < self._no_pause_until:
+            return False
+        log.warning("memory %.0f MB over the %.0f MB cap: pausing intake", rss / 2**20, self.cap / 2**20)
+        deadline = time.monotonic() + PAUSE_SECONDS
+        while self.rss() > self.cap and time.monotonic() < deadline and not stop.is_set():
+            stop.wait(0.2)
+            self._release(heap=True, collect=True)
+        if self.rss() > 0.95 * rss:
+            log.warning(
+                "memory stays at %.0f MB, over the %.0f MB cap, while idle: going on with the smallest batches "
+                "(raise MAX_MEMORY_MB)",
+                self.rss() / 2**20,
+                self.cap / 2**20,
+            )
+            self._no_pause_until = time.monotonic() + NO_PAUSE_SECONDS
+        return True

@@ -7,12 +7,11 @@ Claude Code's ``history.jsonl`` is watched and queued the same way (it is
 read by :meth:`Importer.import_history`).
 Live files are read first, each a few batches at a time, so a backlog of old
 files never delays the session being written now. A memory guard keeps the
-process under ``max_memory_mb``.
+process under its cap (:class:`selfreflect.memory.MemoryPolicy`).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -20,18 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from selfreflect.errors import ClaudeDirMissing, Unavailable
 from selfreflect.importer import Importer, ImportSummary
-from selfreflect.memory import malloc_trim, release_code_pages
+from selfreflect.memory import MemoryPolicy
 
 log = logging.getLogger("selfreflect")
 
 BATCHES_PER_TURN = 2  # batches one file gets before the scheduler looks again
 BACKFILL_CHUNKS = 8  # chunks per batch of a file nobody is writing: a live one waits less
 TIERS = ("event", "active", "backlog")  # file events, written in the last 5 min, the rest
-GUARD_PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
 MAX_FAULT_PAUSE = 30.0  # the longest wait before writing again after a full disk or a failed embedding
 
 
@@ -60,14 +56,14 @@ class Streamer:
         importer: the pipeline (it owns the store and the positions).
         projects_dir: the folder to watch.
         watch_interval: seconds between full rescans.
-        max_memory_mb: the memory cap of the process.
+        memory: the process's memory policy (its cap, when memory is given back).
     """
 
-    def __init__(self, importer: Importer, projects_dir: Path, watch_interval: float, max_memory_mb: int) -> None:
+    def __init__(self, importer: Importer, projects_dir: Path, watch_interval: float, memory: MemoryPolicy) -> None:
         self.importer = importer
         self.projects_dir = projects_dir
         self.watch_interval = watch_interval
-        self.max_memory = max_memory_mb * 1024 * 1024
+        self.memory = memory
         self.stats = StreamStats()
         self.stop = threading.Event()
         self._wake = threading.Event()
@@ -75,9 +71,6 @@ class Streamer:
         # tier -> path -> when it was first seen changed (dicts keep queue order)
         self._queues: dict[str, dict[str, float]] = {tier: {} for tier in TIERS}
         self._changed: set[str] = set()  # changed again while being read
-        self._process = psutil.Process()
-        self._no_pause_until = 0.0
-        self._smallest: int | None = None  # chunks per batch while near the memory cap
         self._reported: set[tuple[str, str]] = set()  # skipped entries already logged
         self.between_batches = threading.Lock()  # held while a file is read: taken, no batch is in flight
 
@@ -152,15 +145,14 @@ class Streamer:
             path, tier = self._next()
             if path is None:
                 self._update_gauges()
-                self.importer.store.release_memory()  # pages that searches mapped
-                if not caught_up:  # library code that start-up or the work mapped in
-                    caught_up = True
-                    release_code_pages()
+                self.memory.idle(first=not caught_up)
+                caught_up = True
                 self._wake.wait(timeout=max(0.0, min(next_scan - time.monotonic(), 1.0)))
                 self._wake.clear()
                 continue
             caught_up = False
-            self._guard_memory()
+            if self.memory.guard(self.stop):
+                self.stats.memory_pauses += 1
             with self._lock:
                 self._changed.discard(path)
             try:
@@ -194,8 +186,7 @@ class Streamer:
                 else:
                     del queue[path]
             self._update_gauges()
-            self.importer.store.release_memory()
-            malloc_trim()  # ~5 MB of freed heap a batch leaves behind
+            self.memory.after_batch()
             if on_batch:
                 on_batch()
 
@@ -239,9 +230,9 @@ class Streamer:
         started = time.perf_counter()
         events = self._queues["event"]
         if tier == "event":  # a file being written: its batches at once
-            size, should_yield = self._smallest, None
+            size, should_yield = self.memory.batch_limit, None
         else:  # small batches, and out of the way as soon as a written file has news
-            size, should_yield = self._smallest or BACKFILL_CHUNKS, lambda: bool(events)
+            size, should_yield = self.memory.batch_limit or BACKFILL_CHUNKS, lambda: bool(events)
         if transcript is not None:
             more = self.importer.import_file(transcript, summary, BATCHES_PER_TURN, size, should_yield)
         else:
@@ -263,41 +254,3 @@ class Streamer:
             pending = {path: since for q in self._queues.values() for path, since in q.items()}
             self.stats.files_pending = len(pending)
             self.stats.lag_seconds = round(now - min(pending.values()), 3) if pending else 0.0
-
-    # -- memory ------------------------------------------------------------------
-
-    def rss(self) -> int:
-        return int(self._process.memory_info().rss)
-
-    def _guard_memory(self) -> None:
-        """Near the cap: shrink batches and give freed memory back; over it:
-        pause intake until back under. A pause that brings nothing back (the
-        model and the store alone are over the cap) is not repeated for a
-        minute: intake goes on with the smallest batches rather than stall."""
-        rss = self.rss()
-        if rss < 0.85 * self.max_memory:
-            self._smallest = None
-            return
-        self._smallest = 1  # one chunk a batch
-        gc.collect()
-        malloc_trim()
-        release_code_pages()
-        self.importer.store.release_memory()
-        rss = self.rss()
-        if rss <= self.max_memory or time.monotonic() < self._no_pause_until:
-            return
-        self.stats.memory_pauses += 1
-        log.warning("memory %.0f MB over the %.0f MB cap: pausing intake", rss / 2**20, self.max_memory / 2**20)
-        deadline = time.monotonic() + GUARD_PAUSE_SECONDS
-        while self.rss() > self.max_memory and time.monotonic() < deadline and not self.stop.is_set():
-            self.stop.wait(0.2)
-            gc.collect()
-            malloc_trim()
-        if self.rss() > 0.95 * rss:
-            log.warning(
-                "memory stays at %.0f MB, over the %.0f MB cap, while idle: going on with the smallest batches "
-                "(raise MAX_MEMORY_MB)",
-                self.rss() / 2**20,
-                self.max_memory / 2**20,
-            )
-            self._no_pause_until = time.monotonic() + 60

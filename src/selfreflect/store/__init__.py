@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from selfreflect.memory import MemoryPolicy
     from selfreflect.settings import Settings
 
 # payload field -> index kind (keyword, datetime). Only what filters and
@@ -216,17 +217,24 @@ class Store(Protocol):
         """The points with these (stored) ids that exist, vectors and all."""
         ...
 
+    memory: MemoryPolicy
+    """The process's memory policy: it decides when memory is given back."""
+
     def release_memory(self) -> None:
-        """Give back memory the store holds but does not need (cheap when idle)."""
+        """Give back memory the store holds but does not need (cheap when idle);
+        called by the memory policy."""
         ...
 
     def close(self) -> None: ...
 
 
-def open_store(settings: Settings, model: str, dim: int, command: str = "(library)") -> Store:
+def open_store(
+    settings: Settings, model: str, dim: int, command: str = "(library)", memory: MemoryPolicy | None = None
+) -> Store:
     """Open the store the settings choose (the embedded one by default).
 
-    ``command`` names this process to whoever is refused the store meanwhile.
+    ``command`` names this process to whoever is refused the store meanwhile;
+    ``memory`` is the process's memory policy (none: the store's own, no cap).
 
     Raises:
         StoreLocked, ModelMismatch: as the store reports them.
@@ -243,7 +251,10 @@ def open_store(settings: Settings, model: str, dim: int, command: str = "(librar
                 f"QDRANT_URL is set, but the Qdrant client is not installed ({exc}): pip install 'selfreflect[server]'"
             ) from exc
 
-        return ServerStore.from_settings(settings, model, dim, command).open()
+        store = ServerStore.from_settings(settings, model, dim, command)
+        if memory is not None:
+            store.memory = memory
+        return store.open()
     from selfreflect.store.edge import EdgeStore
 
-    return EdgeStore(settings.store_dir, model, dim, settings.segment_points, command, settings.machine).open()
+    return EdgeStore(settings.store_dir, model, dim, settings.segment_points, command, settings.machine, memory).open()

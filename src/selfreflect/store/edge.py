@@ -16,7 +16,9 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
   immutable, memory-mapped segment of its own (bounded work: segments are not
   merged into ever bigger ones), and the appendable segment starts empty.
 - :meth:`EdgeStore.release_memory` unmaps the file pages that reads and
-  writes left resident (:mod:`selfreflect.memory`).
+  writes left resident; when that happens is the process's memory policy's
+  decision (:class:`selfreflect.memory.MemoryPolicy`), which the store tells
+  when it builds a segment.
 - The engine writes through memory-mapped, sparse files: on a full disk a
   write does not fail, the process dies of SIGBUS. So before every write,
   and before opening (loading replays the log), the store checks that the
@@ -34,7 +36,6 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import threading
@@ -49,7 +50,7 @@ import qdrant_edge as qe
 
 from selfreflect.errors import DiskFull, ModelMismatch, SelfReflectError, StoreLocked
 from selfreflect.lock import StoreLock
-from selfreflect.memory import malloc_trim, release_code_pages, release_mapped_pages
+from selfreflect.memory import MemoryPolicy, release_mapped_pages
 from selfreflect.store import INDEXED_FIELDS, Condition, FusionPlan, Hit, RawPoint, Record, SearchFilter, conditions
 from selfreflect.system import disk_bytes
 
@@ -158,6 +159,7 @@ class EdgeStore:
         segment_points: int = 1024,
         command: str = "(library)",
         machine: str = "",
+        memory: MemoryPolicy | None = None,
     ) -> None:
         self.folder = folder
         self.model = model
@@ -172,6 +174,8 @@ class EdgeStore:
         self._written = 0  # points written since the last compaction
         self._touched = False  # pages may have been mapped since the last release
         self._logged = True  # the shard has a write-ahead log
+        self.memory = memory or MemoryPolicy()  # the process's policy (none given: one of its own, no cap)
+        self.memory.hold(self.release_memory)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -281,22 +285,17 @@ class EdgeStore:
 
         Compaction is the process's memory peak: before building, the engine
         maps all of the new segment's BM25 store (a 32 MB page file) in. So
-        first give back what can be: freed heap, the store's mapped pages,
-        and library code that is not running.
+        the memory policy first gives back what it can.
         """
         self.check_room()  # building a segment writes a few MB through sparse mapped files
-        malloc_trim()
-        release_code_pages()
-        self.release_memory()
+        self.memory.before_peak()
         with self._use() as shard:
             sealed = shard.optimize()
             if sealed or self._written:
                 shard.flush()  # lets the engine drop its log up to here
         self._written = 0
         if sealed:
-            gc.collect()
-            malloc_trim()
-            self.release_memory()
+            self.memory.after_peak()
 
     def release_memory(self) -> None:
         """Unmap the store's file pages that reads and writes left resident."""

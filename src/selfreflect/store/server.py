@@ -34,6 +34,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from selfreflect.errors import ConfigError, ModelMismatch, SelfReflectError, StoreUnavailable
 from selfreflect.lock import StoreLock
+from selfreflect.memory import MemoryPolicy
 from selfreflect.settings import Settings
 from selfreflect.store import INDEXED_FIELDS, Condition, FusionPlan, Hit, RawPoint, Record, SearchFilter, conditions
 from selfreflect.store.edge import DENSE, LEXICAL, SCHEMA, sparse
@@ -86,6 +87,7 @@ class ServerStore:
         self.machine = machine
         self.collection = collection
         self.id = ""
+        self.memory = MemoryPolicy()  # the daemon's replaces it; the server holds the data, nothing is mapped here
         self._api_key = api_key
         self._layout = (shards, replicas, write_consistency, on_disk, quantization)
         self._timeout = timeout

@@ -1,0 +1,57 @@
+"""The memory policy: one owner of the cap and of when memory is given back.
+
+It reads this process's real resident memory and sets caps around it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from selfreflect.memory import MemoryPolicy
+
+MB = 1024 * 1024
+
+
+def test_no_cap_never_limits_batches_or_pauses() -> None:
+    policy = MemoryPolicy()
+    assert policy.cap is None
+    assert policy.guard(threading.Event()) is False
+    assert policy.batch_limit is None
+
+
+def test_near_the_cap_batches_shrink_and_memory_is_given_back_without_a_pause() -> None:
+    released: list[str] = []
+    rss = MemoryPolicy().rss()
+    policy = MemoryPolicy(int(rss / 0.95 / MB) + 1)  # between 85 % of the cap and the cap
+    policy.hold(lambda: released.append("store"))
+    assert policy.guard(threading.Event()) is False
+    assert policy.batch_limit == 1
+    assert released  # the store was told to unmap its pages
+    roomy = MemoryPolicy(int(rss * 4 / MB))
+    roomy.batch_limit = 1
+    assert roomy.guard(threading.Event()) is False
+    assert roomy.batch_limit is None  # far from the cap again: batches grow back
+
+
+def test_over_the_cap_intake_pauses_once_and_then_goes_on_with_the_smallest_batches() -> None:
+    policy = MemoryPolicy(max(1, int(MemoryPolicy().rss() / 3 / MB)))  # the process alone is over it
+    stop = threading.Event()
+    stop.set()  # a pause ends at once when the daemon stops
+    assert policy.guard(stop) is True
+    assert policy.batch_limit == 1
+    # nothing came back: no second pause for a while, intake goes on one chunk a batch
+    assert policy.guard(stop) is False
+    assert policy.batch_limit == 1
+
+
+def test_the_store_gives_back_its_pages_when_the_policy_it_is_given_says(tmp_path) -> None:
+    from selfreflect.store import SearchFilter
+    from selfreflect.store.edge import EdgeStore
+
+    policy = MemoryPolicy()
+    with EdgeStore(tmp_path / "store", "model", 4, memory=policy) as store:
+        assert store.memory is policy
+        store.count(SearchFilter())  # a read maps the store's pages
+        assert store._touched
+        policy.after_batch()
+        assert not store._touched  # unmapped, through the policy
