@@ -169,6 +169,17 @@ def test_a_compaction_summary_is_indexed_once_and_marked(tmp_path: Path, embedde
     assert (settings.archive_dir / "-p" / TINY_SESSION / "subagents" / (compactor.name + ".zst")).is_file()
     hit = found(settings, embedder, "why does the quokka importer stall on torn lines")[0]
     assert hit.compact_summary and hit.line_start == 9 and "summary of the compacted conversation" in hit.about()
+    # a compaction agent's transcript without its session (copied alone, or the session's file gone and
+    # never archived): it is all there is of that conversation, so it is indexed
+    alone = "0b0e0000-0000-4000-8000-00000000a10e"
+    orphan = agent | {"sessionId": alone, "uuid": "ac2"}
+    orphan["message"] = {
+        "id": "msg_ac2",
+        "role": "assistant",
+        "content": [{"type": "text", "text": "the wombat cache"}],
+    }
+    orphan_file = write(settings.projects_dir / "-p" / alone / "subagents" / "agent-acompact-0a0b0c.jsonl", orphan)
+    assert [p["transcript"] for p in reimport(settings, embedder) if "wombat" in p["text"]] == [str(orphan_file)]
 
 
 def test_session_titles_name_every_chunk_of_the_session(tmp_path: Path, embedder: OnnxEmbedder) -> None:

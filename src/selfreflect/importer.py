@@ -432,10 +432,21 @@ class Importer:
         return (repository_root(started) if self.settings.group_repositories else None) or started
 
     def _wanted(self, payload: dict[str, Any]) -> bool:
-        """Kept (:meth:`_kept`), and not a compaction agent's (it holds the
-        summary the session's ``isCompactSummary`` line indexes, and the
-        turns it summarised)."""
-        return self._kept(payload) and not str(payload["agent_id"] or "").startswith("acompact")
+        """Kept (:meth:`_kept`), and not a compaction agent's whose session
+        is at hand (:meth:`_compacted_in_session`)."""
+        return self._kept(payload) and not self._compacted_in_session(payload)
+
+    def _compacted_in_session(self, payload: dict[str, Any]) -> bool:
+        """A compaction agent's record (``agent-acompact-*``) while its
+        session's transcript is on disk or archived: the session holds the
+        same turns, and its ``isCompactSummary`` line the same summary, so
+        both are indexed once, from the session. Without the session (a
+        transcript copied alone), the agent's own is all there is, and it is
+        indexed."""
+        if not str(payload["agent_id"] or "").startswith("acompact"):
+            return False
+        key = f"{payload['claude_project']}/{payload['session_id']}.jsonl"
+        return key in self.state.archive or (self.settings.projects_dir / key).is_file()
 
     def _kept(self, payload: dict[str, Any]) -> bool:
         """Not forgotten (``selfreflect forget``), and in a project the
