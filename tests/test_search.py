@@ -13,11 +13,12 @@ import pytest
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.errors import ConfigError
 from selfreflect.importer import Importer
+from selfreflect.lexical import lexical_text
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest
 from selfreflect.search import Decay, SearchQuery, fuse, parse_when, search, snippet, snippets
 from selfreflect.state import State
-from selfreflect.store import Hit, SearchFilter
+from selfreflect.store import FusionPlan, Hit, SearchFilter
 from selfreflect.store.edge import EdgeStore
 
 from conftest import REAL, Corpus, make_settings
@@ -297,6 +298,51 @@ def test_fuse_ranks_by_every_phrasing_and_says_who_found_what() -> None:
     assert found_by == {"b": [0, 1], "a": [0, 1], "c": [1]}  # best rank first; a tie: the query first
     one = [(0, 1.0, [Hit("x", 0.5, {})])]
     assert fuse(one, k=60) == ([Hit("x", 0.5, {})], {"x": [0]})  # one list: the engine's own scores
+
+
+def test_fuse_weighs_each_list_and_a_small_k_favours_top_ranks() -> None:
+    def hit(i: str) -> Hit:
+        return Hit(i, 0.0, {"id": i})
+
+    # "a": first in two lists of three; "b": eighth in all three
+    lists = [
+        (0, 1.0, [hit("a"), *(hit(f"x{n}") for n in range(6)), hit("b")]),
+        (1, 1.0, [hit("a"), *(hit(f"y{n}") for n in range(6)), hit("b")]),
+        (2, 1.0, [*(hit(f"z{n}") for n in range(7)), hit("b")]),
+    ]
+    wide, _ = fuse(lists, k=60)
+    narrow, _ = fuse(lists, k=10)
+    rank = {k: [h.id for h in fused] for k, fused in (("wide", wide), ("narrow", narrow))}
+    assert rank["wide"].index("b") < rank["wide"].index("a")  # k 60: eighth everywhere beats first in two
+    assert rank["narrow"].index("a") < rank["narrow"].index("b")  # k 10: first in two wins
+    weighed, _ = fuse([(0, 1.0, [hit("q")]), (1, 1.5, [hit("k")])], k=10)
+    assert [h.id for h in weighed] == ["k", "q"]
+    assert [h.score for h in weighed] == pytest.approx([1.5 / 11, 1 / 11], abs=1e-6)
+
+
+def test_alternatives_are_fused_by_the_plan(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    """With alternatives, the dense and BM25 list of every phrasing are fused
+    with ``phrasings_k``; an alternative's BM25 list weighs
+    ``alternative_lexical_weight``, the query's own ``lexical_weight``."""
+    query = SearchQuery(
+        "which dialects got colorized in the browser bundle",
+        limit=10,
+        alternatives=("highlight.js languages registered in app.js bundle", "highlight.js languages registered bundle"),
+    )
+    plan = FusionPlan()
+    assert (plan.phrasings_k, plan.lexical_weight, plan.alternative_lexical_weight) == (10, 1.0, 1.5)
+    lists = []
+    for i, (text, vector) in enumerate(zip(query.phrasings(), embedder.embed_queries(query.phrasings()), strict=True)):
+        lists.append((i, plan.dense_weight, corpus_store.dense(vector.tolist(), SearchFilter(), plan.depth)))
+        weight = plan.alternative_lexical_weight if i else plan.lexical_weight
+        lists.append((i, weight, corpus_store.lexical(lexical_text(text), SearchFilter(), plan.depth)))
+    fused, _ = fuse(lists, plan.phrasings_k)
+    expected = [(h.payload["transcript"], h.payload["line_start"], round(h.score, 6)) for h in fused]
+    got = [(r.transcript, r.line_start, r.score) for r in search(corpus_store, embedder, query, plan).results]
+    assert got == [e for e in expected if (e[0], e[1], e[2]) in set(got)][: len(got)]
+    assert got[0][2] == pytest.approx(expected[0][2])
+    before = FusionPlan(phrasings_k=60, alternative_lexical_weight=1.0)
+    assert [r.score for r in search(corpus_store, embedder, query, before).results] != [s for _, _, s in got]
 
 
 def test_phrasings_are_checked_and_travel_as_repeated_q() -> None:

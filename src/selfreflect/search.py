@@ -86,9 +86,10 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         else:  # every phrasing's dense and BM25 list, fused here: so each hit says who found it
             hit_lists = []
             for i, (p, v) in enumerate(zip(phrasings, vectors, strict=True)):
+                lexical_weight = plan.alternative_lexical_weight if i else plan.lexical_weight
                 hit_lists.append((i, plan.dense_weight, store.dense(v.tolist(), query.where, plan.depth)))
-                hit_lists.append((i, plan.lexical_weight, store.lexical(lexical_text(p), query.where, plan.depth)))
-        hits, found_by = fuse(hit_lists, plan.k)
+                hit_lists.append((i, lexical_weight, store.lexical(lexical_text(p), query.where, plan.depth)))
+        hits, found_by = fuse(hit_lists, plan.phrasings_k)
         hits = weigh_history(store, hits)[:fetch]
     if query.decay and hits:
         newest = parse_instant((store.latest(SearchFilter()) or {}).get("timestamp"))

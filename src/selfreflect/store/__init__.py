@@ -146,12 +146,21 @@ class FusionPlan:
         depth: candidates each list contributes.
         k: the RRF constant: score = sum(weight / (k + rank)).
         dense_weight, lexical_weight: the weight of each list.
+        phrasings_k: the RRF constant where a query's alternatives add lists
+            (two a phrasing): a small one lets a hit that some phrasing ranks
+            near the top beat one that every list holds at a middling rank.
+        alternative_lexical_weight: the weight of an alternative's BM25 list
+            (the query's own keeps ``lexical_weight``): alternatives carry the
+            words of the time (identifiers, error text, a keyword form), the
+            user's later words mostly ordinary ones.
     """
 
     depth: int = 40
     k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 1.0
+    phrasings_k: int = 10
+    alternative_lexical_weight: float = 1.5
 
 
 class Store(Protocol):
