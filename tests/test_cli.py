@@ -392,7 +392,7 @@ def test_the_client_path_loads_no_model_and_no_store() -> None:
     """Asking the daemon (search, status, show) must start quickly: the CLI
     and the connection to the daemon import neither numpy, the model's
     runtime nor the store's engine; only a local fallback does."""
-    heavy = ("numpy", "onnxruntime", "tokenizers", "qdrant_edge", "qdrant_client", "mcp", "starlette")
+    heavy = ("numpy", "onnxruntime", "tokenizers", "qdrant_edge", "qdrant_client", "mcp", "starlette", "filelock")
     code = (
         "import sys; import selfreflect.cli, selfreflect.connect, selfreflect.client, selfreflect.running; "
         f"print([m for m in {heavy!r} if m in sys.modules])"

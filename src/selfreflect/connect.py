@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from selfreflect.client import DaemonBackend, DaemonUnavailable
 from selfreflect.errors import StoreLocked
-from selfreflect.lock import read_owner
 from selfreflect.query import SearchRequest, SearchResponse
 from selfreflect.running import DaemonInfo, running_daemon
 from selfreflect.settings import Settings
@@ -171,6 +170,8 @@ class Connection:
 
 def _daemon_starting(settings: Settings) -> bool:
     """A live ``serve`` holds the store but has not written ``daemon.json`` yet."""
+    from selfreflect.lock import read_owner  # filelock: off the path of a client whose daemon answers
+
     owner = read_owner(settings.data_dir)
     return owner is not None and owner.command == "serve" and is_same_process(owner.pid, owner.process_started)
 
