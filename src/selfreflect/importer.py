@@ -241,12 +241,7 @@ class Importer:
             )
         else:
             identity = FileIdentity.of(transcript.path)
-            if position.inode and (
-                (identity.inode, identity.device) != (position.inode, position.device) or identity.size < position.end
-            ):
-                log.info("%s: replaced or truncated, indexing it again", path)
-                self.store.delete_transcript(path)
-                position = TranscriptPosition()
+            position = self._unless_replaced(path, identity, position)
             if position.inode and is_current(position, identity.size, identity.mtime):
                 # not touched since the last read: the archive may be behind (a session gone quiet)
                 self._archive(transcript, identity, position)
@@ -426,6 +421,18 @@ class Importer:
             self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(part, vectors, strict=True)])
         return len(changed)
 
+    def _unless_replaced(self, key: str, identity: FileIdentity, position: TranscriptPosition) -> TranscriptPosition:
+        """``position``, unless the file at ``key`` was replaced (another
+        inode) or truncated since it was read: then what was indexed of it
+        is deleted and it is read again from the start."""
+        if position.inode and (
+            (identity.inode, identity.device) != (position.inode, position.device) or identity.size < position.end
+        ):
+            log.info("%s: replaced or truncated, indexing it again", key)
+            self.store.delete_transcript(key)
+            return TranscriptPosition()
+        return position
+
     def _project(self, started: str) -> str:
         """The project of a session started in ``started``: the repository's
         main working tree when grouping repositories, else the folder."""
@@ -543,12 +550,7 @@ class Importer:
         key = str(path)
         identity = FileIdentity.of(path)
         position = self.state.get(key)
-        if position.inode and (
-            (identity.inode, identity.device) != (position.inode, position.device) or identity.size < position.end
-        ):
-            log.info("%s: replaced or truncated, indexing it again", path)
-            self.store.delete_transcript(key)
-            position = TranscriptPosition()
+        position = self._unless_replaced(key, identity, position)
         if position.inode and is_current(position, identity.size, identity.mtime):
             return False
         quiet = time.time() - identity.mtime >= ACTIVE_SECONDS
