@@ -1,7 +1,7 @@
 """Every benchmark, one after the other, with one command.
 
     python bench/suite.py            # the whole suite (hours: 520 MB backfill, 250k and 1M chunks)
-    python bench/suite.py --quick    # every benchmark small, under 5 minutes on 2 cores
+    python bench/suite.py --quick    # every benchmark small (the memory one on the repository's transcripts)
     python bench/suite.py --only retrieval scale
 
 Each benchmark is its own script in ``bench/`` (run it alone for one
@@ -25,6 +25,16 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+REAL = BENCH.parent / "tests" / "corpus" / "real"
+
+
+def small_home(scratch: Path) -> Path:
+    """A Claude home holding the repository's real transcripts (4 MB)."""
+    projects = scratch / "small" / "projects" / "-bench"
+    projects.mkdir(parents=True)
+    for path in REAL.glob("*.jsonl"):
+        shutil.copyfile(path, projects / path.name)
+    return projects.parent.parent
 
 
 def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
@@ -38,10 +48,9 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         "archive": [["archive.py"]],
         "faces": [["faces.py"]],
         "secrets": [["secrets.py", "--seeds", "2", "--per-format", "10"] if quick else ["secrets.py"]],
-        "memory": [
-            ["generate_corpus.py", corpus, "--mb", "10" if quick else "520"],
-            ["memory.py", corpus],
-        ],
+        "memory": [["memory.py", str(small_home(scratch))]]
+        if quick
+        else [["generate_corpus.py", corpus, "--mb", "520"], ["memory.py", corpus]],
         "export": [["claude_export.py", export, "--mb", "5"] if quick else ["claude_export.py", export, "--zip"]],
         "scale": [
             ["scale.py", "--sizes", "5000", "--seconds", "3", "--clients", "4"]
@@ -75,6 +84,7 @@ def main() -> None:
                     outcome = f"failed (exit {code})"
                     break
             done.append((name, time.monotonic() - began, outcome))
+            print(f"=== {name}: {done[-1][1]:.0f} s, {outcome}", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n=== the suite{' (--quick)' if args.quick else ''}: {time.monotonic() - started:.0f} s")
