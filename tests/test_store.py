@@ -46,7 +46,7 @@ def segments(folder: Path) -> int:
 def test_writes_are_sealed_into_segments_and_nothing_is_lost(tmp_path: Path) -> None:
     folder = tmp_path / "store"
     written = 0
-    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=0) as store:  # sealed, not merged
         for _ in range(6):
             store.upsert(records(written, 40))
             written += 40
