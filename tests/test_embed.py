@@ -79,3 +79,26 @@ def test_concurrent_callers_run_the_model_one_at_a_time(embedder: OnnxEmbedder) 
         t.join()
     assert len(out) == 8 and all(v.shape == (2, embedder.dim) for v in out)
     assert most[0] == 1
+
+
+def test_the_model_is_taken_in_the_order_it_was_asked_for() -> None:
+    """A stream of searches must not starve the importer of the model."""
+    import threading
+    import time
+
+    from selfreflect.embed import Turns
+
+    turns, order = Turns(), []
+
+    def take(n: int) -> None:
+        with turns:
+            order.append(n)
+
+    with turns:
+        threads = [threading.Thread(target=take, args=(n,)) for n in range(5)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)  # each asks after the one before
+    for t in threads:
+        t.join()
+    assert order == [0, 1, 2, 3, 4]
