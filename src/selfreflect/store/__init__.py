@@ -246,4 +246,6 @@ def open_store(settings: Settings, model: str, dim: int, command: str = "(librar
         return ServerStore.from_settings(settings, model, dim, command).open()
     from selfreflect.store.edge import EdgeStore
 
-    return EdgeStore(settings.store_dir, model, dim, settings.segment_points, command, settings.machine).open()
+    return EdgeStore(
+        settings.store_dir, model, dim, settings.segment_points, command, settings.machine, settings.merge_points
+    ).open()
