@@ -117,6 +117,19 @@ def test_release_memory_unmaps_the_pages_reads_and_writes_touched(tmp_path: Path
         assert store_resident_kb(folder) > 0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_opening_leaves_no_page_of_the_store_mapped(tmp_path: Path) -> None:
+    """Loading maps the log and the payload indexes (about 100 MB at 250k
+    points): given back before the daemon loads its model on top."""
+    folder = tmp_path / "store"
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        for start in range(0, 200, 50):
+            store.upsert(records(start, 50))
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        assert store_resident_kb(folder) == 0
+        assert find_word(store, 123) == [123]
+
+
 _SHARD_CONFIG = edge.shard_config
 
 

@@ -216,6 +216,7 @@ class EdgeStore:
             self.check_room()
             self._check_meta()
             self._shard = self._load()
+            self._touched = True  # loading maps the log and the payload indexes: ~100 MB at 250k points
             schema = self._shard.info().payload_schema
             missing = [name for name in INDEXED_FIELDS if name not in schema]
             for name in missing:
