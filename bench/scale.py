@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import qdrant_edge as qe
 
 sys.path.remove(str(Path(__file__).resolve().parent))  # bench/secrets.py would hide the standard library's
 sys.path.append(str(Path(__file__).resolve().parent))
@@ -54,13 +55,12 @@ from selfreflect.lexical import lexical_text  # noqa: E402
 from selfreflect.search import SearchQuery, search  # noqa: E402
 from selfreflect.settings import Settings  # noqa: E402
 from selfreflect.state import State  # noqa: E402
-from selfreflect.store import FusionPlan, Record, SearchFilter  # noqa: E402
-from selfreflect.store.edge import EdgeStore  # noqa: E402
+from selfreflect.store import FusionPlan, RawPoint, SearchFilter  # noqa: E402
+from selfreflect.store.edge import EdgeStore, sparse  # noqa: E402
 
 from corpus import QUERY_SETS, corpus_files, default_shared  # noqa: E402
 
 PROJECTS = 40
-BATCH = 1024
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -72,7 +72,7 @@ def status(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             out[key] = int(value.split()[0]) // 1024
     return out
 
@@ -129,39 +129,56 @@ def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEmbedder) -> float:
     """``size`` points copied from ``payloads`` (new ids, sessions, projects,
-    times) with stand-in vectors; returns the seconds it took."""
+    times) with stand-in vectors; returns the seconds it took.
+
+    The points go through the product's own store (:class:`EdgeStore`, its
+    write-ahead log, compactions and merges, as the daemon configures it):
+    written with :meth:`EdgeStore.load`, the BM25 vector computed here as
+    ``upsert`` would, one segment's worth of points a call, the most the
+    importer ever hands the store between two compactions. Only the model is
+    left out."""
     rng = np.random.default_rng(size)
+    bm25 = qe.Bm25(qe.Bm25Config())  # the store's own BM25 (EdgeStore.upsert)
     started = time.perf_counter()
     base = time.time() - 365 * 86400
     with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
-        for first in range(0, size, BATCH):
-            count = min(BATCH, size - first)
+        batch = store.segment_points
+        for first in range(0, size, batch):
+            count = min(batch, size - first)
             vectors = unit(rng, count, embedder.dim)
-            records = []
+            points = []
             for offset in range(count):
                 i = first + offset
-                source = payloads[i % len(payloads)]
-                # a chunk and the head of another: distinct texts (copies would collapse into one
-                # result) with the corpus's own words
-                other = str(payloads[(i * 7919 + i // len(payloads)) % len(payloads)]["text"])[:300]
-                text = f"{source['text']} {other}"
-                session = str(uuid.uuid5(uuid.NAMESPACE_OID, f"session-{i // 60}"))  # 60 chunks a session
-                project = f"/home/dev/project-{(i // 60) % PROJECTS}"
-                moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + i * 365 * 86400 / size))
-                payload = {
-                    **{k: v for k, v in source.items() if k != "id"},
-                    "project": Path(project).name,
-                    "project_path": project,
-                    "session_id": session,
-                    "transcript": f"/bench/{session}.jsonl",
-                    "exchange": f"{session}-{i // 3}",
-                    "timestamp": moment,
-                    "text": text,
-                }
+                payload = standin_payload(payloads, i, size, base)
                 point = str(uuid.uuid5(uuid.NAMESPACE_OID, f"point-{i}"))
-                records.append(Record(point, vectors[offset].tolist(), lexical_text(payload["text"]), payload))
-            store.upsert(records)
+                words = sparse(bm25.embed_document(lexical_text(payload["text"])))
+                points.append(RawPoint(point, vectors[offset].tolist(), words, payload))
+            store.load(points)
+            if first // batch % 50 == 49:
+                print(f"  filled {first + count:,} of {size:,}, {time.perf_counter() - started:.0f} s", flush=True)
     return time.perf_counter() - started
+
+
+def standin_payload(payloads: list[dict[str, Any]], i: int, size: int, base: float) -> dict[str, Any]:
+    """Point ``i``'s payload: a real chunk's, in its own session (60 chunks
+    each), one of ``PROJECTS`` projects, a time in the year before now."""
+    source = payloads[i % len(payloads)]
+    # a chunk and the head of another: distinct texts (copies would collapse into one
+    # result) with the corpus's own words
+    other = str(payloads[(i * 7919 + i // len(payloads)) % len(payloads)]["text"])[:300]
+    session = str(uuid.uuid5(uuid.NAMESPACE_OID, f"session-{i // 60}"))
+    project = f"/home/dev/project-{(i // 60) % PROJECTS}"
+    moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + i * 365 * 86400 / size))
+    return {
+        **{k: v for k, v in source.items() if k != "id"},
+        "project": Path(project).name,
+        "project_path": project,
+        "session_id": session,
+        "transcript": f"/bench/{session}.jsonl",
+        "exchange": f"{session}-{i // 3}",
+        "timestamp": moment,
+        "text": f"{source['text']} {other}",
+    }
 
 
 class Daemon:
@@ -277,18 +294,19 @@ def measure_daemon(claude: Path, data: Path, queries: list[str], python: float, 
     daemon = Daemon(claude, data)
     try:
         print(f"daemon ready (answering /healthz) {daemon.ready_seconds:.2f} s after start; {daemon.memory()}")
-        for query in queries[:5]:
-            daemon.search(query)  # warm
-        walls, tooks = [], []
-        for query in queries * 2:
-            wall, answer = daemon.search(query)
-            walls.append(wall)
-            tooks.append(answer["took_ms"])
-        print(
-            f"/api/search, sequential, {len(walls)} searches: wall p50 {percentile(walls, 0.5):.1f} ms, "
-            f"p95 {percentile(walls, 0.95):.1f} ms (in the daemon: p50 {percentile(tooks, 0.5):.1f}, "
-            f"p95 {percentile(tooks, 0.95):.1f}); {daemon.memory()}"
-        )
+        for query in ("warm up", "the daemon's first searches", "load the pages", "docker", "memory"):
+            daemon.search(query)  # not the measured queries: their snippet windows would be kept
+        for label in ("first time", "again (snippet windows kept)"):
+            walls, tooks = [], []
+            for query in queries:
+                wall, answer = daemon.search(query)
+                walls.append(wall)
+                tooks.append(answer["took_ms"])
+            print(
+                f"/api/search, sequential, {len(walls)} queries {label}: wall p50 {percentile(walls, 0.5):.1f} ms, "
+                f"p95 {percentile(walls, 0.95):.1f} ms (in the daemon: p50 {percentile(tooks, 0.5):.1f}, "
+                f"p95 {percentile(tooks, 0.95):.1f}); load average {os.getloadavg()[0]:.1f}; {daemon.memory()}"
+            )
         cli = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "search", "docker memory limit"])
         cli_status = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "status"])
         print(f"CLI through the daemon: search {cli:.0f} ms, status {cli_status:.0f} ms (bare python {python:.0f} ms)")
@@ -300,19 +318,21 @@ def measure_daemon(claude: Path, data: Path, queries: list[str], python: float, 
         rate, p50, p95, errors = load(one, clients, seconds)
         print(
             f"/api/search, {clients} clients, {seconds:.0f} s: {rate:.1f}/s, "
-            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {errors} errors"
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {errors} errors; load average {os.getloadavg()[0]:.1f}; "
+            f"{daemon.memory()}"
         )
         rate, p50, p95, errors = mcp_load(daemon.url, queries, clients, seconds)
         print(
             f"/mcp reflect_on_past, {clients} sessions, {seconds:.0f} s: {rate:.1f}/s, p50 {p50:.0f} ms, "
-            f"p95 {p95:.0f} ms, {errors} errors; {daemon.memory()}"
+            f"p95 {p95:.0f} ms, {errors} errors; load average {os.getloadavg()[0]:.1f}; {daemon.memory()}"
         )
         copy_corpus(claude / "projects" / "-backfill")
         rate, p50, p95, errors = load(one, clients, seconds)
         chunks = int(json.loads(urllib.request.urlopen(daemon.url + "/healthz").read())["chunks_indexed"])
         print(
             f"/api/search while backfilling real transcripts ({chunks} chunks embedded meanwhile): {rate:.1f}/s, "
-            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {errors} errors; {daemon.memory()}"
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {errors} errors; load average {os.getloadavg()[0]:.1f}; "
+            f"{daemon.memory()}"
         )
         return chunks
     finally:
@@ -323,7 +343,10 @@ def split(data: Path, queries: list[str], embedder: OnnxEmbedder) -> tuple[float
     """Median ms of the query embedding, the engine's hybrid query, and the
     rest of ``search`` (relevance, copies, snippets), in-process."""
     embed_ms, engine_ms, total_ms = [], [], []
+    started = time.perf_counter()
     with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        opened = time.perf_counter() - started
+        print(f"the store alone opens in {opened:.2f} s: {store._shard.info().segments_count} segments")
         for query in queries:
             started = time.perf_counter()
             vector = embedder.embed([query])[0].tolist()
@@ -343,29 +366,43 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 250_000])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--work", type=Path, help="keep the filled stores here and reuse them (default: removed)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     queries = [json.loads(line)["query"] for path in QUERY_SETS for line in path.open()]
     embedder = OnnxEmbedder()
     embedder.load()
-    root = Path(tempfile.mkdtemp(prefix="selfreflect-scale-"))
+    root = args.work or Path(tempfile.mkdtemp(prefix="selfreflect-scale-"))
+    shutil.rmtree(root / "pool", ignore_errors=True)
     payloads = pool(root, embedder)
     python = cli_wall(dict(os.environ), [sys.executable, "-c", "pass"])
     print(f"stand-in fill from {len(payloads)} real chunk payloads; bare python start {python:.0f} ms")
     for size in args.sizes:
         data, claude = root / f"data-{size}", root / f"claude-{size}"
+        shutil.rmtree(claude, ignore_errors=True)  # the backfill's transcripts, and their chunks in the store
         (claude / "projects").mkdir(parents=True)
-        data.mkdir()
-        seconds = fill(data, size, payloads, embedder)
-        print(f"\n== {size:,} chunks (stand-in vectors): filled in {seconds:.0f} s ({size / seconds:.0f} points/s)")
+        filled = root / f"filled-{size}"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        if args.work and filled.exists():  # the store as filled, without what the last run added
+            subprocess.run(["cp", "-a", "--sparse=always", str(filled), str(data / "store")], check=True)
+            print(f"\n== {size:,} chunks (stand-in vectors): the store filled before, copied")
+        else:
+            seconds = fill(data, size, payloads, embedder)
+            print(f"\n== {size:,} chunks (stand-in vectors): filled in {seconds:.0f} s ({size / seconds:.0f} points/s)")
+            if args.work:
+                subprocess.run(["cp", "-a", "--sparse=always", str(data / "store"), str(filled)], check=True)
+        print(f"load average {os.getloadavg()[0]:.1f}")
         chunks = measure_daemon(claude, data, queries, python, args.clients, args.seconds)
         embed, engine, rest = split(data, queries, embedder)
         store_bytes = sum(f.stat().st_blocks * 512 for f in (data / "store").rglob("*") if f.is_file())
         print(f"split (in-process, median): embed {embed:.1f} ms, engine {engine:.1f} ms, the rest {rest:.1f} ms")
         print(f"disk: {store_bytes / 2**20:.0f} MB, {store_bytes / (size + chunks):.0f} bytes per chunk")
-        shutil.rmtree(data, ignore_errors=True)
-        shutil.rmtree(claude, ignore_errors=True)
-    shutil.rmtree(root, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(data, ignore_errors=True)
+            shutil.rmtree(claude, ignore_errors=True)
+    if not args.work:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -45,3 +45,60 @@ def test_text_beyond_the_window_is_cut_not_an_error(embedder: OnnxEmbedder) -> N
     assert embedder.count_tokens([long_text])[0] > embedder.max_tokens
     (vector,) = embedder.embed([long_text])
     assert np.isfinite(vector).all()
+
+
+def test_concurrent_callers_run_the_model_one_at_a_time(embedder: OnnxEmbedder) -> None:
+    """Each model call holds its own buffers: many searches at once must not
+    multiply them, so calls wait their turn (and all get their vectors)."""
+    import threading
+    import time
+    from dataclasses import replace
+
+    model = replace(embedder)  # the same session, a lock of its own
+    real, inside, most = model._session, [0], [0]
+    guard = threading.Lock()
+
+    class Counting:
+        def run(self, *args: object) -> object:
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.01)
+            try:
+                return real.run(*args)
+            finally:
+                with guard:
+                    inside[0] -= 1
+
+    model._session = Counting()
+    out: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: out.append(model.embed(["a search", "and another"]))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 8 and all(v.shape == (2, embedder.dim) for v in out)
+    assert most[0] == 1
+
+
+def test_the_model_is_taken_in_the_order_it_was_asked_for() -> None:
+    """A stream of searches must not starve the importer of the model."""
+    import threading
+    import time
+
+    from selfreflect.embed import Turns
+
+    turns, order = Turns(), []
+
+    def take(n: int) -> None:
+        with turns:
+            order.append(n)
+
+    with turns:
+        threads = [threading.Thread(target=take, args=(n,)) for n in range(5)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)  # each asks after the one before
+    for t in threads:
+        t.join()
+    assert order == [0, 1, 2, 3, 4]

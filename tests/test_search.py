@@ -16,7 +16,7 @@ from selfreflect.importer import Importer
 from selfreflect.lexical import lexical_text
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest
-from selfreflect.search import Decay, SearchQuery, fuse, parse_when, search, snippet, snippets
+from selfreflect.search import WINDOWS, Decay, SearchQuery, _tiles, fuse, parse_when, search, snippet, snippets
 from selfreflect.state import State
 from selfreflect.store import FusionPlan, Hit, SearchFilter
 from selfreflect.store.edge import EdgeStore
@@ -142,18 +142,50 @@ def test_snippet_shows_the_part_that_matched() -> None:
 def test_snippet_finds_the_part_that_means_the_question(embedder: OnnxEmbedder) -> None:
     """A question in other words shares no word with the text: the snippet is
     the window closest in meaning, not the start of the chunk."""
-    filler = "We renamed the settings page and moved its tabs around so the navigation reads better. " * 4
-    point = "The container kept getting killed by the kernel, so we raised its RAM cap to four gigabytes."
-    text = filler + point + " " + filler
+    WINDOWS.clear()
+
+    def text(n: int) -> str:
+        filler = f"We renamed the settings page {n} and moved its tabs around so the navigation reads better. " * 4
+        point = "The container kept getting killed by the kernel, so we raised its RAM cap to four gigabytes."
+        return filler + point + " " + filler
+
     question = "why did the service die from running out of memory"
     vector = embedder.embed([question])[0]
-    by_meaning = snippets([text] * 4, [question] * 4, [vector] * 4, embedder)
+    texts = [text(n) for n in range(4)]
+    by_meaning = snippets(texts, [question] * 4, [vector] * 4, embedder)
     assert "RAM cap" in by_meaning[0]
-    assert "RAM cap" not in snippet(text, question)  # words alone cannot place it
+    assert "RAM cap" not in snippet(texts[0], question)  # words alone cannot place it
     # a bounded cost: past the token budget, the later results fall back to words
-    assert by_meaning[-1] == snippet(text, question)
+    assert by_meaning[-1] == snippet(texts[-1], question)
     # the words still win where they match
-    assert "settings page" in snippets([text], ["settings page tabs navigation"], [vector], embedder)[0]
+    assert "settings page" in snippets([texts[0]], ["settings page tabs navigation"], [vector], embedder)[0]
+
+
+def test_windows_embedded_once_place_later_snippets_without_the_model(embedder: OnnxEmbedder) -> None:
+    """The same chunk in a later search is placed from the windows' kept
+    vectors: the model is not run again, the snippet is the same."""
+    WINDOWS.clear()
+    filler = "We renamed the settings page and moved its tabs around so the navigation reads better. " * 4
+    text = filler + "The container kept getting killed by the kernel, so we raised its RAM cap to 4 GB. " + filler
+    question = "why did the service die from running out of memory"
+    vector = embedder.embed([question])[0]
+    calls: list[int] = []
+
+    class Counting:
+        name, dim = embedder.name, embedder.dim
+
+        def count_tokens(self, texts: list[str]) -> list[int]:
+            return embedder.count_tokens(texts)
+
+        def embed(self, texts: list[str]) -> object:
+            calls.append(len(texts))
+            return embedder.embed(texts)
+
+    first = snippets([text], [question], [vector], Counting())  # type: ignore[arg-type]
+    assert "RAM cap" in first[0]
+    assert calls == [len(_tiles(" ".join(text.split())))]
+    again = snippets([text], [question], [vector], Counting())  # type: ignore[arg-type]
+    assert again == first and len(calls) == 1
 
 
 def test_decay_formula() -> None:
@@ -397,3 +429,22 @@ def test_alternatives_find_a_question_asked_in_other_words(
     assert top and set(top[0].found_by) & set(alternatives)
     assert all(r.found_by and set(r.found_by) <= {query, *alternatives} for r in response.results)
     assert len({r.text for r in response.results}) == len(response.results)  # one result per exchange
+
+
+def test_a_search_counts_no_point_it_does_not_return(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    """Naming the projects needs their paths, not their sizes: an exact facet
+    over the whole store counts every point (hundreds of ms at 250k)."""
+    asked: list[tuple[str, bool]] = []
+
+    class Watched:
+        def __getattr__(self, name: str) -> object:
+            return getattr(corpus_store, name)
+
+        def facet(self, key: str, where: SearchFilter, limit: int, exact: bool = True) -> list:
+            asked.append((key, exact))
+            return corpus_store.facet(key, where, limit, exact)
+
+    project = search(corpus_store, embedder, SearchQuery("ls -la", limit=1)).results[0].project
+    response = search(Watched(), embedder, SearchQuery("ls -la", SearchFilter(projects=(project,)), 3))  # type: ignore[arg-type]
+    assert response.results
+    assert asked and all(not exact for key, exact in asked if key == "project_path")

@@ -118,6 +118,7 @@ def test_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
         ({}, {"WATCH_INTERVAL": "soon"}, ""),
         ({}, {"MAX_MEMORY_MB": "1.5GB"}, ""),
         ({"chunk_size": 0}, {}, ""),
+        ({}, {"SELFREFLECT_MERGE_POINTS": "-1"}, ""),
     ],
 )
 def test_bad_value_is_an_error(tmp_path: Path, flags: dict[str, object], env: dict[str, str], toml: str) -> None:
@@ -125,6 +126,14 @@ def test_bad_value_is_an_error(tmp_path: Path, flags: dict[str, object], env: di
     path.write_text(toml, encoding="utf-8")
     with pytest.raises(ConfigError):
         Settings.load(flags, env=env, config_file=path)
+
+
+def test_merging_can_be_switched_off(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("", encoding="utf-8")
+    default = Settings.load({}, env={}, config_file=path)
+    assert default.merge_points > default.segment_points
+    assert Settings.load({}, env={"SELFREFLECT_MERGE_POINTS": "0"}, config_file=path).merge_points == 0
 
 
 def test_config_file_that_is_not_toml_is_an_error(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def segments(folder: Path) -> int:
 def test_writes_are_sealed_into_segments_and_nothing_is_lost(tmp_path: Path) -> None:
     folder = tmp_path / "store"
     written = 0
-    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=0) as store:  # sealed, not merged
         for _ in range(6):
             store.upsert(records(written, 40))
             written += 40
@@ -62,6 +62,37 @@ def test_writes_are_sealed_into_segments_and_nothing_is_lost(tmp_path: Path) -> 
     with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
         assert store.count(SearchFilter()) == written
         assert find_word(store, written - 1) == [written - 1]
+
+
+def test_sealed_segments_are_merged_up_to_a_bound(tmp_path: Path) -> None:
+    """A search visits every segment: small sealed segments are merged into
+    bigger ones, none bigger than ``merge_points``, and nothing is lost."""
+    folder = tmp_path / "store"
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=256) as store:
+        for start in range(0, 768, 64):
+            store.upsert(records(start, 64))
+        assert store.count(SearchFilter()) == 768
+        assert segments(folder) <= 6  # 12 sealed segments without merging
+        for i in random.Random(2).sample(range(768), 12):
+            assert find_word(store, i)[0] == i
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=256) as store:
+        assert store.count(SearchFilter()) == 768
+
+
+def test_a_store_made_before_merging_keeps_its_policy(tmp_path: Path) -> None:
+    """Opening an old store must not merge all of it at once (minutes on a
+    big store): it keeps sealing segments as it did."""
+    folder = tmp_path / "store"
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=0) as store:
+        for start in range(0, 640, 64):
+            store.upsert(records(start, 64))
+    before = segments(folder)
+    assert before >= 10
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:  # today's default merges
+        assert store.merge_points == 0
+        store.upsert(records(640, 64))
+        assert store.count(SearchFilter()) == 704
+    assert segments(folder) >= before
 
 
 def store_resident_kb(folder: Path) -> int:
@@ -86,12 +117,25 @@ def test_release_memory_unmaps_the_pages_reads_and_writes_touched(tmp_path: Path
         assert store_resident_kb(folder) > 0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_opening_leaves_no_page_of_the_store_mapped(tmp_path: Path) -> None:
+    """Loading maps the log and the payload indexes (about 100 MB at 250k
+    points): given back before the daemon loads its model on top."""
+    folder = tmp_path / "store"
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        for start in range(0, 200, 50):
+            store.upsert(records(start, 50))
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:
+        assert store_resident_kb(folder) == 0
+        assert find_word(store, 123) == [123]
+
+
 _SHARD_CONFIG = edge.shard_config
 
 
-def without_log(dim: int, segment_points: int, *, create: bool) -> qe.EdgeConfig:
+def without_log(dim: int, segment_points: int, *, create: bool, merge_points: int = 0) -> qe.EdgeConfig:
     """The configuration of an early version's stores: no write-ahead log."""
-    c = _SHARD_CONFIG(dim, segment_points, create=create)
+    c = _SHARD_CONFIG(dim, segment_points, create=create, merge_points=merge_points)
     return qe.EdgeConfig(
         vectors=c.vectors,
         sparse_vectors=c.sparse_vectors,

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
@@ -68,7 +70,8 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     """
     started = time.perf_counter()
     phrasings = query.phrasings()
-    paths = [str(v) for v, _ in store.facet("project_path", SearchFilter(), MAX_PROJECTS)]
+    # the values only (counts estimated): an exact facet counts every point, 10-200 ms on a big store
+    paths = [str(v) for v, _ in store.facet("project_path", SearchFilter(), MAX_PROJECTS, exact=False)]
     query = replace(query, where=resolve_names(store, resolve_projects(query.where, paths)))
     hits: list[Hit] = []
     found_by: dict[str, list[int]] = {}
@@ -304,39 +307,88 @@ def to_result(
     )
 
 
+class WindowVectors:
+    """The vectors of the windows snippets were placed by, most recently used
+    kept (``size`` windows at most, 1.5 KB each): a chunk that
+    comes back in another search (an alternative phrasing, a follow-up
+    question) is placed without the model. Keyed by the model's name and the
+    window's text."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: str, window: str) -> np.ndarray | None:
+        with self._lock:
+            found = self._kept.get((model, window))
+            if found is not None:
+                self._kept.move_to_end((model, window))
+            return found
+
+    def put(self, model: str, window: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._kept[(model, window)] = np.asarray(vector, dtype=np.float32)
+            self._kept.move_to_end((model, window))
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+
+WINDOWS = WindowVectors()
+
+
 def snippets(texts: list[str], queries: list[str], vectors: Any, embedder: Embedder | None) -> list[str]:
     """For each text, the window that matched its query best (``queries``
     and their ``vectors``, one per text): the one that holds the most query
     words, or, where no window holds half of them (a question in other
     words), the one closest in meaning, found by embedding the text's windows
-    (``MEANING_TOKENS`` per search at most, the best ranked first)."""
+    (``MEANING_TOKENS`` per search at most, the best ranked first). Windows
+    embedded before are not embedded again (:data:`WINDOWS`), but count
+    against the budget as if they were: the same search places the same
+    snippets whatever came before it."""
     chosen: list[str] = []
-    tiles: list[tuple[int, str]] = []  # (index of the text, window) to embed
+    placed: list[tuple[int, list[str]]] = []  # (index of the text, its windows) placed by meaning
+    fresh: dict[str, None] = {}  # windows to embed, in order
     budget = MEANING_TOKENS
+    model = getattr(embedder, "name", "")
     for i, (text, query) in enumerate(zip(texts, queries, strict=True)):
         flat, terms = " ".join(text.split()), _terms(query)
         begin, found = _word_window(flat, terms)
         chosen.append(_cut(flat, begin))
-        if len(flat) <= SNIPPET_CHARS or embedder is None or found * 2 >= len(terms) > 0 or budget <= 0:
+        if len(flat) <= SNIPPET_CHARS or embedder is None or found * 2 >= len(terms) > 0:
+            continue
+        if budget <= 0:
             continue
         own = _tiles(flat)
         cost = sum(embedder.count_tokens(own))
         if cost <= budget:
-            tiles += [(i, tile) for tile in own]
+            placed.append((i, own))
+            fresh.update((t, None) for t in own if WINDOWS.get(model, t) is None)
             budget -= cost
-    if not tiles or embedder is None:
+    if not placed or embedder is None:
         return chosen
-    embedded = embedder.embed([tile for _, tile in tiles])
-    best: dict[int, tuple[float, str]] = {}
-    for (i, tile), tile_vector in zip(tiles, embedded, strict=True):
-        terms, lowered = _terms(queries[i]), tile.lower()
-        coverage = sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0
-        score = float(tile_vector @ np.asarray(vectors[i], dtype=np.float32)) + 0.3 * coverage
-        if i not in best or score > best[i][0]:
-            best[i] = (score, tile)
-    for i, (_, tile) in best.items():
-        flat = " ".join(texts[i].split())
-        chosen[i] = _cut(flat, flat.find(tile))
+    if fresh:
+        for tile, tile_vector in zip(fresh, embedder.embed(list(fresh)), strict=True):
+            WINDOWS.put(model, tile, tile_vector)
+    for i, own in placed:
+        terms, query_vector = _terms(queries[i]), np.asarray(vectors[i], dtype=np.float32)
+        best: tuple[float, str] | None = None
+        for tile in own:
+            tile_vector = WINDOWS.get(model, tile)
+            if tile_vector is None:  # pushed out meanwhile by a search beside this one
+                continue
+            lowered = tile.lower()
+            coverage = sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0
+            score = float(tile_vector @ query_vector) + 0.3 * coverage
+            if best is None or score > best[0]:
+                best = (score, tile)
+        if best is not None:
+            flat = " ".join(texts[i].split())
+            chosen[i] = _cut(flat, flat.find(best[1]))
     return chosen
 
 

@@ -45,6 +45,7 @@ ENV = {
     "decay_half_life_days": "SELFREFLECT_DECAY_HALF_LIFE_DAYS",
     "decay_weight": "SELFREFLECT_DECAY_WEIGHT",
     "segment_points": "SELFREFLECT_SEGMENT_POINTS",
+    "merge_points": "SELFREFLECT_MERGE_POINTS",
     "host": "SELFREFLECT_HOST",
     "token": "SELFREFLECT_TOKEN",
     "include_projects": "SELFREFLECT_INCLUDE_PROJECTS",
@@ -99,6 +100,9 @@ class Settings:
             for it (see :class:`selfreflect.search.Decay`).
         segment_points: points the store takes in memory before it seals
             them into an on-disk segment (SELFREFLECT_SEGMENT_POINTS).
+        merge_points: the most points a merge of sealed segments makes; 0
+            stops merging, for good in a store opened with it
+            (SELFREFLECT_MERGE_POINTS).
         config_file: the TOML file these settings were read from, if any
             (handed on to a daemon or service started for this user).
         host: the address the daemon listens on (SELFREFLECT_HOST; loopback
@@ -142,6 +146,7 @@ class Settings:
     decay_half_life_days: float = 30.0
     decay_weight: float = 0.3
     segment_points: int = 1024
+    merge_points: int = 8192
     config_file: Path | None = None
     host: str = "127.0.0.1"
     token: str | None = field(default=None, repr=False)
@@ -270,6 +275,7 @@ def _convert(name: str, raw: Any) -> Any:
         "max_memory_mb",
         "port",
         "segment_points",
+        "merge_points",
         "qdrant_shards",
         "qdrant_replicas",
         "qdrant_write_consistency",
@@ -277,7 +283,9 @@ def _convert(name: str, raw: Any) -> Any:
         value = _number(raw, int, "a whole number")
         if name == "port" and not 0 <= value <= 65535:
             raise ValueError("must be between 0 and 65535")
-        if name != "port" and value < 1:
+        if name == "merge_points" and value < 0:
+            raise ValueError("must be 0 (no merging) or more")
+        if name not in ("port", "merge_points") and value < 1:
             raise ValueError("must be 1 or more")
         return value
     if name == "decay_weight":

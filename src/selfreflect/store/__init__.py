@@ -266,4 +266,13 @@ def open_store(
         return store.open()
     from selfreflect.store.edge import EdgeStore
 
-    return EdgeStore(settings.store_dir, model, dim, settings.segment_points, command, settings.machine, memory).open()
+    return EdgeStore(
+        settings.store_dir,
+        model,
+        dim,
+        settings.segment_points,
+        command,
+        settings.machine,
+        settings.merge_points,
+        memory,
+    ).open()
