@@ -132,7 +132,8 @@ def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEm
     times) with stand-in vectors; returns the seconds it took.
 
     The points go through the product's own store (:class:`EdgeStore`, its
-    write-ahead log, compactions and merges, as the daemon configures it):
+    write-ahead log, compactions and, with ``SELFREFLECT_MERGE_POINTS`` set,
+    merges, as the daemon configures it):
     written with :meth:`EdgeStore.load`, the BM25 vector computed here as
     ``upsert`` would, one segment's worth of points a call, the most the
     importer ever hands the store between two compactions. Only the model is
@@ -141,7 +142,8 @@ def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEm
     bm25 = qe.Bm25(qe.Bm25Config())  # the store's own BM25 (EdgeStore.upsert)
     started = time.perf_counter()
     base = time.time() - 365 * 86400
-    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+    merge_points = int(os.environ.get("SELFREFLECT_MERGE_POINTS") or 0)  # as the daemon will read it
+    with EdgeStore(data / "store", embedder.name, embedder.dim, merge_points=merge_points).open() as store:
         batch = store.segment_points
         for first in range(0, size, batch):
             count = min(batch, size - first)

@@ -35,7 +35,7 @@ from scale import percentile, pool, standin_payload, unit  # noqa: E402
 from selfreflect.embed import OnnxEmbedder  # noqa: E402
 from selfreflect.lexical import lexical_text  # noqa: E402
 from selfreflect.store import FusionPlan, RawPoint, SearchFilter  # noqa: E402
-from selfreflect.store.edge import MERGE_POINTS, EdgeStore, sparse  # noqa: E402
+from selfreflect.store.edge import EdgeStore, sparse  # noqa: E402
 
 from corpus import QUERY_SETS  # noqa: E402
 
@@ -52,7 +52,7 @@ def memory() -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=100_000)
-    parser.add_argument("--merge-points", type=int, default=MERGE_POINTS, help="0: seal without merging")
+    parser.add_argument("--merge-points", type=int, default=8192, help="0: seal without merging")
     parser.add_argument("--folder", type=Path, help="the store's data folder (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="measure the store in --folder as it is")
     args = parser.parse_args()

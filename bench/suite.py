@@ -42,7 +42,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
     corpus = str(scratch / "corpus")
     export = str(scratch / "export")
     return {
-        "retrieval": [["retrieval.py"]],
+        "retrieval": [["retrieval.py", "--quick"] if quick else ["retrieval.py"]],
         "import": [["import_corpus.py"]],
         "freshness": [["freshness.py", "--appends", "30", "--backlog-mb", "10"] if quick else ["freshness.py"]],
         "archive": [["archive.py"]],

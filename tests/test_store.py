@@ -79,20 +79,20 @@ def test_sealed_segments_are_merged_up_to_a_bound(tmp_path: Path) -> None:
         assert store.count(SearchFilter()) == 768
 
 
-def test_a_store_made_before_merging_keeps_its_policy(tmp_path: Path) -> None:
-    """Opening an old store must not merge all of it at once (minutes on a
-    big store): it keeps sealing segments as it did."""
+def test_merging_follows_the_setting_of_each_open(tmp_path: Path) -> None:
+    """By default sealed segments stay as they are; a store opened with
+    ``merge_points`` merges what it holds, and keeps every point."""
     folder = tmp_path / "store"
-    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=0) as store:
+    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:  # the default: no merging
         for start in range(0, 640, 64):
             store.upsert(records(start, 64))
     before = segments(folder)
     assert before >= 10
-    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:  # today's default merges
-        assert store.merge_points == 0
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=256) as store:
         store.upsert(records(640, 64))
         assert store.count(SearchFilter()) == 704
-    assert segments(folder) >= before
+        assert find_word(store, 3)[0] == 3
+    assert segments(folder) < before
 
 
 def store_resident_kb(folder: Path) -> int:

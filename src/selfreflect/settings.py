@@ -101,8 +101,7 @@ class Settings:
         segment_points: points the store takes in memory before it seals
             them into an on-disk segment (SELFREFLECT_SEGMENT_POINTS).
         merge_points: the most points a merge of sealed segments makes; 0
-            stops merging, for good in a store opened with it
-            (SELFREFLECT_MERGE_POINTS).
+            (the default) does not merge (SELFREFLECT_MERGE_POINTS).
         config_file: the TOML file these settings were read from, if any
             (handed on to a daemon or service started for this user).
         host: the address the daemon listens on (SELFREFLECT_HOST; loopback
@@ -146,7 +145,7 @@ class Settings:
     decay_half_life_days: float = 30.0
     decay_weight: float = 0.3
     segment_points: int = 1024
-    merge_points: int = 8192
+    merge_points: int = 0
     config_file: Path | None = None
     host: str = "127.0.0.1"
     token: str | None = field(default=None, repr=False)

@@ -16,16 +16,16 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
   immutable, memory-mapped segment of its own, and the appendable segment
   starts empty.
 - A search visits every segment, at a cost that grows far slower than the
-  segment's size: so the optimizer also merges the smallest sealed segments, three or
-  more at a time, into one of up to ``merge_points`` points (a 250k store:
-  36 segments instead of 245; at 100k the engine's hybrid query is 3 times
-  faster, the store opens 6 times faster). Bounded work and memory: a merge
-  builds one segment of at most ``merge_points`` points (its HNSW graph grows
-  from the biggest part's); measured on the store alone, the peak during
-  merges of 8,192 points is about 45 MB over sealing alone, and the engine
-  holds the GIL for up to a few seconds (docs/benchmarks.md). Stores made
-  before merging keep the policy they were made with: merging one all at
-  once would hold its first start for minutes.
+  segment's size. With ``merge_points`` set (``SELFREFLECT_MERGE_POINTS``;
+  off by default), the optimizer also merges the smallest sealed segments,
+  three or more at a time, into one of up to ``merge_points`` points (a
+  250k store: 36 segments instead of 245; at 100k the engine's hybrid query
+  is 3 times faster, the store opens 6 times faster). It is off by default
+  because a merge is a memory peak of its own: with merges of 8,192 points
+  the daemon's backfill peaked at 215 MB against 166 MB without (the cap is
+  200 MB), and the engine holds the GIL for up to a few seconds while it
+  merges (docs/benchmarks.md). Turned on for an existing store, the first
+  open merges what is there (minutes on a big store).
 - :meth:`EdgeStore.release_memory` unmaps the file pages that reads and
   writes left resident; when that happens is the process's memory policy's
   decision (:class:`selfreflect.memory.MemoryPolicy`), which the store tells
@@ -76,9 +76,11 @@ _INDEX_PARAMS: dict[str, Callable[[], Any]] = {
     "datetime": lambda: qe.DatetimeIndexParams(on_disk=True, memory=qe.Memory.Cold),
 }
 
-# Sealed segments are merged into segments of up to this many points: the
-# memory a merge takes grows with it, about 3.5 MB per 1,000 points (measured).
-MERGE_POINTS = 8192
+# Sealed segments are merged into segments of up to this many points (0: not
+# merged): the memory a merge takes grows with it, about 3.5 MB per 1,000
+# points (measured); 8,192 is the largest bound measured, and costs the
+# daemon's backfill ~50 MB of peak, so it is off unless asked for.
+MERGE_POINTS = 0
 # Merge whenever three small segments fit together under MERGE_POINTS (the
 # engine merges when it holds more segments than this, smallest first).
 _MERGE_BELOW = 2
@@ -239,8 +241,6 @@ class EdgeStore:
             if (shard_dir / "edge_config.json").exists():
                 saved = orjson.loads((shard_dir / "edge_config.json").read_bytes())
                 self._logged = saved.get("wal_enabled") is not False
-                if not _merging(saved):
-                    self.merge_points = 0
                 config = shard_config(self.dim, self.segment_points, create=False, merge_points=self.merge_points)
                 return qe.EdgeShard.load(str(shard_dir), config)
             config = shard_config(self.dim, self.segment_points, create=True, merge_points=self.merge_points)
@@ -528,14 +528,6 @@ class EdgeStore:
     def size_bytes(self) -> int:
         """Bytes on disk (the engine preallocates sparse files: count blocks, not lengths)."""
         return sum(disk_bytes(f) for f in self.folder.rglob("*") if f.is_file())
-
-
-def _merging(saved: dict[str, Any]) -> bool:
-    """Whether a shard's saved configuration merges sealed segments (the
-    first policy capped segments at twice the sealing threshold: no merges)."""
-    optimizers = saved.get("optimizers") or {}
-    cap, threshold = optimizers.get("max_segment_size"), optimizers.get("indexing_threshold")
-    return not (isinstance(cap, int) and isinstance(threshold, int) and cap <= 2 * threshold)
 
 
 def to_filter(where: SearchFilter) -> qe.Filter | None:
