@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from selfreflect.assemble import Assembler, Exchange, Part
+from selfreflect.assemble import Assembler, Exchange, Part, title_of
 from selfreflect.parse import parse_line
 from selfreflect.tail import read_lines
 
@@ -169,3 +169,16 @@ def test_a_malformed_record_does_not_claim_the_uuid_of_the_valid_one_after_it() 
     assert [r["uuid"] for n, _, r in rows if n in (11, 12)] == ["edge_011", "edge_011"]
     (part,) = parts_at(assemble(path), 12)
     assert "Testing special characters" in part.text
+
+
+@pytest.mark.parametrize("kind", [["summary"], {"t": 1}, 7, None, "ai-title"])
+def test_a_title_line_of_any_shape_is_a_title_or_nothing(kind: Any) -> None:
+    """``type`` may hold any JSON (a list, an object: found by the importer's
+    fuzz test); only a known title type with a title string is a title."""
+    record = {"type": kind, "aiTitle": "Why the tail holds torn lines", "summary": "x"}
+    found = title_of(record)
+    if kind == "ai-title":
+        assert found is not None and found[1] == "Why the tail holds torn lines"
+    else:
+        assert found is None
+    assert title_of({"type": "ai-title", "aiTitle": ["not", "a", "string"]}) is None

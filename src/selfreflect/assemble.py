@@ -353,9 +353,9 @@ class Assembler:
 def title_of(record: dict[str, Any]) -> tuple[int, str] | None:
     """A session title line: its rank (see ``TITLES``) and the title; else ``None``."""
     kind = record.get("type")
-    if kind not in TITLES:
+    if not isinstance(kind, str) or kind not in TITLES:  # any JSON may stand there: a list is unhashable
         return None
-    rank, name = TITLES[str(kind)]
+    rank, name = TITLES[kind]
     title = record.get(name)
     if not isinstance(title, str) or not title.strip():
         return None
