@@ -84,6 +84,22 @@ def test_conversations_are_read_in_tree_order_with_their_projects() -> None:
     assert tools == [("tool", "web_search"), ("result", "web_search"), ("assistant", None)]
 
 
+def test_fields_of_any_shape_where_a_parent_should_be_are_no_parent(tmp_path: Path) -> None:
+    """A hand-made export (labelled as such): ``parent_message_uuid`` holding
+    a list, an object, a number: those messages are roots, nothing fails."""
+    messages = [
+        {"uuid": f"m{i}", "sender": "human" if i % 2 == 0 else "assistant", "text": f"message {i}",
+         "created_at": f"2025-01-01T00:00:0{i}Z", "parent_message_uuid": parent}
+        for i, parent in enumerate([None, "m0", ["m1"], {"uuid": "m1"}, 7])
+    ]  # fmt: skip
+    conversation = {"uuid": "c0ffee00-0000-4000-8000-000000000001", "name": "odd", "chat_messages": messages}
+    (tmp_path / "conversations.json").write_text(json.dumps([conversation]), encoding="utf-8")
+    with Export(tmp_path / "conversations.json") as export:
+        (found,) = list(export.conversations())
+    assert sorted(m.uuid for m in found.messages) == ["m0", "m1", "m2", "m3", "m4"]
+    assert [m.uuid for m in found.messages][:2] == ["m0", "m1"]  # the one real link kept
+
+
 def test_a_file_that_is_no_export_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "notes.json").write_text('{"not": "a list"')
     with pytest.raises(ExportError, match="not a Claude.ai export"), Export(tmp_path / "notes.json") as export:

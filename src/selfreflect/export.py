@@ -221,7 +221,8 @@ def ordered(messages: list[Any]) -> list[dict[str, Any]]:
     children: dict[int, list[int]] = {}
     roots: list[int] = []
     for i, m in enumerate(items):
-        parent = index.get(m.get("parent_message_uuid") or "")
+        named = m.get("parent_message_uuid")  # any JSON may stand there: only a string names a parent
+        parent = index.get(named) if isinstance(named, str) else None
         if parent is None or parent == i:
             roots.append(i)
         else:
