@@ -25,7 +25,8 @@ import zstandard
 from selfreflect.archive import LEVEL, Archive
 from selfreflect.discover import discover
 
-ROOT = Path(__file__).resolve().parents[1]
+from corpus import claude_home
+
 FRAMES = {"a line": 1, "16 KB": 16 << 10, "64 KB": 64 << 10, "1 MB": 1 << 20}
 
 
@@ -47,10 +48,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="selfreflect-archive-"))
     claude = args.claude_dir
     if claude is None:  # the in-repo corpus, laid out as one project
-        claude = scratch / "claude"
-        (claude / "projects" / "-corpus").mkdir(parents=True)
-        for path in (ROOT / "tests" / "corpus" / "real").glob("*.jsonl"):
-            shutil.copyfile(path, claude / "projects" / "-corpus" / path.name)
+        claude = claude_home(scratch)
     archive = Archive(scratch / "archive", claude / "projects")
     files = sorted(discover(claude / "projects"), key=lambda t: -t.size)
     raw = packed = 0

@@ -10,6 +10,7 @@ never required.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,13 @@ def corpus_files(kind: str, shared: Path | None = None) -> list[Path]:
         for extra in sorted((shared / "corpus" / kind).glob("*.jsonl")):
             files.setdefault(extra.name, extra)
     return sorted(files.values(), key=lambda p: p.name)
+
+
+def claude_home(folder: Path, kind: str = "real") -> Path:
+    """A Claude home made in ``folder``: the repository's ``kind``
+    transcripts, copied into one project. Returns the home."""
+    project = folder / "claude" / "projects" / "-corpus"
+    project.mkdir(parents=True)
+    for path in sorted((CORPUS / kind).glob("*.jsonl")):
+        shutil.copyfile(path, project / path.name)
+    return project.parent.parent

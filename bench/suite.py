@@ -24,17 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from corpus import claude_home
+
 BENCH = Path(__file__).resolve().parent
-REAL = BENCH.parent / "tests" / "corpus" / "real"
-
-
-def small_home(scratch: Path) -> Path:
-    """A Claude home holding the repository's real transcripts (4 MB)."""
-    projects = scratch / "small" / "projects" / "-bench"
-    projects.mkdir(parents=True)
-    for path in REAL.glob("*.jsonl"):
-        shutil.copyfile(path, projects / path.name)
-    return projects.parent.parent
 
 
 def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
@@ -48,7 +40,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         "archive": [["archive.py"]],
         "faces": [["faces.py"]],
         "secrets": [["secrets.py", "--seeds", "2", "--per-format", "10"] if quick else ["secrets.py"]],
-        "memory": [["memory.py", str(small_home(scratch))]]
+        "memory": [["memory.py", str(claude_home(scratch))]]
         if quick
         else [["generate_corpus.py", corpus, "--mb", "520"], ["memory.py", corpus]],
         "export": [["claude_export.py", export, "--mb", "5"] if quick else ["claude_export.py", export, "--zip"]],
