@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from selfreflect.system import is_same_process, path_name, process_started
+import pytest
+
+from selfreflect.system import disk_bytes, is_same_process, path_name, process_started
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "selfreflect"
 POSIX_ONLY = {"fcntl", "resource", "pwd", "grp", "termios", "posix", "tty", "pty"}
@@ -51,3 +53,17 @@ def test_a_pid_is_trusted_only_with_its_start_time() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert process_started(child.pid) is None or not is_same_process(child.pid, time.time() - 7200)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows reports no blocks (sizes count) and links need rights")
+def test_disk_bytes_counts_blocks_of_every_file_below_and_nothing_twice(tmp_path: Path) -> None:
+    """A sparse file counts what it holds, not its length; nested folders are
+    walked; a link is not followed (no file counted twice, no loop)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "full").write_bytes(b"x" * 100_000)
+    with open(tmp_path / "a" / "b" / "sparse", "wb") as sparse:
+        sparse.truncate(50_000_000)  # 50 MB long, nothing written
+    (tmp_path / "a" / "b" / "loop").symlink_to(tmp_path / "a")
+    counted = disk_bytes(tmp_path)
+    assert 100_000 <= counted < 1_000_000
+    assert disk_bytes(tmp_path / "missing") == 0

@@ -527,7 +527,7 @@ class EdgeStore:
 
     def size_bytes(self) -> int:
         """Bytes on disk (the engine preallocates sparse files: count blocks, not lengths)."""
-        return sum(disk_bytes(f) for f in self.folder.rglob("*") if f.is_file())
+        return disk_bytes(self.folder)
 
 
 def to_filter(where: SearchFilter) -> qe.Filter | None:
