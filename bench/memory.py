@@ -28,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from proc import memory_mb
+
 BARE = """
 from selfreflect.embed import OnnxEmbedder, embed_batched
 m = OnnxEmbedder(); m.load()
@@ -35,15 +37,6 @@ for _ in range(20):
     embed_batched(m, ["word " * 250] * 4)  # in model calls as the daemon makes them
 print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 """
-
-
-def status(pid: int) -> dict[str, int]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            fields[key] = int(value.split()[0]) // 1024
-    return fields
 
 
 def main() -> None:
@@ -71,7 +64,7 @@ def main() -> None:
     try:
         while time.monotonic() - started < args.timeout:
             health = json.load(urllib.request.urlopen(url + "/healthz"))
-            now = status(proc.pid)
+            now = memory_mb(proc.pid)
             samples.append((time.monotonic() - started, health["chunks_indexed"], now["VmRSS"], now["RssAnon"]))
             if len(samples) % 120 == 0:  # a progress line a minute
                 print(
@@ -80,7 +73,7 @@ def main() -> None:
             if health["files_pending"] == 0 and health["chunks_indexed"] > 0:
                 break
             time.sleep(0.5)
-        final = status(proc.pid)
+        final = memory_mb(proc.pid)
         metrics = urllib.request.urlopen(url + "/metrics").read().decode()
     finally:
         proc.terminate()

@@ -49,6 +49,8 @@ import qdrant_edge as qe
 sys.path.remove(str(Path(__file__).resolve().parent))  # bench/secrets.py would hide the standard library's
 sys.path.append(str(Path(__file__).resolve().parent))
 
+from proc import memory_mb  # noqa: E402
+
 from selfreflect.embed import OnnxEmbedder  # noqa: E402
 from selfreflect.importer import Importer  # noqa: E402
 from selfreflect.lexical import lexical_text  # noqa: E402
@@ -66,15 +68,6 @@ PROJECTS = 40
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else 0.0
-
-
-def status(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0]) // 1024
-    return out
 
 
 def pool(root: Path, embedder: OnnxEmbedder) -> list[dict[str, Any]]:
@@ -215,7 +208,7 @@ class Daemon:
         return (time.perf_counter() - started) * 1000, answer
 
     def memory(self) -> dict[str, int]:
-        return status(self.proc.pid)
+        return memory_mb(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()

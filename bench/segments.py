@@ -30,6 +30,7 @@ import qdrant_edge as qe
 sys.path.remove(str(Path(__file__).resolve().parent))  # bench/secrets.py would hide the standard library's
 sys.path.append(str(Path(__file__).resolve().parent))
 
+from proc import memory_mb  # noqa: E402
 from scale import percentile, pool, standin_payload, unit  # noqa: E402
 
 from selfreflect.embed import OnnxEmbedder  # noqa: E402
@@ -38,15 +39,6 @@ from selfreflect.store import FusionPlan, RawPoint, SearchFilter  # noqa: E402
 from selfreflect.store.edge import EdgeStore, sparse  # noqa: E402
 
 from corpus import QUERY_SETS  # noqa: E402
-
-
-def memory() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0]) // 1024
-    return out
 
 
 def main() -> None:
@@ -95,7 +87,7 @@ def main() -> None:
         took = time.perf_counter() - started
         print(
             f"fill {args.points:,} points: {took:.0f} s, {args.points / took:.0f}/s; the engine held the GIL "
-            f"for up to {longest[0]:.2f} s; {memory()}; load average {os.getloadavg()[0]:.1f}"
+            f"for up to {longest[0]:.2f} s; {memory_mb()}; load average {os.getloadavg()[0]:.1f}"
         )
     started = time.perf_counter()
     with EdgeStore(store_dir, embedder.name, embedder.dim, merge_points=args.merge_points) as store:
@@ -124,7 +116,7 @@ def main() -> None:
         print(
             "engine p50 / p95 ms: "
             + "; ".join(f"{n} {percentile(t, 0.5):.1f} / {percentile(t, 0.95):.1f}" for n, t in timings.items())
-            + f"; {memory()}; load average {os.getloadavg()[0]:.1f}"
+            + f"; {memory_mb()}; load average {os.getloadavg()[0]:.1f}"
         )
     size = sum(f.stat().st_blocks * 512 for f in store_dir.rglob("*") if f.is_file())
     print(f"disk {size / 2**20:.0f} MB")
