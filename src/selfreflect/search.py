@@ -352,38 +352,35 @@ def snippets(texts: list[str], queries: list[str], vectors: Any, embedder: Embed
     snippets whatever came before it."""
     chosen: list[str] = []
     placed: list[tuple[int, list[str]]] = []  # (index of the text, its windows) placed by meaning
-    fresh: dict[str, None] = {}  # windows to embed, in order
+    known: dict[str, np.ndarray | None] = {}  # window -> its vector (None: to embed), in order
     budget = MEANING_TOKENS
     model = getattr(embedder, "name", "")
     for i, (text, query) in enumerate(zip(texts, queries, strict=True)):
         flat, terms = " ".join(text.split()), _terms(query)
         begin, found = _word_window(flat, terms)
         chosen.append(_cut(flat, begin))
-        if len(flat) <= SNIPPET_CHARS or embedder is None or found * 2 >= len(terms) > 0:
-            continue
-        if budget <= 0:
+        if len(flat) <= SNIPPET_CHARS or embedder is None or found * 2 >= len(terms) > 0 or budget <= 0:
             continue
         own = _tiles(flat)
         cost = sum(embedder.count_tokens(own))
         if cost <= budget:
             placed.append((i, own))
-            fresh.update((t, None) for t in own if WINDOWS.get(model, t) is None)
+            known.update((t, WINDOWS.get(model, t)) for t in own if t not in known)
             budget -= cost
     if not placed or embedder is None:
         return chosen
+    fresh = [t for t, v in known.items() if v is None]
     if fresh:
-        for tile, tile_vector in zip(fresh, embedder.embed(list(fresh)), strict=True):
+        for tile, tile_vector in zip(fresh, embedder.embed(fresh), strict=True):
+            known[tile] = tile_vector
             WINDOWS.put(model, tile, tile_vector)
     for i, own in placed:
         terms, query_vector = _terms(queries[i]), np.asarray(vectors[i], dtype=np.float32)
         best: tuple[float, str] | None = None
         for tile in own:
-            tile_vector = WINDOWS.get(model, tile)
-            if tile_vector is None:  # pushed out meanwhile by a search beside this one
-                continue
             lowered = tile.lower()
             coverage = sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0
-            score = float(tile_vector @ query_vector) + 0.3 * coverage
+            score = float(np.asarray(known[tile]) @ query_vector) + 0.3 * coverage
             if best is None or score > best[0]:
                 best = (score, tile)
         if best is not None:
