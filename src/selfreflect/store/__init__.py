@@ -260,10 +260,7 @@ def open_store(
                 f"QDRANT_URL is set, but the Qdrant client is not installed ({exc}): pip install 'selfreflect[server]'"
             ) from exc
 
-        store = ServerStore.from_settings(settings, model, dim, command)
-        if memory is not None:
-            store.memory = memory
-        return store.open()
+        return ServerStore.from_settings(settings, model, dim, command, memory).open()
     from selfreflect.store.edge import EdgeStore
 
     return EdgeStore(

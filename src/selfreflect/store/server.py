@@ -78,6 +78,7 @@ class ServerStore:
         quantization: str = "none",
         timeout: float = 10.0,
         lock: StoreLock | None = None,
+        memory: MemoryPolicy | None = None,
     ) -> None:
         if not machine:
             raise ConfigError("a shared store needs this machine's name: set SELFREFLECT_MACHINE")
@@ -87,7 +88,7 @@ class ServerStore:
         self.machine = machine
         self.collection = collection
         self.id = ""
-        self.memory = MemoryPolicy()  # the daemon's replaces it; the server holds the data, nothing is mapped here
+        self.memory = memory or MemoryPolicy()  # the process's (the server holds the data: nothing mapped here)
         self._api_key = api_key
         self._layout = (shards, replicas, write_consistency, on_disk, quantization)
         self._timeout = timeout
@@ -96,9 +97,12 @@ class ServerStore:
         self._bm25 = qe.Bm25(qe.Bm25Config())
 
     @classmethod
-    def from_settings(cls, settings: Settings, model: str, dim: int, command: str | None = None) -> ServerStore:
+    def from_settings(
+        cls, settings: Settings, model: str, dim: int, command: str | None = None, memory: MemoryPolicy | None = None
+    ) -> ServerStore:
         """The store the settings name; with ``command``, holding the data
-        folder's lock under that name while open."""
+        folder's lock under that name while open; ``memory``: the process's
+        memory policy."""
         return cls(
             str(settings.qdrant_url),
             model,
@@ -112,6 +116,7 @@ class ServerStore:
             settings.qdrant_on_disk,
             settings.qdrant_quantization,
             lock=StoreLock(settings.data_dir, command) if command else None,
+            memory=memory,
         )
 
     # -- lifecycle ---------------------------------------------------------
