@@ -41,7 +41,7 @@ import orjson
 from selfreflect.embed import OnnxEmbedder, embed_batched
 from selfreflect.importer import Importer
 from selfreflect.lexical import lexical_text
-from selfreflect.search import Decay, SearchQuery, search
+from selfreflect.search import WINDOWS, Decay, SearchQuery, search
 from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import FusionPlan, Hit, Record, SearchFilter
@@ -119,11 +119,13 @@ def evaluate(queries: list[dict[str, Any]], run: Callable[[dict[str, Any]], Rank
 
 def latency(store: EdgeStore, embedder: OnnxEmbedder, queries: list[dict[str, Any]], extra: int) -> tuple[float, float]:
     """p50 and p95 in ms of ``search`` (limit 5, as MCP asks) with ``extra``
-    alternatives: the written ones, and for a third, the two joined (timing only)."""
+    alternatives: the written ones, and for a third, the two joined (timing only).
+    Each search as the first of its kind: no snippet window kept from before."""
     took = []
     for q in queries:
         written = q["alternatives"]
         alternatives = (written + [" ".join(written)])[:extra]
+        WINDOWS.clear()
         started = time.perf_counter()
         search(store, embedder, SearchQuery(q["query"], limit=5, alternatives=tuple(alternatives)))
         took.append((time.perf_counter() - started) * 1000)
