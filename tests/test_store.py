@@ -14,7 +14,7 @@ import orjson
 import pytest
 import qdrant_edge as qe
 
-from selfreflect.store import FusionPlan, Record, SearchFilter, edge
+from selfreflect.store import FusionPlan, Record, SearchFilter, edge, remembered
 from selfreflect.store.edge import DENSE, LEXICAL, SCHEMA, EdgeStore
 
 from conftest import resident_kb
@@ -190,3 +190,42 @@ def test_a_store_made_with_the_write_ahead_log_opens_and_grows(tmp_path: Path) -
         assert store.count(SearchFilter()) == 120
         assert find_word(store, 5) == [5]
         assert store.facet("transcript", SearchFilter(), 10)  # indexes were added
+
+
+def test_an_answer_is_remembered_until_the_store_is_written(tmp_path: Path) -> None:
+    """What a search asks of every segment (the projects' paths) is asked
+    again only after a write, any write: a new project is found at once."""
+    asked: list[int] = []
+
+    def projects() -> list[str]:
+        asked.append(1)
+        return sorted(str(v) for v, _ in store.facet("project", SearchFilter(), 100, exact=False))
+
+    with EdgeStore(tmp_path / "store", MODEL, DIM).open() as store:
+        store.upsert(records(0, 3))
+        assert remembered(store, "projects", projects) == ["p"]
+        assert remembered(store, "projects", projects) == ["p"] and len(asked) == 1
+        newcomer = records(3, 1)[0]
+        store.upsert([Record(newcomer.id, newcomer.vector, newcomer.lexical, {**newcomer.payload, "project": "q"})])
+        assert remembered(store, "projects", projects) == ["p", "q"] and len(asked) == 2
+        store.delete(SearchFilter(projects=("q",)))
+        assert remembered(store, "projects", projects) == ["p"] and len(asked) == 3
+        # an answer that may lag: kept for stale_for seconds whatever is written
+        assert remembered(store, "lagging", projects, stale_for=3600) == ["p"] and len(asked) == 4
+        store.upsert(records(10, 1))
+        store.set_title("s", "a title")
+        assert remembered(store, "lagging", projects, stale_for=3600) == ["p"] and len(asked) == 4
+        assert remembered(store, "lagging", projects, stale_for=0) == ["p"] and len(asked) == 5
+        store.upsert([Record(newcomer.id, newcomer.vector, newcomer.lexical, {**newcomer.payload, "project": "q"})])
+        assert remembered(store, "lagging", projects, stale_for=3600) == ["p"]
+        store.delete(SearchFilter(projects=("q",)))  # forgetting is never lagged
+        assert remembered(store, "lagging", projects, stale_for=3600) == ["p"] and len(asked) == 6
+
+
+def test_nothing_is_remembered_of_a_store_others_write_to(tmp_path: Path) -> None:
+    class Shared:
+        writes = None
+        remembered: dict = {}
+
+    answers = iter(range(10))
+    assert [remembered(Shared(), "n", lambda: next(answers)) for _ in range(3)] == [0, 1, 2]  # type: ignore[arg-type]

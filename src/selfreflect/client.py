@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from selfreflect.errors import SelfReflectError, TranscriptNotFound
 from selfreflect.query import SearchRequest, SearchResponse
@@ -19,8 +18,7 @@ class DaemonUnavailable(SelfReflectError):
 def post_json(base_url: str, path: str, body: Any, timeout: float = 30.0, token: str | None = None) -> Any:
     """POST JSON to the daemon and decode its JSON answer (errors as :func:`get_json`)."""
     headers = {"Content-Type": "application/json", **_auth(token)}
-    request = urllib.request.Request(f"{base_url}{path}", data=json.dumps(body).encode(), headers=headers)
-    return _fetch(request, base_url, timeout)
+    return _fetch("POST", base_url, path, json.dumps(body).encode(), headers, timeout)
 
 
 def get_json(
@@ -39,10 +37,9 @@ def get_json(
         TranscriptNotFound: the daemon found nothing to show (404).
         SelfReflectError: the daemon refused the request (its message).
     """
-    url = f"{base_url}{path}"
     if params:
-        url += "?" + urllib.parse.urlencode(params)
-    return _fetch(urllib.request.Request(url, headers=_auth(token)), base_url, timeout, accept)
+        path += "?" + urlencode(params)
+    return _fetch("GET", base_url, path, None, _auth(token), timeout, accept)
 
 
 def _auth(token: str | None) -> dict[str, str]:
@@ -50,25 +47,39 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _fetch(request: urllib.request.Request, base_url: str, timeout: float, accept: tuple[int, ...] = ()) -> Any:
+def _fetch(
+    method: str,
+    base_url: str,
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    timeout: float,
+    accept: tuple[int, ...] = (),
+) -> Any:
+    # http.client, not urllib.request: the CLI's way to the daemon is on every
+    # command's path, and urllib.request's imports cost it several ms
+    where = urlsplit(base_url)
+    connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        if exc.code in accept:
-            return json.loads(exc.read())
-        try:
-            body = json.loads(exc.read())
-            message = body.get("error", str(exc))
-        except (ValueError, AttributeError):
-            body, message = {}, str(exc)
-        if body.get("kind") == "unknown-project":
-            from selfreflect.projects import ProjectNotFound
-
-            raise ProjectNotFound(message, list(body.get("suggestions") or [])) from exc
-        raise (TranscriptNotFound if exc.code == 404 else SelfReflectError)(message) from exc
-    except (urllib.error.URLError, OSError) as exc:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        status, data = response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
         raise DaemonUnavailable(f"no answer from {base_url}: {exc}") from exc
+    finally:
+        connection.close()
+    if status < 400 or status in accept:
+        return json.loads(data)
+    try:
+        answer = json.loads(data)
+        message = str(answer.get("error") or f"HTTP {status} {response.reason}")
+    except (ValueError, AttributeError):
+        answer, message = {}, f"HTTP {status} {response.reason}"
+    if answer.get("kind") == "unknown-project":
+        from selfreflect.projects import ProjectNotFound
+
+        raise ProjectNotFound(message, list(answer.get("suggestions") or []))
+    raise (TranscriptNotFound if status == 404 else SelfReflectError)(message)
 
 
 class DaemonBackend:

@@ -38,7 +38,7 @@ from selfreflect.query import (  # noqa: F401  (Decay, parse_when: the search AP
     parse_when,
     pick,
 )
-from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
+from selfreflect.store import FusionPlan, Hit, SearchFilter, Store, remembered
 
 MAX_PROJECTS = 10_000
 MAX_NAMES = 100_000  # sessions or tools listed to resolve a filter that matched nothing as given
@@ -70,8 +70,7 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
     """
     started = time.perf_counter()
     phrasings = query.phrasings()
-    # the values only (counts estimated): an exact facet counts every point, 10-200 ms on a big store
-    paths = [str(v) for v, _ in store.facet("project_path", SearchFilter(), MAX_PROJECTS, exact=False)]
+    paths = project_paths(store)
     query = replace(query, where=resolve_names(store, resolve_projects(query.where, paths)))
     hits: list[Hit] = []
     found_by: dict[str, list[int]] = {}
@@ -126,6 +125,16 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         for (h, copies), i, piece in zip(kept, first, shown, strict=True)
     ]
     return SearchResponse(query.text, round((time.perf_counter() - started) * 1000, 2), results, list(phrasings[1:]))
+
+
+def project_paths(store: Store) -> list[str]:
+    """The indexed projects' paths, as of the store's last write (a facet
+    over every segment: a few ms on a big store, so not every search)."""
+
+    def ask() -> list[str]:  # the values only: an exact facet counts every point, 10-200 ms on a big store
+        return [str(v) for v, _ in store.facet("project_path", SearchFilter(), MAX_PROJECTS, exact=False)]
+
+    return remembered(store, "project_paths", ask)
 
 
 def fuse(lists: list[tuple[int, float, list[Hit]]], k: int) -> tuple[list[Hit], dict[str, list[int]]]:

@@ -11,9 +11,10 @@ that wrote it (``host``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from selfreflect.memory import MemoryPolicy
@@ -169,6 +170,11 @@ class Store(Protocol):
     id: str  # the store's own id: the state records which store it describes
     model: str
     dim: int
+    writes: int | None
+    """How many writes this process made to the store (what :func:`remembered`
+    keys on); ``None`` where others write too (a server): nothing is remembered."""
+    remembered: dict[str, tuple[int, float, Any]]
+    """:func:`remembered`'s answers: name -> (``writes``, when, the answer)."""
 
     def upsert(self, records: Sequence[Record]) -> None: ...
 
@@ -235,6 +241,26 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+def remembered(store: Store, name: str, compute: Callable[[], T], stale_for: float = 0.0) -> T:
+    """``compute()``, or what it gave the last time if the store was not
+    written to since, or, with ``stale_for``, if that was less than
+    ``stale_for`` seconds ago (an answer that may lag the writes by that
+    much). Computed every time where others write to the store too."""
+    if store.writes is None:
+        return compute()
+    kept = store.remembered.get(name)
+    now = time.monotonic()
+    if kept is not None and (kept[0] == store.writes or now - kept[1] < stale_for):
+        return kept[2]  # type: ignore[no-any-return]
+    writes = store.writes  # before computing: a write meanwhile makes it stale
+    answer = compute()
+    store.remembered[name] = (writes, now, answer)
+    return answer
 
 
 def open_store(

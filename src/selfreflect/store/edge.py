@@ -202,6 +202,8 @@ class EdgeStore:
         self._bm25 = qe.Bm25(qe.Bm25Config())
         self._gate = _Gate()
         self._written = 0  # points written since the last compaction
+        self.writes = 0
+        self.remembered: dict[str, tuple[int, float, Any]] = {}
         self._touched = False  # pages may have been mapped since the last release
         self._logged = True  # the shard has a write-ahead log
         self.memory = memory or MemoryPolicy()  # the process's policy (none given: one of its own, no cap)
@@ -365,6 +367,7 @@ class EdgeStore:
             shard.update(operation)
             if not self._logged:
                 shard.flush()
+            self.writes += 1  # after: an answer computed meanwhile is not kept as the new one
         self._written += points
         if self._written >= self.segment_points:
             self._compact()
@@ -427,6 +430,7 @@ class EdgeStore:
             raise SelfReflectError("refusing to delete everything: give what to delete")
         count = self.count(where)
         self._write(qe.UpdateOperation.delete_points_by_filter(flt))
+        self.remembered.clear()  # what was forgotten is gone from every answer at once, lagging or not
         return count
 
     def delete_transcript(self, transcript: str) -> None:

@@ -88,6 +88,8 @@ class ServerStore:
         self.machine = machine
         self.collection = collection
         self.id = ""
+        self.writes: int | None = None  # other machines write to the collection too
+        self.remembered: dict[str, tuple[int, float, Any]] = {}
         self.memory = memory or MemoryPolicy()  # the process's (the server holds the data: nothing mapped here)
         self._api_key = api_key
         self._layout = (shards, replicas, write_consistency, on_disk, quantization)
