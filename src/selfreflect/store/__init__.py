@@ -170,9 +170,13 @@ class Store(Protocol):
     id: str  # the store's own id: the state records which store it describes
     model: str
     dim: int
-    writes: int | None
-    """How many writes this process made to the store (what :func:`remembered`
-    keys on); ``None`` where others write too (a server): nothing is remembered."""
+
+    @property
+    def writes(self) -> int | None:
+        """How many writes this process made to the store (what :func:`remembered`
+        keys on); ``None`` where others write too (a server): nothing is remembered."""
+        ...
+
     remembered: dict[str, tuple[int, float, Any]]
     """:func:`remembered`'s answers: name -> (``writes``, when, the answer)."""
 
