@@ -9,7 +9,6 @@ a client that only asks the daemon stays quick to start.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -258,6 +257,8 @@ def pick(given: str, known: Sequence[str], what: str, prefix: bool = False) -> s
         raise NoMatch(f"{given!r} is the start of {len(found)} {what}s ({shown}): give more of it", found[:5], True)
     # a typo: compare with as much of each name as was given, when a start is enough
     heads = {(k[: len(given)] if prefix else k).lower(): k for k in reversed(known)}
+    import difflib  # only when a name matched nothing: not on the way of every CLI call
+
     close = [heads[c] for c in difflib.get_close_matches(lowered, list(heads), n=3, cutoff=0.6)]
     suggestions = close or ([] if prefix else list(known[:5]))  # the most used tools; random ids help no one
     if not known:
