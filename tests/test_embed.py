@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from selfreflect.embed import OnnxEmbedder, bundled_model_dir
+from selfreflect.store import SearchFilter
+from selfreflect.store.edge import EdgeStore
+from selfreflect.windows import flatten, tiles
 
 from conftest import REFERENCE_EMBEDDINGS
 
@@ -102,3 +105,57 @@ def test_the_model_is_taken_in_the_order_it_was_asked_for() -> None:
     for t in threads:
         t.join()
     assert order == [0, 1, 2, 3, 4]
+
+
+def test_the_tokenizer_reads_collapsed_whitespace_as_the_text(embedder: OnnxEmbedder, corpus_store: EdgeStore) -> None:
+    """Window vectors place word-pieces by their offsets in the collapsed
+    text (what snippets are cut from): it must give the same word-pieces.
+    Whitespace only separates them, except the few characters Python splits
+    on and the tokenizer drops as control characters."""
+    texts = [str(p["text"]) for p in corpus_store.scroll(SearchFilter(), 100_000)]
+    texts += [f"tabs\tand  spaces\n\nand{c}more" for c in ("\r\n", "\u00a0", "\u2028", "\u3000", " \t ")]
+    for text in texts:
+        assert embedder._tokenizer.encode(text).ids == embedder._tokenizer.encode(flatten(text)).ids, text[:80]
+    for dropped in ("\x0c", "\x0b", "\x1c", "\x85"):
+        text = f"a form{dropped}feed"
+        assert embedder._tokenizer.encode(text).ids != embedder._tokenizer.encode(flatten(text)).ids
+        assert embedder.embed_windows([text * 40])[1][0].starts == []  # so such a text gets no window vectors
+
+
+def test_window_vectors_come_from_the_call_that_embeds_the_text(embedder: OnnxEmbedder) -> None:
+    """One model call gives the text's vector, unchanged, and its windows':
+    each close to its own window embedded alone, not to the others."""
+    from dataclasses import replace
+
+    topics = [
+        "The container kept getting killed by the kernel, so we raised its memory limit to four gigabytes. ",
+        "We renamed the settings page and moved its tabs around so the navigation reads better for users. ",
+        "The flaky login test waited on a fixed sleep; it now polls for the session cookie before asserting. ",
+    ]
+    text = "\n\n".join(t * 2 for t in topics)
+    model, calls = replace(embedder), []
+    real = model._session
+
+    class Counting:
+        def run(self, *args: object) -> object:
+            calls.append(1)
+            return real.run(*args)
+
+    model._session = Counting()
+    vectors, (windows, short) = model.embed_windows([text, "a short one"])
+    assert len(calls) == 1
+    assert np.array_equal(vectors, embedder.embed([text, "a short one"]))
+    own = tiles(flatten(text))
+    assert windows.starts == [start for start, _ in own] and len(own) == 3 and short.starts == [0]
+    assert np.allclose(np.linalg.norm(windows.vectors, axis=1), 1.0, atol=1e-5)
+    alone = embedder.embed([t for _, t in own])
+    assert (np.argmax(windows.vectors @ alone.T, axis=1) == [0, 1, 2]).all()
+
+
+def test_a_text_past_the_model_gets_no_window_vectors(embedder: OnnxEmbedder) -> None:
+    """The model does not see the end of it: none of its windows is pooled
+    (search embeds them all alone, so their scores compare)."""
+    long_text = "the importer survives restarts and keeps its place " * 60
+    vectors, (windows,) = embedder.embed_windows([long_text])
+    assert embedder.count_tokens([long_text])[0] > embedder.max_tokens and windows.starts == []
+    assert np.array_equal(vectors, embedder.embed([long_text]))

@@ -8,20 +8,22 @@ so constructing one is cheap and ``--help``/``status`` stay instant.
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from selfreflect.errors import ConfigError, EmbedderUnavailable
 from selfreflect.parse import clean_text
 from selfreflect.settings import Settings
+from selfreflect.windows import Windows, flatten, tiles
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2-int8"
 
@@ -53,6 +55,15 @@ class Embedder(Protocol):
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of search queries (some models embed a query unlike a document)."""
         ...
+
+
+@runtime_checkable
+class WindowEmbedder(Protocol):
+    """An embedder that also gives the vectors of each text's snippet windows
+    from the call that embeds the text (:mod:`selfreflect.windows`). Optional:
+    the bundled model does; Voyage AI's API gives no word-piece states."""
+
+    def embed_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Windows]]: ...
 
 
 class BundledTokens:
@@ -199,9 +210,29 @@ class OnnxEmbedder(BundledTokens):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors, one row per text (float32, shape [n, dim])."""
+        return self._embed(texts, windows=False)[0]
+
+    def embed_windows(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Windows]]:
+        """Unit vectors of texts, as :meth:`embed`, and of each text's snippet
+        windows (:func:`selfreflect.windows.tiles`), from the same model call:
+        the mean of the text's hidden states over each window's word-pieces.
+
+        The word-pieces are placed by the tokenizer's character offsets in
+        the whitespace-collapsed text, which it reads as the text itself
+        (whitespace only separates word-pieces). Not so where the text holds
+        whitespace the tokenizer drops instead (a form feed, a vertical tab,
+        U+001C-U+001F, U+0085), or a lone surrogate: such a text gets no
+        window vectors. Nor does
+        a text with a window the model does not see whole (past
+        ``max_tokens``): its windows are placed by search as before, all of
+        them embedded alone, so their scores compare.
+        """
+        return self._embed(texts, windows=True)
+
+    def _embed(self, texts: Sequence[str], windows: bool) -> tuple[np.ndarray, list[Windows]]:
         self.load()
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32), []
         encodings = self._tokenizer.encode_batch([clean_text(t) for t in texts])  # the tokenizer refuses surrogates
         seq = min(self.max_tokens, max(len(e.ids) for e in encodings))
         ids = np.zeros((len(texts), seq), dtype=np.int64)
@@ -212,6 +243,7 @@ class OnnxEmbedder(BundledTokens):
                 piece = piece[: seq - 1] + piece[-1:]
             ids[row, : len(piece)] = piece
             mask[row, : len(piece)] = 1
+        spans = self._window_spans(texts, encodings, seq) if windows else []
         with self._calls:
             (hidden,) = self._session.run(
                 None,
@@ -220,8 +252,35 @@ class OnnxEmbedder(BundledTokens):
             )
             weights = mask[:, :, None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            found = [self._pool(hidden[row], own) for row, own in enumerate(spans)]
             del hidden
-        return unit_rows(pooled)
+        return unit_rows(pooled), found
+
+    def _pool(self, hidden: np.ndarray, spans: list[tuple[int, int, int]]) -> Windows:
+        """A text's window vectors: the mean of its hidden states over each window's word-pieces."""
+        if not spans:
+            return Windows([], np.zeros((0, self.dim), dtype=np.float32))
+        return Windows([s for s, _, _ in spans], unit_rows(np.stack([hidden[a:b].mean(axis=0) for _, a, b in spans])))
+
+    def _window_spans(self, texts: Sequence[str], encodings: list[Any], seq: int) -> list[list[tuple[int, int, int]]]:
+        """For each text, its windows the model sees whole: (where the window
+        begins in the collapsed text, its first word-piece, the one after its last)."""
+        flats = [flatten(t) for t in texts]
+        collapsed = self._tokenizer.encode_batch([clean_text(f) for f in flats])
+        out: list[list[tuple[int, int, int]]] = []
+        for flat, encoding, again in zip(flats, encodings, collapsed, strict=True):
+            own: list[tuple[int, int, int]] = []
+            # a lone surrogate (parse cleans them out of transcripts) would shift the offsets
+            if again.ids == encoding.ids and clean_text(flat) == flat:
+                seen = min(len(encoding.ids), seq) - 1  # [CLS] first, [SEP] last
+                starts = [begin for begin, _ in again.offsets[1 : len(again.ids) - 1]]
+                for begin, window in tiles(flat):
+                    first = bisect.bisect_left(starts, begin) + 1
+                    last = bisect.bisect_left(starts, begin + len(window)) + 1
+                    own.append((begin, first, last))
+            whole = all(first < last <= seen for _, first, last in own)
+            out.append(own if whole else [])
+        return out
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """The same as :meth:`embed`: this model embeds a query like any text."""
@@ -239,19 +298,40 @@ def embed_batched(embedder: Embedder, texts: Sequence[str], budget: int | None =
     (default: the embedder's ``batch_tokens``), texts of similar length
     together; rows come back in the order given."""
     out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
-    if not texts:
-        return out
+    for group in _batches(embedder, texts, budget):
+        out[group] = embedder.embed([texts[i] for i in group])
+    return out
+
+
+def embed_with_windows(
+    embedder: Embedder, texts: Sequence[str], budget: int | None = None
+) -> tuple[np.ndarray, list[Windows | None]]:
+    """As :func:`embed_batched`, and each text's snippet window vectors where
+    the embedder gives them (:class:`WindowEmbedder`), else ``None``."""
+    if not isinstance(embedder, WindowEmbedder):
+        return embed_batched(embedder, texts, budget), [None] * len(texts)
+    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    found: list[Windows | None] = [None] * len(texts)
+    for group in _batches(embedder, texts, budget):
+        vectors, windows = embedder.embed_windows([texts[i] for i in group])
+        out[group] = vectors
+        for i, own in zip(group, windows, strict=True):
+            found[i] = own
+    return out, found
+
+
+def _batches(embedder: Embedder, texts: Sequence[str], budget: int | None) -> Iterator[list[int]]:
+    """Indexes of ``texts`` in groups of at most ``budget`` padded word-pieces, similar lengths together."""
     budget = budget or embedder.batch_tokens
-    lengths = [min(n + 2, embedder.max_tokens) for n in embedder.count_tokens(texts)]
+    lengths = [min(n + 2, embedder.max_tokens) for n in embedder.count_tokens(texts)] if texts else []
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     group: list[int] = []
     for index in [*order, None]:
         if group and (index is None or (len(group) + 1) * lengths[index] > budget):
-            out[group] = embedder.embed([texts[i] for i in group])
+            yield group
             group = []
         if index is not None:
             group.append(index)
-    return out
 
 
 # Voyage AI's text models: their dimensions where it is not 1024, the default
