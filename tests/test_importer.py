@@ -16,8 +16,9 @@ from selfreflect.discover import discover
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.importer import Importer, ImportSummary
 from selfreflect.state import State
-from selfreflect.store import SearchFilter
+from selfreflect.store import RawPoint, SearchFilter
 from selfreflect.store.edge import EdgeStore
+from selfreflect.windows import FIELD, WIDTH, flatten, tiles
 
 from conftest import EDGE, REAL, Corpus, make_settings
 
@@ -332,3 +333,25 @@ def test_reading_a_few_batches_at_a_time_equals_clean_import(
     import_once(clean, embedder)
     with EdgeStore(clean.store_dir, embedder.name, embedder.dim).open() as store:
         assert comparable(turns) == comparable(all_points(store))
+
+
+def test_window_vectors_are_kept_outside_the_text_hash(tmp_path: Path, embedder: OnnxEmbedder) -> None:
+    """Each chunk longer than a snippet carries the vectors of its windows.
+    They are not hashed with the chunk: a store written before them is not
+    embedded again when its transcripts are read again (``reindex`` adds them)."""
+    settings = make_settings(tmp_path)
+    (settings.projects_dir / "-p").mkdir(parents=True)
+    shutil.copyfile(REAL / "marot__spotter__tool_heavy.jsonl", settings.projects_dir / "-p" / "s.jsonl")
+    import_once(settings, embedder)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        points = all_points(store).values()
+        longer = [p for p in points if len(flatten(p["text"])) > WIDTH]
+        assert longer and all(p[FIELD]["starts"] == [s for s, _ in tiles(flatten(p["text"]))] for p in longer)
+        assert all(FIELD not in p for p in points if len(flatten(p["text"])) <= WIDTH)
+        raw, _ = store.dump(None, 10_000)
+        store.load([RawPoint(p.id, p.dense, p.sparse, {k: v for k, v in p.payload.items() if k != FIELD}) for p in raw])
+    settings.state_file.unlink()
+    again = import_once(settings, embedder)
+    assert again.lines > 0 and again.chunks == 0  # read again, nothing embedded
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        assert not any(FIELD in p for p in all_points(store).values())

@@ -16,12 +16,13 @@ from selfreflect.importer import Importer
 from selfreflect.lexical import lexical_text
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import SearchRequest
-from selfreflect.search import WINDOWS, Decay, SearchQuery, _tiles, fuse, parse_when, search, snippet, snippets
+from selfreflect.search import WINDOWS, Decay, SearchQuery, fuse, parse_when, search, snippet, snippets
 from selfreflect.state import State
-from selfreflect.store import FusionPlan, Hit, SearchFilter
+from selfreflect.store import FusionPlan, Hit, RawPoint, SearchFilter
 from selfreflect.store.edge import EdgeStore
+from selfreflect.windows import FIELD, flatten, tiles
 
-from conftest import REAL, Corpus, make_settings
+from conftest import REAL, Corpus, make_settings, write_session
 
 
 def hits(
@@ -183,9 +184,80 @@ def test_windows_embedded_once_place_later_snippets_without_the_model(embedder: 
 
     first = snippets([text], [question], [vector], Counting())  # type: ignore[arg-type]
     assert "RAM cap" in first[0]
-    assert calls == [len(_tiles(" ".join(text.split())))]
+    assert calls == [len(tiles(flatten(text)))]
     again = snippets([text], [question], [vector], Counting())  # type: ignore[arg-type]
     assert again == first and len(calls) == 1
+
+
+class CountingEmbedder:
+    """The real model, each call of it recorded (what, how many texts)."""
+
+    def __init__(self, model: OnnxEmbedder) -> None:
+        self.model, self.name, self.dim, self.calls = model, model.name, model.dim, []
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return self.model.count_tokens(texts)
+
+    def embed(self, texts: list[str]) -> object:
+        self.calls.append(("embed", len(texts)))
+        return self.model.embed(texts)
+
+    def embed_queries(self, texts: list[str]) -> object:
+        self.calls.append(("embed_queries", len(texts)))
+        return self.model.embed_queries(texts)
+
+
+def test_a_chunk_imported_now_places_its_snippet_by_meaning_without_the_model(
+    tmp_path: Path, embedder: OnnxEmbedder
+) -> None:
+    """The importer keeps the vectors of a chunk's windows, pooled from the
+    model call that embedded it: a question in other words places the
+    snippet with no model call but the query's, on the same window as
+    embedding the windows did. The same chunk as a store written before
+    holds it (no window vectors) is still placed by embedding its windows."""
+    WINDOWS.clear()
+    filler = "We renamed the settings page and moved its tabs around so the navigation reads better. " * 4
+    text = filler + "The container kept getting killed by the kernel, so we raised its RAM cap to 4 GB. " + filler
+    question = "why did the service die from running out of memory"
+    settings = make_settings(tmp_path)
+    (settings.projects_dir / "-home-me-app").mkdir(parents=True)
+    write_session(settings.projects_dir / "-home-me-app", "abcd1111-0000-4000-8000-000000000001", text)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        Importer(settings, store, embedder, State.load(settings.state_file)).run()
+        (point,) = [p for p in store.scroll(SearchFilter(), 100) if "RAM cap" in p["text"]]
+        assert point[FIELD]["starts"] == [start for start, _ in tiles(flatten(point["text"]))]
+        counting = CountingEmbedder(embedder)
+        now = search(store, counting, SearchQuery(question, limit=1)).results[0]  # type: ignore[arg-type]
+        assert "RAM cap" in now.snippet and "RAM cap" not in snippet(now.text, question)
+        assert counting.calls == [("embed_queries", 1)]
+        vector = embedder.embed_queries([question])[0]
+        assert now.snippet == snippets([now.text], [question], [vector], embedder)[0]  # windows embedded alone
+
+        (raw,) = store.get([point["id"]])
+        store.load([RawPoint(raw.id, raw.dense, raw.sparse, {k: v for k, v in raw.payload.items() if k != FIELD})])
+        WINDOWS.clear()
+        counting.calls.clear()
+        before = search(store, counting, SearchQuery(question, limit=1)).results[0]  # type: ignore[arg-type]
+        assert before.snippet == now.snippet
+        assert counting.calls == [("embed_queries", 1), ("embed", len(tiles(flatten(now.text))))]
+
+
+def test_window_vectors_stay_out_of_the_results(corpus_store: EdgeStore, embedder: OnnxEmbedder) -> None:
+    """The payload's window vectors are for placing snippets: no result, of
+    a search or of a file's conversations, carries them."""
+    from dataclasses import fields
+
+    from selfreflect.query import SearchResult
+    from selfreflect.search import by_file
+
+    question = "why does the assistant keep asking permission before fixing obvious problems"
+    answers = [search(corpus_store, embedder, SearchQuery(question, limit=10)), by_file(corpus_store, "page.tsx")]
+    shown = {r.transcript for a in answers for r in a.results}
+    assert any(FIELD in p for p in corpus_store.scroll(SearchFilter(), 100_000) if p["transcript"] in shown)
+    for answer in answers:
+        doc = answer.to_json()
+        assert doc["results"] and all(set(r) == {f.name for f in fields(SearchResult)} for r in doc["results"])
+        assert '"signs"' not in orjson.dumps(doc).decode()
 
 
 def test_decay_formula() -> None:

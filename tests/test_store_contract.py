@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from selfreflect.embed import OnnxEmbedder
@@ -32,6 +33,7 @@ from selfreflect.state import State
 from selfreflect.store import FusionPlan, Hit, SearchFilter, Store
 from selfreflect.store.edge import EdgeStore
 from selfreflect.store.server import ServerStore
+from selfreflect.windows import FIELD
 
 from conftest import REAL, make_settings
 
@@ -315,6 +317,12 @@ def test_migration_both_ways_resumes_and_verifies(
         ]
         writer_ids = [p["source_id"] for p in target.scroll(SearchFilter(), 100_000)]
         assert len(target.text_hashes(writer_ids)) == done.source_count
+        # the snippet windows' vectors travel in the payloads: nothing to embed for them either
+        windows = [
+            sorted(orjson.dumps(p.get(FIELD)) for p in s.scroll(SearchFilter(), 100_000))
+            for s in (source.store, target)
+        ]
+        assert windows[0] == windows[1] and any(b"signs" in w for w in windows[0])
     finally:
         target.close()
         source.store.close()

@@ -22,6 +22,7 @@ from selfreflect.embed import OnnxEmbedder, VoyageEmbedder, make_embedder
 from selfreflect.errors import ConfigError, EmbedderUnavailable
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
+from selfreflect.windows import FIELD
 
 from conftest import REAL, make_settings
 from daemon_process import DaemonProcess, eventually, run_cli
@@ -164,6 +165,7 @@ def test_import_and_search_with_voyage(home: Path, voyage: FakeVoyage, monkeypat
     assert code == 0, err
     points = stored(*VOYAGE_STORE)
     assert points and sorted(p["text"] for p in points) == sorted(voyage.inputs("document"))  # each chunk once
+    assert not any(FIELD in p for p in points)  # no word-piece states, no window vectors: search embeds windows
     assert voyage.inputs("query") == []
     code, out, err = run("search", "--json", "Proactiveness")
     assert code == 0, err

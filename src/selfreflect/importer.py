@@ -36,7 +36,7 @@ from selfreflect.archive import Archive, agent_meta, due
 from selfreflect.assemble import Assembler, Exchange, Part, prompt_digest, prompt_key, title_of
 from selfreflect.chunk import Chunk, chunk_exchange, seal
 from selfreflect.discover import ACTIVE_SECONDS, TranscriptFile, describe, discover
-from selfreflect.embed import Embedder, embed_batched
+from selfreflect.embed import Embedder, embed_with_windows
 from selfreflect.errors import ClaudeDirMissing
 from selfreflect.export import SOURCE, Export
 from selfreflect.history import FILE as HISTORY_FILE
@@ -50,6 +50,7 @@ from selfreflect.state import ArchiveEntry, State, TranscriptPosition
 from selfreflect.store import Record, Store
 from selfreflect.system import path_name
 from selfreflect.tail import FileIdentity, read_lines
+from selfreflect.windows import FIELD, WIDTH, Windows, flatten, pack
 
 log = logging.getLogger("selfreflect")
 
@@ -416,9 +417,14 @@ class Importer:
         for i in range(0, len(changed), step):
             part = changed[i : i + step]
             started = time.perf_counter()
-            vectors = embed_batched(self.embedder, [text for _, text in part]).tolist()
+            vectors, windows = embed_with_windows(self.embedder, [text for _, text in part])
             self.embed_seconds += time.perf_counter() - started
-            self.store.upsert([Record(r.id, v, r.lexical, r.payload) for (r, _), v in zip(part, vectors, strict=True)])
+            self.store.upsert(
+                [
+                    Record(r.id, v.tolist(), r.lexical, with_windows(r.payload, text, w))
+                    for (r, text), v, w in zip(part, vectors, windows, strict=True)
+                ]
+            )
         return len(changed)
 
     def _unless_replaced(self, key: str, identity: FileIdentity, position: TranscriptPosition) -> TranscriptPosition:
@@ -707,6 +713,15 @@ class Batch:
         if exchange.start_offset < self.seen_end:
             last = chunks[-1].ordinal if chunks else exchange.ordinal_base - 1
             self.reread[exchange.key] = max(last, self.reread.get(exchange.key, -1))
+
+
+def with_windows(payload: dict[str, Any], text: str, windows: Windows | None) -> dict[str, Any]:
+    """``payload`` with the vectors of its text's snippet windows, where the
+    embedder gave any and the text is longer than one snippet (added after
+    ``text_hash``: the same text is the same chunk)."""
+    if windows is None or not windows.starts or len(flatten(text)) <= WIDTH:
+        return payload
+    return {**payload, FIELD: pack(windows)}
 
 
 def path_suffixes(path: str) -> list[str]:

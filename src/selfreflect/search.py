@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -39,6 +40,7 @@ from selfreflect.query import (  # noqa: F401  (Decay, parse_when: the search AP
     pick,
 )
 from selfreflect.store import FusionPlan, Hit, SearchFilter, Store, remembered
+from selfreflect.windows import FIELD, WIDTH, flatten, tiles, unpack
 
 MAX_PROJECTS = 10_000
 MAX_NAMES = 100_000  # sessions or tools listed to resolve a filter that matched nothing as given
@@ -46,9 +48,10 @@ MAX_NAMES = 100_000  # sessions or tools listed to resolve a filter that matched
 # a history.jsonl prompt's fused score is multiplied by this: at the top of a list, as if it had
 # ranked about three places lower in both rankings (1,1 -> between 4,4 and 5,5)
 HISTORY_WEIGHT = 0.95
-SNIPPET_CHARS = 240
-# word-pieces embedded per search to place snippets by meaning: a bit over one
-# chunk's worth (chunks hold up to 256), the best-ranked first; ~10 ms on 2 cores
+SNIPPET_CHARS = WIDTH
+# word-pieces embedded per search to place snippets by meaning, for chunks stored
+# without their window vectors (an older version, Voyage AI): a bit over one
+# chunk's worth (chunks hold up to 256), the best-ranked first; ~20 ms on 2 cores
 MEANING_TOKENS = 320
 _WORD = re.compile(r"[\w./@:-]{2,}", re.U)
 _STOP_WORDS = set(
@@ -111,6 +114,7 @@ def search(store: Store, embedder: Embedder, query: SearchQuery, plan: FusionPla
         [phrasings[i] for i in first],
         [vectors[i] for i in first],
         embedder,
+        [h.payload.get(FIELD) for h, _ in kept],
     )
     results = [
         to_result(
@@ -317,11 +321,11 @@ def to_result(
 
 
 class WindowVectors:
-    """The vectors of the windows snippets were placed by, most recently used
-    kept (``size`` windows at most, 1.5 KB each): a chunk that
-    comes back in another search (an alternative phrasing, a follow-up
-    question) is placed without the model. Keyed by the model's name and the
-    window's text."""
+    """The vectors of the windows embedded to place snippets (of chunks
+    stored without their window vectors), most recently used kept (``size``
+    windows at most, 1.5 KB each): a chunk that comes back in another search
+    (an alternative phrasing, a follow-up question) is placed without the
+    model. Keyed by the model's name and the window's text."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
@@ -350,57 +354,80 @@ class WindowVectors:
 WINDOWS = WindowVectors()
 
 
-def snippets(texts: list[str], queries: list[str], vectors: Any, embedder: Embedder | None) -> list[str]:
+def snippets(
+    texts: list[str],
+    queries: list[str],
+    vectors: Any,
+    embedder: Embedder | None,
+    stored: Sequence[Any] | None = None,
+) -> list[str]:
     """For each text, the window that matched its query best (``queries``
     and their ``vectors``, one per text): the one that holds the most query
     words, or, where no window holds half of them (a question in other
-    words), the one closest in meaning, found by embedding the text's windows
-    (``MEANING_TOKENS`` per search at most, the best ranked first). Windows
-    embedded before are not embedded again (:data:`WINDOWS`), but count
-    against the budget as if they were: the same search places the same
-    snippets whatever came before it."""
+    words), the one closest in meaning.
+
+    The windows' vectors are the ones the importer kept (``stored``: each
+    text's payload value of :data:`selfreflect.windows.FIELD`): no model
+    call. A text without them (written by an older version, or by an
+    embedder that gives none) has its windows embedded, ``MEANING_TOKENS``
+    per search at most, the best ranked first; the texts past that budget
+    fall back to words. Windows embedded before are not embedded again
+    (:data:`WINDOWS`), but count against the budget as if they were: the
+    same search places the same snippets whatever came before it."""
     chosen: list[str] = []
-    placed: list[tuple[int, list[str]]] = []  # (index of the text, its windows) placed by meaning
+    placed: list[tuple[int, list[tuple[int, str]], np.ndarray | None]] = []  # by meaning: text, windows, stored
     known: dict[str, np.ndarray | None] = {}  # window -> its vector (None: to embed), in order
     budget = MEANING_TOKENS
     model = getattr(embedder, "name", "")
     for i, (text, query) in enumerate(zip(texts, queries, strict=True)):
-        flat, terms = " ".join(text.split()), _terms(query)
+        flat, terms = flatten(text), _terms(query)
         begin, found = _word_window(flat, terms)
         chosen.append(_cut(flat, begin))
-        if len(flat) <= SNIPPET_CHARS or embedder is None or found * 2 >= len(terms) > 0 or budget <= 0:
+        if len(flat) <= SNIPPET_CHARS or found * 2 >= len(terms) > 0:
             continue
-        own = _tiles(flat)
-        cost = sum(embedder.count_tokens(own))
-        if cost <= budget:
-            placed.append((i, own))
-            known.update((t, WINDOWS.get(model, t)) for t in own if t not in known)
+        own = tiles(flat)
+        ready = _stored(own, stored[i] if stored else None, len(vectors[i]))
+        if ready is None:
+            if embedder is None or budget <= 0:
+                continue
+            cost = sum(embedder.count_tokens([t for _, t in own]))
+            if cost > budget:
+                continue
+            known.update((t, WINDOWS.get(model, t)) for _, t in own if t not in known)
             budget -= cost
-    if not placed or embedder is None:
-        return chosen
+        placed.append((i, own, ready))
     fresh = [t for t, v in known.items() if v is None]
-    if fresh:
+    if fresh and embedder is not None:
         for tile, tile_vector in zip(fresh, embedder.embed(fresh), strict=True):
             known[tile] = tile_vector
             WINDOWS.put(model, tile, tile_vector)
-    for i, own in placed:
+    for i, own, ready in placed:
         terms, query_vector = _terms(queries[i]), np.asarray(vectors[i], dtype=np.float32)
-        best: tuple[float, str] | None = None
-        for tile in own:
+        own_vectors = ready if ready is not None else [known[t] for _, t in own]
+        best: tuple[float, int] | None = None
+        for (start, tile), vector in zip(own, own_vectors, strict=True):
             lowered = tile.lower()
             coverage = sum(1 for t in terms if t in lowered) / len(terms) if terms else 0.0
-            score = float(np.asarray(known[tile]) @ query_vector) + 0.3 * coverage
+            score = float(np.asarray(vector) @ query_vector) + 0.3 * coverage
             if best is None or score > best[0]:
-                best = (score, tile)
+                best = (score, start)
         if best is not None:
-            flat = " ".join(texts[i].split())
-            chosen[i] = _cut(flat, flat.find(best[1]))
+            chosen[i] = _cut(flatten(texts[i]), best[1])
     return chosen
+
+
+def _stored(own: list[tuple[int, str]], value: Any, dim: int) -> np.ndarray | None:
+    """The stored vectors of the windows ``own``, one row each; ``None``
+    where none are stored, or they are for windows cut otherwise."""
+    windows = unpack(value, dim) if value is not None else None
+    if windows is None or windows.starts != [start for start, _ in own]:
+        return None
+    return windows.vectors
 
 
 def snippet(text: str, query: str) -> str:
     """The window of ``text`` that holds the most query words."""
-    flat = " ".join(text.split())
+    flat = flatten(text)
     return _cut(flat, _word_window(flat, _terms(query) or {w.lower() for w in _WORD.findall(query)})[0])
 
 
@@ -420,19 +447,6 @@ def _word_window(flat: str, words: set[str], width: int = SNIPPET_CHARS) -> tupl
         if hits > best_hits:
             best, best_hits = begin, hits
     return best, best_hits
-
-
-def _tiles(flat: str, width: int = SNIPPET_CHARS) -> list[str]:
-    """``flat`` cut into windows of up to ``width`` characters at spaces."""
-    out, begin = [], 0
-    while begin < len(flat):
-        end = begin + width
-        if end < len(flat):
-            cut = flat.rfind(" ", begin, end)
-            end = cut if cut > begin + width // 2 else end
-        out.append(flat[begin:end].strip())
-        begin = end
-    return [t for t in out if t]
 
 
 def _cut(flat: str, best: int, width: int = SNIPPET_CHARS) -> str:
