@@ -10,7 +10,9 @@ filled with real chunk texts and payloads (the real pipeline run over the
 real transcripts; each text joined with the head of another, so texts stay
 distinct), copied into N points under new
 ids, sessions, projects and timestamps, with unit vectors from a seeded
-random generator in place of the model's. Everything after the fill is real:
+random generator in place of the model's (the dense vector, and the vectors
+of the snippet windows the payload carries, packed as the importer packs
+them, so payloads are of their real size). Everything after the fill is real:
 the daemon (`selfreflect serve`), the bundled model embedding every query,
 HTTP and MCP clients. Baselines in the same run: a bare Python start, the
 same measures at each size.
@@ -59,6 +61,7 @@ from selfreflect.settings import Settings  # noqa: E402
 from selfreflect.state import State  # noqa: E402
 from selfreflect.store import FusionPlan, RawPoint, SearchFilter  # noqa: E402
 from selfreflect.store.edge import EdgeStore, sparse  # noqa: E402
+from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E402
 
 from corpus import QUERY_SETS, corpus_files, default_shared  # noqa: E402
 
@@ -144,7 +147,7 @@ def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEm
             points = []
             for offset in range(count):
                 i = first + offset
-                payload = standin_payload(payloads, i, size, base)
+                payload = standin_payload(payloads, i, size, base, embedder.dim)
                 point = str(uuid.uuid5(uuid.NAMESPACE_OID, f"point-{i}"))
                 words = sparse(bm25.embed_document(lexical_text(payload["text"])))
                 points.append(RawPoint(point, vectors[offset].tolist(), words, payload))
@@ -154,9 +157,11 @@ def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEm
     return time.perf_counter() - started
 
 
-def standin_payload(payloads: list[dict[str, Any]], i: int, size: int, base: float) -> dict[str, Any]:
+def standin_payload(payloads: list[dict[str, Any]], i: int, size: int, base: float, dim: int = 384) -> dict[str, Any]:
     """Point ``i``'s payload: a real chunk's, in its own session (60 chunks
-    each), one of ``PROJECTS`` projects, a time in the year before now."""
+    each), one of ``PROJECTS`` projects, a time in the year before now, with
+    stand-in vectors of its snippet windows (seeded random unit vectors, as
+    the dense vectors are, packed as the importer packs the model's)."""
     source = payloads[i % len(payloads)]
     # a chunk and the head of another: distinct texts (copies would collapse into one
     # result) with the corpus's own words
@@ -164,6 +169,9 @@ def standin_payload(payloads: list[dict[str, Any]], i: int, size: int, base: flo
     session = str(uuid.uuid5(uuid.NAMESPACE_OID, f"session-{i // 60}"))
     project = f"/home/dev/project-{(i // 60) % PROJECTS}"
     moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + i * 365 * 86400 / size))
+    text = f"{source['text']} {other}"
+    starts = [start for start, _ in tiles(flatten(text))]
+    windows = Windows(starts, unit(np.random.default_rng(i), len(starts), dim))
     return {
         **{k: v for k, v in source.items() if k != "id"},
         "project": Path(project).name,
@@ -172,7 +180,8 @@ def standin_payload(payloads: list[dict[str, Any]], i: int, size: int, base: flo
         "transcript": f"/bench/{session}.jsonl",
         "exchange": f"{session}-{i // 3}",
         "timestamp": moment,
-        "text": f"{source['text']} {other}",
+        "text": text,
+        FIELD: pack(windows),
     }
 
 
