@@ -80,10 +80,10 @@ def test_sealed_segments_are_merged_up_to_a_bound(tmp_path: Path) -> None:
 
 
 def test_merging_follows_the_setting_of_each_open(tmp_path: Path) -> None:
-    """By default sealed segments stay as they are; a store opened with
-    ``merge_points`` merges what it holds, and keeps every point."""
+    """Opened with ``merge_points`` 0, sealed segments stay as they are;
+    opened with merging, the store merges what it holds, and keeps every point."""
     folder = tmp_path / "store"
-    with EdgeStore(folder, MODEL, DIM, segment_points=64) as store:  # the default: no merging
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=0) as store:
         for start in range(0, 640, 64):
             store.upsert(records(start, 64))
     before = segments(folder)
@@ -133,9 +133,11 @@ def test_opening_leaves_no_page_of_the_store_mapped(tmp_path: Path) -> None:
 _SHARD_CONFIG = edge.shard_config
 
 
-def without_log(dim: int, segment_points: int, *, create: bool, merge_points: int = 0) -> qe.EdgeConfig:
+def without_log(
+    dim: int, segment_points: int, *, create: bool, merge_points: int = 0, quantized: bool = True
+) -> qe.EdgeConfig:
     """The configuration of an early version's stores: no write-ahead log."""
-    c = _SHARD_CONFIG(dim, segment_points, create=create, merge_points=merge_points)
+    c = _SHARD_CONFIG(dim, segment_points, create=create, merge_points=merge_points, quantized=quantized)
     return qe.EdgeConfig(
         vectors=c.vectors,
         sparse_vectors=c.sparse_vectors,
@@ -229,3 +231,46 @@ def test_nothing_is_remembered_of_a_store_others_write_to(tmp_path: Path) -> Non
 
     answers = iter(range(10))
     assert [remembered(Shared(), "n", lambda: next(answers)) for _ in range(3)] == [0, 1, 2]  # type: ignore[arg-type]
+
+
+def quantized_segments(folder: Path) -> int:
+    return len(list((folder / "shard" / "segments").glob("*/vector_storage-dense/quantized.data")))
+
+
+def test_dense_search_goes_through_the_quantized_copy_and_finds_the_nearest(tmp_path: Path) -> None:
+    """Sealed segments hold a 2-bit copy of the dense vectors; searching
+    through it (rescored with the full vectors) finds what an exact scan finds."""
+    folder = tmp_path / "store"
+    points = records(0, 3072)
+    with EdgeStore(folder, MODEL, DIM, segment_points=1024, merge_points=0) as store:
+        for start in range(0, 3072, 1024):  # each sealed into a segment of its own
+            store.upsert(points[start : start + 1024])
+        assert quantized_segments(folder) >= 2
+        found = exact = 0
+        for q in range(20):
+            query = np.asarray(points[q * 97].vector) + np.random.default_rng(q).normal(0, 0.05, DIM)
+            nearest = np.argsort(-np.asarray([p.vector for p in points]) @ query)[:10]
+            hits = store.dense(query.tolist(), SearchFilter(), 10)
+            found += len({h.payload["n"] for h in hits} & set(nearest.tolist()))
+            exact += 10
+        assert found / exact >= 0.9
+
+
+def test_a_store_made_before_the_quantized_copy_opens_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding the quantized copy to an existing store would rebuild every
+    segment at once: an older store goes on without it, and loses nothing."""
+    folder = tmp_path / "store"
+    plain = lambda *a, **k: _SHARD_CONFIG(*a, **{**k, "quantized": False})  # noqa: E731
+    monkeypatch.setattr(edge, "shard_config", plain)
+    with EdgeStore(folder, MODEL, DIM, segment_points=1024, merge_points=0) as store:
+        store.upsert(records(0, 2500))
+    monkeypatch.setattr(edge, "shard_config", _SHARD_CONFIG)
+    assert quantized_segments(folder) == 0
+    with EdgeStore(folder, MODEL, DIM, segment_points=1024, merge_points=0) as store:
+        assert store.count(SearchFilter()) == 2500
+        assert find_word(store, 1234) == [1234]
+        store.upsert(records(2500, 1100))  # sealed like the rest
+        assert store.count(SearchFilter()) == 3600
+    assert quantized_segments(folder) == 0
+    saved = orjson.loads((folder / "shard" / "edge_config.json").read_bytes())
+    assert not saved["vectors"]["dense"].get("quantization_config")

@@ -16,16 +16,23 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
   immutable, memory-mapped segment of its own, and the appendable segment
   starts empty.
 - A search visits every segment, at a cost that grows far slower than the
-  segment's size. With ``merge_points`` set (``SELFREFLECT_MERGE_POINTS``;
-  off by default), the optimizer also merges the smallest sealed segments,
-  three or more at a time, into one of up to ``merge_points`` points (a
-  250k store: 36 segments instead of 245; at 100k the engine's hybrid query
-  is 3 times faster, the store opens 6 times faster). It is off by default
-  because a merge is a memory peak of its own: with merges of 8,192 points
-  the daemon's backfill peaked at 215 MB against 166 MB without (the cap is
-  200 MB), and the engine holds the GIL for up to a few seconds while it
-  merges (docs/benchmarks.md). Turned on for an existing store, the first
-  open merges what is there (minutes on a big store).
+  segment's size. So the optimizer also merges the smallest sealed
+  segments, three or more at a time, into one of up to ``merge_points``
+  points (``SELFREFLECT_MERGE_POINTS``, default ``MERGE_POINTS``; 0: never):
+  a 250k store holds about 60 segments instead of 245, opens in about a
+  second instead of several, and searches 2-3 times faster. A merge is a
+  memory peak of its own, growing with its size: merges of 8,192 points
+  took the daemon's backfill to 215 MB (the cap is 200 MB), of 4,096 about
+  20 MB over sealing alone (docs/benchmarks.md). The engine holds the GIL
+  while it merges (up to a few seconds). A store made by an older version
+  (sealed, never merged) is merged at its first open (minutes on a big store).
+- The dense vectors are searched through a 2-bit TurboQuant copy of them
+  held in memory (104 bytes a vector: 25 MB at 250k points), and the
+  candidates rescored with the full vectors on disk: measured on 30,000
+  real MiniLM vectors, the same recall as searching the full vectors
+  (0.99 of the exact ten nearest), without walking the full vectors' file
+  (a 250k store's search mapped 330 MB of it). Segments written by an
+  older version are searched as they are until they are merged.
 - :meth:`EdgeStore.release_memory` unmaps the file pages that reads and
   writes left resident; when that happens is the process's memory policy's
   decision (:class:`selfreflect.memory.MemoryPolicy`), which the store tells
@@ -77,10 +84,9 @@ _INDEX_PARAMS: dict[str, Callable[[], Any]] = {
 }
 
 # Sealed segments are merged into segments of up to this many points (0: not
-# merged): the memory a merge takes grows with it, about 3.5 MB per 1,000
-# points (measured); 8,192 is the largest bound measured, and costs the
-# daemon's backfill ~50 MB of peak, so it is off unless asked for.
-MERGE_POINTS = 0
+# merged): the memory a merge takes grows with it (8,192: ~50 MB over sealing
+# alone in the daemon's backfill, over the 200 MB cap; 4,096: ~20 MB).
+MERGE_POINTS = 4096
 # Merge whenever three small segments fit together under MERGE_POINTS (the
 # engine merges when it holds more segments than this, smallest first).
 _MERGE_BELOW = 2
@@ -91,13 +97,24 @@ _HNSW = dict(m=16, ef_construct=100, max_indexing_threads=1, on_disk=True, memor
 _FULL_SCAN_KB = 1000
 
 
-def shard_config(dim: int, segment_points: int, *, create: bool, merge_points: int = MERGE_POINTS) -> qe.EdgeConfig:
+def _quantized() -> Any:
+    """The dense vectors' in-memory copy: TurboQuant at 2 bits a dimension,
+    on the heap (``Pinned``: a mapped copy would be handed back with the
+    file pages and read again by the next search). Searches rescore its
+    candidates with the full vectors (the engine's default for TurboQuant)."""
+    return qe.TurboQuantQuantizationConfig(bits=qe.TurboQuantBitSize.Bits2, memory=qe.Memory.Pinned)
+
+
+def shard_config(
+    dim: int, segment_points: int, *, create: bool, merge_points: int = MERGE_POINTS, quantized: bool = True
+) -> qe.EdgeConfig:
     """The shard's configuration; ``create`` also fixes what cannot change later.
 
     The optimizer seals the appendable segment once it holds about
     ``segment_points`` points, and merges sealed segments into segments of up
     to ``merge_points`` points (0: never; its thresholds are in KB of dense
-    vectors).
+    vectors). ``quantized``: the dense vectors have their in-memory copy
+    (:func:`_quantized`).
     """
     cold = qe.Memory.Cold
     segment_kb = max(1, segment_points * dim * 4 // 1024 - 1)
@@ -112,6 +129,7 @@ def shard_config(dim: int, segment_points: int, *, create: bool, merge_points: i
                 distance=qe.Distance.Cosine,
                 memory=cold,
                 hnsw_config=qe.HnswIndexConfig(full_scan_threshold=_FULL_SCAN_KB, **_HNSW),  # type: ignore[arg-type]
+                quantization_config=_quantized() if quantized else None,
             )
         },
         sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, on_disk=True, memory=cold)},
@@ -243,7 +261,12 @@ class EdgeStore:
             if (shard_dir / "edge_config.json").exists():
                 saved = orjson.loads((shard_dir / "edge_config.json").read_bytes())
                 self._logged = saved.get("wal_enabled") is not False
-                config = shard_config(self.dim, self.segment_points, create=False, merge_points=self.merge_points)
+                # a store made before the quantized copy keeps going without it: adding it
+                # rebuilds every segment at once (250k points: 2 minutes, 1.2 GB); `reindex` adds it
+                quantized = bool(((saved.get("vectors") or {}).get(DENSE) or {}).get("quantization_config"))
+                config = shard_config(
+                    self.dim, self.segment_points, create=False, merge_points=self.merge_points, quantized=quantized
+                )
                 return qe.EdgeShard.load(str(shard_dir), config)
             config = shard_config(self.dim, self.segment_points, create=True, merge_points=self.merge_points)
             self._logged = config.wal_enabled is not False
