@@ -138,7 +138,7 @@ def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEm
     bm25 = qe.Bm25(qe.Bm25Config())  # the store's own BM25 (EdgeStore.upsert)
     started = time.perf_counter()
     base = time.time() - 365 * 86400
-    merge_points = int(os.environ.get("SELFREFLECT_MERGE_POINTS") or 0)  # as the daemon will read it
+    merge_points = int(os.environ["SELFREFLECT_MERGE_POINTS"]) if os.environ.get("SELFREFLECT_MERGE_POINTS") else None
     with EdgeStore(data / "store", embedder.name, embedder.dim, merge_points=merge_points).open() as store:
         batch = store.segment_points
         for first in range(0, size, batch):

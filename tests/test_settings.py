@@ -128,10 +128,10 @@ def test_bad_value_is_an_error(tmp_path: Path, flags: dict[str, object], env: di
         Settings.load(flags, env=env, config_file=path)
 
 
-def test_merging_is_on_and_can_be_turned_off(tmp_path: Path) -> None:
+def test_merging_is_the_stores_own_unless_set(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("", encoding="utf-8")
-    assert Settings.load({}, env={}, config_file=path).merge_points == 4096
+    assert Settings.load({}, env={}, config_file=path).merge_points is None
     assert Settings.load({}, env={"SELFREFLECT_MERGE_POINTS": "0"}, config_file=path).merge_points == 0
     assert Settings.load({}, env={"SELFREFLECT_MERGE_POINTS": "8192"}, config_file=path).merge_points == 8192
 

@@ -95,6 +95,31 @@ def test_merging_follows_the_setting_of_each_open(tmp_path: Path) -> None:
     assert segments(folder) < before
 
 
+def test_unless_told_a_store_keeps_its_own_segment_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new store merges (up to ``MERGE_POINTS``: whole segments reach
+    it); one made before merging was the default stays unmerged, since
+    merging all it holds at one open is minutes and a memory peak."""
+    monkeypatch.setattr(edge, "MERGE_POINTS", 256)
+    merged, sealed = tmp_path / "merged", tmp_path / "sealed"
+    with EdgeStore(merged, MODEL, DIM, segment_points=64) as store:
+        for start in range(0, 1024, 64):
+            store.upsert(records(start, 64))
+    assert segments(merged) <= 5  # 16 segments of 64 merged four at a time (and the writable one)
+    with EdgeStore(sealed, MODEL, DIM, segment_points=64, merge_points=0) as store:
+        for start in range(0, 640, 64):
+            store.upsert(records(start, 64))
+    before = segments(sealed)
+    with EdgeStore(sealed, MODEL, DIM, segment_points=64) as store:  # merge_points not given
+        store.upsert(records(640, 64))
+        assert store.count(SearchFilter()) == 704
+    assert segments(sealed) == before + 1
+    with EdgeStore(merged, MODEL, DIM, segment_points=64) as store:
+        for start in range(1024, 1536, 64):
+            store.upsert(records(start, 64))
+        assert store.count(SearchFilter()) == 1536
+    assert segments(merged) <= 7
+
+
 def store_resident_kb(folder: Path) -> int:
     """KB of the store's mapped files resident in this process."""
     prefix = str(folder.resolve()) + "/"

@@ -101,7 +101,9 @@ class Settings:
         segment_points: points the store takes in memory before it seals
             them into an on-disk segment (SELFREFLECT_SEGMENT_POINTS).
         merge_points: the most points a merge of sealed segments makes
-            (SELFREFLECT_MERGE_POINTS); 0 does not merge.
+            (SELFREFLECT_MERGE_POINTS); 0 does not merge; unset, the store's
+            own (4,096 for a new store; a store made before merging was the
+            default stays as it is).
         config_file: the TOML file these settings were read from, if any
             (handed on to a daemon or service started for this user).
         host: the address the daemon listens on (SELFREFLECT_HOST; loopback
@@ -145,7 +147,7 @@ class Settings:
     decay_half_life_days: float = 30.0
     decay_weight: float = 0.3
     segment_points: int = 1024
-    merge_points: int = 4096
+    merge_points: int | None = None
     config_file: Path | None = None
     host: str = "127.0.0.1"
     token: str | None = field(default=None, repr=False)

@@ -19,13 +19,14 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
   segment's size. So the optimizer also merges the smallest sealed
   segments, three or more at a time, into one of up to ``merge_points``
   points (``SELFREFLECT_MERGE_POINTS``, default ``MERGE_POINTS``; 0: never):
-  a 250k store holds about 60 segments instead of 245, opens in about a
-  second instead of several, and searches 2-3 times faster. A merge is a
-  memory peak of its own, growing with its size: merges of 8,192 points
-  took the daemon's backfill to 215 MB (the cap is 200 MB), of 4,096 about
-  20 MB over sealing alone (docs/benchmarks.md). The engine holds the GIL
-  while it merges (up to a few seconds). A store made by an older version
-  (sealed, never merged) is merged at its first open (minutes on a big store).
+  a 250k store holds about 60 segments instead of 245, and at 30,000
+  points the engine's hybrid query is twice as fast. A merge is a memory
+  peak of its own, growing with its size: merges of 8,192 points took the
+  daemon's backfill to 215 MB (the cap is 200 MB), of 4,096 about 20 MB
+  over sealing alone (docs/benchmarks.md). The engine holds the GIL while
+  it merges (up to a few seconds). A store made before merging was the
+  default keeps its segments unless merging is asked for: merging them all
+  at once took 51 s and peaked at 494 MB at 100k points.
 - The dense vectors are searched through a 2-bit TurboQuant copy of them
   held in memory (104 bytes a vector: 25 MB at 250k points), and the
   candidates rescored with the full vectors on disk: measured on 30,000
@@ -85,7 +86,8 @@ _INDEX_PARAMS: dict[str, Callable[[], Any]] = {
 
 # Sealed segments are merged into segments of up to this many points (0: not
 # merged): the memory a merge takes grows with it (8,192: ~50 MB over sealing
-# alone in the daemon's backfill, over the 200 MB cap; 4,096: ~20 MB).
+# alone in the daemon's backfill, over the 200 MB cap; 4,096: ~20 MB). The cap
+# is half a segment more, so that merges of whole segments reach it.
 MERGE_POINTS = 4096
 # Merge whenever three small segments fit together under MERGE_POINTS (the
 # engine merges when it holds more segments than this, smallest first).
@@ -119,7 +121,7 @@ def shard_config(
     cold = qe.Memory.Cold
     segment_kb = max(1, segment_points * dim * 4 // 1024 - 1)
     if merge_points > segment_points:
-        merged_kb, below = merge_points * dim * 4 // 1024, _MERGE_BELOW
+        merged_kb, below = (merge_points + segment_points // 2) * dim * 4 // 1024, _MERGE_BELOW
     else:  # the first policy: a cap no two segments fit under, so no merges
         merged_kb, below = 2 * segment_kb, 64
     return qe.EdgeConfig(
@@ -191,7 +193,10 @@ class EdgeStore:
             segment's in-memory structures (BM25 postings, payload indexes)
             grow with it, by about 5 KB a point.
         merge_points: the most points a merge of sealed segments makes
-            (0: no merging); a store made before merging keeps its policy.
+            (0: no merging); ``None``: the store's own, ``MERGE_POINTS`` for
+            a new store, none for a store made before merging was the
+            default (merging it all at its next open would take minutes and
+            peaked at 494 MB at 100k points).
         command: what this process is (``import``, ``serve``, ...), told to
             whoever is refused the store while it holds it.
         machine: this machine's name, recorded as ``host`` with each point.
@@ -205,7 +210,7 @@ class EdgeStore:
         segment_points: int = 1024,
         command: str = "(library)",
         machine: str = "",
-        merge_points: int = MERGE_POINTS,
+        merge_points: int | None = None,
         memory: MemoryPolicy | None = None,
     ) -> None:
         self.folder = folder
@@ -264,11 +269,14 @@ class EdgeStore:
                 # a store made before the quantized copy keeps going without it: adding it
                 # rebuilds every segment at once (250k points: 2 minutes, 1.2 GB); `reindex` adds it
                 quantized = bool(((saved.get("vectors") or {}).get(DENSE) or {}).get("quantization_config"))
+                merging = (saved.get("optimizers") or {}).get("default_segment_number") == _MERGE_BELOW
+                merge_points = self.merge_points if self.merge_points is not None else MERGE_POINTS if merging else 0
                 config = shard_config(
-                    self.dim, self.segment_points, create=False, merge_points=self.merge_points, quantized=quantized
+                    self.dim, self.segment_points, create=False, merge_points=merge_points, quantized=quantized
                 )
                 return qe.EdgeShard.load(str(shard_dir), config)
-            config = shard_config(self.dim, self.segment_points, create=True, merge_points=self.merge_points)
+            merge_points = MERGE_POINTS if self.merge_points is None else self.merge_points
+            config = shard_config(self.dim, self.segment_points, create=True, merge_points=merge_points)
             self._logged = config.wal_enabled is not False
             return qe.EdgeShard.create(str(shard_dir), config)
         except Exception as exc:  # the engine raises plain exceptions
