@@ -22,8 +22,8 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
   a 250k store holds about 60 segments instead of 245, and at 30,000
   points the engine's hybrid query is twice as fast. A merge is a memory
   peak of its own, growing with its size: merges of 8,192 points took the
-  daemon's backfill to 215 MB (the cap is 200 MB), of 4,096 about 20 MB
-  over sealing alone (docs/benchmarks.md). The engine holds the GIL while
+  daemon's backfill to 215 MB (the cap is 200 MB), of 4,096 to 193 MB,
+  about 25 MB over sealing alone (docs/benchmarks.md). The engine holds the GIL while
   it merges (up to a few seconds). A store made before merging was the
   default keeps its segments unless merging is asked for: merging them all
   at once took 51 s and peaked at 494 MB at 100k points.
@@ -86,7 +86,7 @@ _INDEX_PARAMS: dict[str, Callable[[], Any]] = {
 
 # Sealed segments are merged into segments of up to this many points (0: not
 # merged): the memory a merge takes grows with it (8,192: ~50 MB over sealing
-# alone in the daemon's backfill, over the 200 MB cap; 4,096: ~20 MB). The cap
+# alone in the daemon's backfill, over the 200 MB cap; 4,096: ~25 MB). The cap
 # is half a segment more, so that merges of whole segments reach it.
 MERGE_POINTS = 4096
 # Merge whenever three small segments fit together under MERGE_POINTS (the
