@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from selfreflect.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
 QUERY_SETS = [ROOT / "bench" / "eval" / "queries-dev.jsonl", ROOT / "bench" / "eval" / "queries-paraphrase.jsonl"]
@@ -42,3 +44,16 @@ def claude_home(folder: Path, kind: str = "real") -> Path:
     for path in sorted((CORPUS / kind).glob("*.jsonl")):
         shutil.copyfile(path, project / path.name)
     return project.parent.parent
+
+
+def corpus_settings(root: Path, sources: list[Path]) -> Settings:
+    """Settings for a Claude home made in ``root`` of ``sources`` (one
+    project), with its data dir beside it and no config file or environment."""
+    project = root / "claude" / "projects" / "-corpus"
+    project.mkdir(parents=True)
+    for source in sources:
+        shutil.copyfile(source, project / source.name)
+    (root / "config.toml").write_text("")
+    return Settings.load(
+        {"claude_dir": root / "claude", "data_dir": root / "data"}, env={}, config_file=root / "config.toml"
+    )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import tempfile
 import time
 import uuid
@@ -42,12 +41,11 @@ from selfreflect.embed import OnnxEmbedder, embed_batched
 from selfreflect.importer import Importer
 from selfreflect.lexical import lexical_text
 from selfreflect.search import WINDOWS, Decay, SearchQuery, search
-from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import FusionPlan, Hit, Record, SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-from corpus import QUERY_SETS, corpus_files, default_shared
+from corpus import QUERY_SETS, corpus_files, corpus_settings, default_shared
 
 Ranked = list[tuple[str, int, int]]  # (file name, line_start, line_end), best first
 EVAL = Path(__file__).parent / "eval"
@@ -169,14 +167,8 @@ def main() -> None:
     embedder.load()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        folder = root / "claude" / "projects" / "-corpus"
-        folder.mkdir(parents=True)
-        for source in sources:
-            shutil.copyfile(source, folder / source.name)
-        (root / "config.toml").write_text("")
-        settings = Settings.load(
-            {"claude_dir": root / "claude", "data_dir": root / "data"}, env={}, config_file=root / "config.toml"
-        )
+        settings = corpus_settings(root, sources)
+        folder = settings.projects_dir / "-corpus"
         anchor = OnnxEmbedder(max_tokens=128)
         anchor.load()
         with (

@@ -1,7 +1,7 @@
 """Snippets placed by meaning: window vectors kept at import against windows
 embedded at search time.
 
-    python bench/snippets.py [--shared FOLDER] [--rounds 3]
+    python bench/snippets.py [--shared FOLDER] [--rounds 3] [--queries N]
 
 Indexes the real transcripts of ``tests/corpus/real/`` with the real
 pipeline (as ``bench/retrieval.py`` does), which keeps each chunk's window
@@ -30,7 +30,6 @@ import base64
 import json
 import logging
 import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -53,13 +52,12 @@ from selfreflect.search import (
     search,
     snippet,
 )
-from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import RawPoint
 from selfreflect.store.edge import EdgeStore
 from selfreflect.windows import FIELD, Windows, flatten, pack, tiles, unpack
 
-from corpus import QUERY_SETS, corpus_files, default_shared
+from corpus import QUERY_SETS, corpus_files, corpus_settings, default_shared
 
 
 def int8(windows: Windows) -> np.ndarray:
@@ -126,23 +124,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
     parser.add_argument("--rounds", type=int, default=3, help="timed searches per query and store")
+    parser.add_argument("--queries", type=int, help="only the first N labeled queries (default: all)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     queries = list(dict.fromkeys(q["query"] for path in QUERY_SETS for q in map(json.loads, path.open())))
+    queries = queries[: args.queries] if args.queries else queries
     sources = corpus_files("real", args.shared)
     embedder = OnnxEmbedder()
     embedder.load()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        folder = root / "claude" / "projects" / "-corpus"
-        folder.mkdir(parents=True)
-        for source in sources:
-            shutil.copyfile(source, folder / source.name)
-        (root / "config.toml").write_text("")
-        settings = Settings.load(
-            {"claude_dir": root / "claude", "data_dir": root / "data"}, env={}, config_file=root / "config.toml"
-        )
+        settings = corpus_settings(root, sources)
         with (
             EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store,
             EdgeStore(root / "before", embedder.name, embedder.dim).open() as before,

@@ -35,7 +35,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
     export = str(scratch / "export")
     return {
         "retrieval": [["retrieval.py", "--quick"] if quick else ["retrieval.py"]],
-        "snippets": [["snippets.py", "--rounds", "1"] if quick else ["snippets.py"]],
+        "snippets": [["snippets.py", "--rounds", "1", "--queries", "30"] if quick else ["snippets.py"]],
         "import": [["import_corpus.py"]],
         "freshness": [["freshness.py", "--appends", "30", "--backlog-mb", "10"] if quick else ["freshness.py"]],
         "archive": [["archive.py"]],
