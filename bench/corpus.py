@@ -36,24 +36,20 @@ def corpus_files(kind: str, shared: Path | None = None) -> list[Path]:
     return sorted(files.values(), key=lambda p: p.name)
 
 
-def claude_home(folder: Path, kind: str = "real") -> Path:
-    """A Claude home made in ``folder``: the repository's ``kind``
-    transcripts, copied into one project. Returns the home."""
+def claude_home(folder: Path, kind: str = "real", sources: list[Path] | None = None) -> Path:
+    """A Claude home made in ``folder``: ``sources`` (default: the
+    repository's ``kind`` transcripts), copied into one project. Returns the home."""
     project = folder / "claude" / "projects" / "-corpus"
     project.mkdir(parents=True)
-    for path in sorted((CORPUS / kind).glob("*.jsonl")):
+    for path in sorted((CORPUS / kind).glob("*.jsonl")) if sources is None else sources:
         shutil.copyfile(path, project / path.name)
     return project.parent.parent
 
 
 def corpus_settings(root: Path, sources: list[Path]) -> Settings:
-    """Settings for a Claude home made in ``root`` of ``sources`` (one
-    project), with its data dir beside it and no config file or environment."""
-    project = root / "claude" / "projects" / "-corpus"
-    project.mkdir(parents=True)
-    for source in sources:
-        shutil.copyfile(source, project / source.name)
+    """Settings for a Claude home made in ``root`` of ``sources``
+    (:func:`claude_home`), with its data dir beside it and no config file or
+    environment."""
+    home = claude_home(root, sources=sources)
     (root / "config.toml").write_text("")
-    return Settings.load(
-        {"claude_dir": root / "claude", "data_dir": root / "data"}, env={}, config_file=root / "config.toml"
-    )
+    return Settings.load({"claude_dir": home, "data_dir": root / "data"}, env={}, config_file=root / "config.toml")
