@@ -23,7 +23,10 @@ Per size it reports: the fill; the daemon's start-up until it answers;
 `selfreflect search` and `status` through the daemon against a bare Python
 start; 20 clients at once on `/api/search` and on `/mcp`; the same load while
 the daemon backfills the real transcripts (embedding them for real); resident memory (now and peak); bytes
-on disk per chunk.
+on disk per chunk. All of it twice: on the store as filled, merged by the
+daemon's own policy (what the daemon's backfill leaves), then after
+`selfreflect compact` (what `import` leaves), with the compaction's time
+and memory.
 """
 
 from __future__ import annotations
@@ -292,9 +295,12 @@ def cli_wall(env: dict[str, str], args: list[str], runs: int = 10) -> float:
     return statistics.median(took)
 
 
-def measure_daemon(claude: Path, data: Path, queries: list[str], python: float, clients: int, seconds: float) -> int:
+def measure_daemon(
+    claude: Path, data: Path, queries: list[str], python: float, clients: int, seconds: float, backfill: str
+) -> int:
     """The daemon on the filled store: start-up, latency, the CLI, load; the
-    chunks it embedded during the backfill under load."""
+    chunks it embedded during the backfill under load (of the real
+    transcripts, copied into project folder ``backfill``)."""
     daemon = Daemon(claude, data)
     try:
         print(f"daemon ready (answering /healthz) {daemon.ready_seconds:.2f} s after start; {daemon.memory()}")
@@ -330,7 +336,7 @@ def measure_daemon(claude: Path, data: Path, queries: list[str], python: float, 
             f"/mcp reflect_on_past, {clients} sessions, {seconds:.0f} s: {rate:.1f}/s, p50 {p50:.0f} ms, "
             f"p95 {p95:.0f} ms, {errors} errors; load average {os.getloadavg()[0]:.1f}; {daemon.memory()}"
         )
-        copy_corpus(claude / "projects" / "-backfill")
+        copy_corpus(claude / "projects" / backfill)
         rate, p50, p95, errors = load(one, clients, seconds)
         chunks = int(json.loads(urllib.request.urlopen(daemon.url + "/healthz").read())["chunks_indexed"])
         print(
@@ -341,6 +347,32 @@ def measure_daemon(claude: Path, data: Path, queries: list[str], python: float, 
         return chunks
     finally:
         daemon.stop()
+
+
+def compact(claude: Path, data: Path) -> None:
+    """`selfreflect compact` on the store, as `import` does at the end of a
+    big backfill: its time, segments, and the process's memory (sampled
+    every 20 ms: the anonymous part and all of it)."""
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data)}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfreflect", "compact"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    peak = {"VmRSS": 0, "RssAnon": 0, "VmHWM": 0}
+    while proc.poll() is None:
+        try:
+            now = memory_mb(proc.pid)
+        except OSError:
+            break
+        for key in peak:
+            peak[key] = max(peak[key], now.get(key, 0))
+        time.sleep(0.02)
+    out = proc.communicate()[0].decode().strip()
+    print(
+        f"{out} ({time.perf_counter() - started:.0f} s with the process's start); peak memory of "
+        f"`selfreflect compact`: {peak['VmHWM']} MB all in ({peak['RssAnon']} MB anonymous); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 def split(data: Path, queries: list[str], embedder: OnnxEmbedder) -> tuple[float, float, float]:
@@ -397,11 +429,16 @@ def main() -> None:
             if args.work:
                 subprocess.run(["cp", "-a", "--sparse=always", str(data / "store"), str(filled)], check=True)
         print(f"load average {os.getloadavg()[0]:.1f}")
-        chunks = measure_daemon(claude, data, queries, python, args.clients, args.seconds)
-        embed, engine, rest = split(data, queries, embedder)
-        store_bytes = sum(f.stat().st_blocks * 512 for f in (data / "store").rglob("*") if f.is_file())
-        print(f"split (in-process, median): embed {embed:.1f} ms, engine {engine:.1f} ms, the rest {rest:.1f} ms")
-        print(f"disk: {store_bytes / 2**20:.0f} MB, {store_bytes / (size + chunks):.0f} bytes per chunk")
+        chunks = 0
+        for state, backfill in (("as filled (the daemon's own merges)", "-backfill"), ("compacted", "-backfill-2")):
+            if backfill != "-backfill":
+                compact(claude, data)
+            print(f"-- the store {state}")
+            chunks += measure_daemon(claude, data, queries, python, args.clients, args.seconds, backfill)
+            embed, engine, rest = split(data, queries, embedder)
+            print(f"split (in-process, median): embed {embed:.1f} ms, engine {engine:.1f} ms, the rest {rest:.1f} ms")
+            store_bytes = sum(f.stat().st_blocks * 512 for f in (data / "store").rglob("*") if f.is_file())
+            print(f"disk: {store_bytes / 2**20:.0f} MB, {store_bytes / (size + chunks):.0f} bytes per chunk")
         if not args.work:
             shutil.rmtree(data, ignore_errors=True)
             shutil.rmtree(claude, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -204,6 +205,45 @@ def test_reindex_rebuilds_transcripts_and_reflections(small_home: Path, embedder
     assert json.loads(out)["results"][0]["session_id"] == "reflections"
 
 
+def test_import_compacts_a_store_of_many_small_segments(
+    small_home: Path, embedder: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store left in many small segments (here: sealed every 4 points,
+    never merged) is compacted at the end of `import`, and by `compact` on
+    request; searches find what was imported."""
+    for name in (
+        "d-kimuson__claude-code-viewer__5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl",
+        "obra__episodic-memory__medium-conversation.jsonl",
+        "marot__spotter__tool_heavy.jsonl",
+    ):
+        shutil.copyfile(REAL / name, small_home / name)
+    monkeypatch.setenv("SELFREFLECT_SEGMENT_POINTS", "4")
+    monkeypatch.setenv("SELFREFLECT_MERGE_POINTS", "0")
+    monkeypatch.setenv("CHUNK_SIZE", "4")  # a batch of 4 chunks, a segment of 4 points
+    code, out, err = run("import")
+    assert code == 0 and "Compacting the store" in err
+    assert out.startswith("Imported ")
+    compacted = re.search(r"^Compacted the store: (\d+) segments into (\d+) in ", out, re.M)
+    assert compacted, out
+    before, after = int(compacted[1]), int(compacted[2])
+    assert after < before / 4
+    data = Path(os.environ["SELFREFLECT_HOME"])
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        assert store.segments() == after
+    code, out, _ = run("search", "--json", "spotter")
+    assert code == 0 and json.loads(out)["results"]
+    monkeypatch.setenv("SELFREFLECT_SEGMENT_POINTS", "1024")
+    code, out, _ = run("compact")
+    assert code == 0 and out.startswith(f"Compacted the store: {after} segments into ")
+    code, out, _ = run("import")
+    assert code == 0 and out.startswith("Nothing new: ") and "Compacted" not in out
+
+
+def test_compact_without_a_store_says_so(tmp_path: Path) -> None:
+    code, out, _ = run("compact")
+    assert code == 0 and out == "Nothing indexed yet: nothing to compact\n"
+
+
 def test_bad_lines_are_counted_in_summary_and_status(tmp_path: Path) -> None:
     build_claude_home(Path(os.environ["CLAUDE_CONFIG_DIR"]))
     code, out, _ = run("import")
@@ -389,12 +429,25 @@ def test_a_bad_setting_is_named_as_the_user_set_it(monkeypatch: pytest.MonkeyPat
 
 
 def test_the_client_path_loads_no_model_and_no_store() -> None:
-    """Asking the daemon (search, status, show) must start quickly: the CLI
-    and the connection to the daemon import neither numpy, the model's
-    runtime nor the store's engine; only a local fallback does."""
-    heavy = ("numpy", "onnxruntime", "tokenizers", "qdrant_edge", "qdrant_client", "mcp", "starlette", "filelock")
+    """Asking the daemon (search, status, show) must start quickly: the CLI,
+    the connection to the daemon and the status's text import neither numpy,
+    the model's runtime, the store's engine nor the archive's compression;
+    only a local fallback does."""
+    heavy = (
+        "numpy",
+        "onnxruntime",
+        "tokenizers",
+        "qdrant_edge",
+        "qdrant_client",
+        "mcp",
+        "starlette",
+        "filelock",
+        "zstandard",
+        "sqlite3",
+    )
     code = (
-        "import sys; import selfreflect.cli, selfreflect.connect, selfreflect.client, selfreflect.running; "
+        "import sys; import selfreflect.cli, selfreflect.connect, selfreflect.client, selfreflect.running, "
+        "selfreflect.status; "
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

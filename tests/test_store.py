@@ -120,6 +120,75 @@ def test_unless_told_a_store_keeps_its_own_segment_policy(tmp_path: Path, monkey
     assert segments(merged) <= 7
 
 
+def test_compaction_merges_small_segments_into_big_ones_and_keeps_every_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``compact`` merges what the store's own policy left small, searches
+    find the same, and the store then goes on with its own policy: new
+    segments merge up to its cap, the big ones stay."""
+    monkeypatch.setattr(edge, "COMPACT_SLACK", 2)
+    monkeypatch.setattr(edge, "COMPACT_POINTS", 640)
+    folder = tmp_path / "store"
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=128) as store:
+        for start in range(0, 1280, 64):
+            store.upsert(records(start, 64))
+        probe = records(900, 1)[0]
+        dense_before = [h.id for h in store.dense(probe.vector, SearchFilter(), 10)]
+        assert store.needs_compaction()  # about 10 segments for 1,280 points
+        before, after = store.compact()
+        assert after == store.segments() and after < before / 2
+        assert not store.needs_compaction()
+        assert store.count(SearchFilter()) == 1280
+        assert [h.id for h in store.dense(probe.vector, SearchFilter(), 10)] == dense_before
+        for i in random.Random(3).sample(range(1280), 12):
+            assert find_word(store, i)[0] == i
+        store.upsert(records(1280, 512))  # its own policy again: merged up to 128 points, not 640
+        assert store.segments() > after
+        assert store.count(SearchFilter()) == 1792
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=128) as store:
+        assert store.count(SearchFilter()) == 1792
+        assert store.segments() > after
+        assert find_word(store, 1791)[0] == 1791
+
+
+def test_a_compaction_goes_on_beside_searches_and_writes(tmp_path: Path) -> None:
+    """Searches and writes from other threads during a compaction neither fail nor lose anything."""
+    import threading
+
+    folder = tmp_path / "store"
+    failures: list[BaseException] = []
+    with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=128) as store:
+        for start in range(0, 1024, 64):
+            store.upsert(records(start, 64))
+        done = threading.Event()
+
+        def search() -> None:
+            while not done.is_set():
+                try:
+                    assert find_word(store, 5)[0] == 5
+                except BaseException as exc:  # noqa: BLE001  # reported below
+                    failures.append(exc)
+                    return
+
+        def write() -> None:
+            try:
+                for start in range(1024, 1536, 32):
+                    store.upsert(records(start, 32))
+            except BaseException as exc:  # noqa: BLE001
+                failures.append(exc)
+
+        threads = [threading.Thread(target=search), threading.Thread(target=write)]
+        for t in threads:
+            t.start()
+        store.compact(points=512)
+        threads[1].join()
+        done.set()
+        threads[0].join()
+        assert not failures
+        assert store.count(SearchFilter()) == 1536
+        assert find_word(store, 1535)[0] == 1535
+
+
 def store_resident_kb(folder: Path) -> int:
     """KB of the store's mapped files resident in this process."""
     prefix = str(folder.resolve()) + "/"

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from selfreflect.archive import Archive
-from selfreflect.discover import cleanup_period, discover
-from selfreflect.embed import make_embedder
-from selfreflect.errors import ClaudeDirMissing
-from selfreflect.projects import display_names
 from selfreflect.settings import Settings
-from selfreflect.state import State
-from selfreflect.store import SearchFilter, Store, remembered
+
+if TYPE_CHECKING:
+    from selfreflect.state import State
+    from selfreflect.store import Store
+
+# The report's imports are made where the report is made: the CLI imports
+# this module for status_text alone, to print what the daemon answered.
 
 MAX_PROJECTS = 10_000
 MAX_SESSIONS = 100_000
@@ -28,6 +28,10 @@ LAG = 10.0
 
 def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
     """The status as JSON-ready data (``store`` is ``None`` before the first import)."""
+    from selfreflect.embed import make_embedder
+    from selfreflect.state import State
+    from selfreflect.store import SearchFilter, remembered
+
     state = State.load(settings.state_file)
     positions = state.positions.values()
     if store is None:  # what the first import will use
@@ -63,6 +67,9 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
 def project_table(store: Store) -> list[dict[str, Any]]:
     """Each project's sessions, chunks and last activity, the most recently
     active first (two queries a project: 1-3 ms each on a big store)."""
+    from selfreflect.projects import display_names
+    from selfreflect.store import SearchFilter
+
     facets = store.facet("project_path", SearchFilter(), MAX_PROJECTS)
     names = display_names(str(p) for p, _ in facets)
     table = []
@@ -87,6 +94,8 @@ def project_table(store: Store) -> list[dict[str, Any]]:
 def archive_report(settings: Settings, state: State) -> dict[str, Any]:
     """What the archive holds: its bytes on disk, the transcript bytes they
     hold, and how many transcripts only the archive still has."""
+    from selfreflect.archive import Archive
+
     archive = Archive.of(settings)
     files = packed = held = gone = 0
     for key in archive.keys():
@@ -113,6 +122,9 @@ def cleanup_report(settings: Settings, state: State, now: float) -> dict[str, An
     ``CLEANUP_WINDOW_DAYS`` (at its next start after they pass
     ``cleanupPeriodDays`` since their last change), and whether each is
     archived in full."""
+    from selfreflect.discover import cleanup_period, discover
+    from selfreflect.errors import ClaudeDirMissing
+
     days, source = cleanup_period(settings.claude_dir)
     try:
         files = discover(settings.projects_dir)

@@ -236,6 +236,15 @@ class Store(Protocol):
         """The points with these (stored) ids that exist, vectors and all."""
         ...
 
+    def needs_compaction(self) -> bool:
+        """Searches would get much faster from :meth:`compact`."""
+        ...
+
+    def compact(self) -> tuple[int, int]:
+        """Merge small segments into big ones; the segments before and after
+        (a server merges its own: nothing to do)."""
+        ...
+
     memory: MemoryPolicy
     """The process's memory policy: it decides when memory is given back."""
 

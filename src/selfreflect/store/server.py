@@ -385,6 +385,13 @@ class ServerStore:
         """Not known here: the server keeps the bytes."""
         return 0
 
+    def needs_compaction(self) -> bool:
+        return False
+
+    def compact(self) -> tuple[int, int]:
+        """Nothing to do: the server's optimizer merges its segments."""
+        return 0, 0
+
     def release_memory(self) -> None:
         """Nothing to give back: the server holds the data."""
 
