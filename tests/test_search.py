@@ -402,6 +402,9 @@ def test_fuse_ranks_by_every_phrasing_and_says_who_found_what() -> None:
     assert found_by == {"b": [0, 1], "a": [0, 1], "c": [1]}  # best rank first; a tie: the query first
     one = [(0, 1.0, [Hit("x", 0.5, {})])]
     assert fuse(one, k=60) == ([Hit("x", 0.5, {})], {"x": [0]})  # one list: the engine's own scores
+    tied = [Hit("q", 1 / 61, {}), Hit("p", 1 / 61, {}), Hit("r", 0.9 / 61, {})]  # rank 1 dense vs rank 1 BM25
+    for order in (tied, [tied[1], tied[0], tied[2]]):  # as the engine returned them, in either order
+        assert [h.id for h in fuse([(0, 1.0, order)], k=60)[0]] == ["p", "q", "r"]
 
 
 def test_fuse_weighs_each_list_and_a_small_k_favours_top_ranks() -> None:

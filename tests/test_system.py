@@ -55,6 +55,31 @@ def test_a_pid_is_trusted_only_with_its_start_time() -> None:
     assert process_started(child.pid) is None or not is_same_process(child.pid, time.time() - 7200)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere it is psutil's own answer")
+def test_on_linux_a_start_time_is_psutils_without_psutil(tmp_path: Path) -> None:
+    """Read from /proc, the start time is the one psutil gives (a daemon.json
+    written by either reads the same), a zombie has none, and a command
+    name with spaces and parentheses does not shift the fields."""
+    import psutil
+
+    assert process_started(os.getpid()) == pytest.approx(psutil.Process().create_time(), abs=0.01)
+    odd = tmp_path / "py (odd) name"
+    odd.symlink_to(sys.executable)
+    child = subprocess.Popen([str(odd), "-c", "import time; time.sleep(30)"])
+    try:
+        assert psutil.Process(child.pid).name() == "py (odd) name"
+        assert process_started(child.pid) == pytest.approx(psutil.Process(child.pid).create_time(), abs=0.01)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process_started(child.pid) is None  # exited, not reaped yet
+    finally:
+        child.kill()
+        child.wait()
+    assert process_started(child.pid) is None
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="Windows reports no blocks (sizes count) and links need rights")
 def test_disk_bytes_counts_blocks_of_every_file_below_and_nothing_twice(tmp_path: Path) -> None:
     """A sparse file counts what it holds, not its length; nested folders are

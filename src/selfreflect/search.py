@@ -145,10 +145,13 @@ def fuse(lists: list[tuple[int, float, list[Hit]]], k: int) -> tuple[list[Hit], 
     """One ranking from ranked lists, each from one phrasing (its index) with
     a weight: reciprocal rank fusion, ``score = sum(weight / (k + rank))`` over the lists
     that hold a hit, as the engine fuses one phrasing's lists (one list: its
-    own scores, unchanged). Also, for each hit, the phrasings that found it,
-    the one that ranked it best first."""
+    own scores, unchanged; tied hits in id order, since the engine returns
+    them in any order, and the same search should answer the same). Also,
+    for each hit, the phrasings that found it, the one that ranked it best
+    first."""
     if len(lists) == 1:
-        return lists[0][2], {h.id: [lists[0][0]] for h in lists[0][2]}
+        ranked = sorted(lists[0][2], key=lambda h: (-h.score, h.id))
+        return ranked, {h.id: [lists[0][0]] for h in ranked}
     scores: dict[str, float] = {}
     ranks: dict[str, dict[int, int]] = {}
     first: dict[str, Hit] = {}

@@ -22,7 +22,8 @@ CLEANUP_WINDOW_DAYS = 7  # how far ahead the clean-up is looked at
 MAX_DUE_LISTED = 50
 # The per-project table and the bytes on disk read every segment (hundreds of
 # ms on a store of 100k chunks): while the importer writes, they are
-# recomputed at most this often (seconds); the chunk count is always current.
+# recomputed at most this often (seconds); the chunk count is always current
+# (kept until the next write).
 LAG = 10.0
 
 
@@ -50,7 +51,7 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
             else "embedded"
         ),
         "store_bytes": remembered(store, "store_bytes", store.size_bytes, LAG) if store else 0,
-        "chunks": store.count(SearchFilter()) if store else 0,
+        "chunks": remembered(store, "chunks", lambda: store.count(SearchFilter())) if store else 0,  # 27 ms at 250k
         "transcripts": len(set(state.positions) - {str(settings.history_file)}),
         "bad_lines": sum(p.bad_lines for p in positions),
         "oversized_lines": sum(p.oversized_lines for p in positions),

@@ -4,7 +4,9 @@ Everything else imports only what works everywhere. What this module does
 per platform:
 
 - processes: a pid is trusted only together with its start time (pids are
-  reused after a process dies), read through psutil on every platform;
+  reused after a process dies), read through psutil, except on Linux, where
+  it is read from ``/proc`` as psutil reads it (importing psutil is 17 ms of
+  a 100 ms CLI call);
 - detaching a child (the daemon an MCP client starts): a new session on
   POSIX, a new process group without a console on Windows;
 - disk use: allocated blocks where the platform reports them, else sizes;
@@ -23,15 +25,18 @@ import sys
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-import psutil
-
 WINDOWS = sys.platform == "win32"
+LINUX = sys.platform.startswith("linux")
 
 
 def process_started(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), or ``None``
     when there is no such process, it has exited (a zombie its parent has
     not reaped yet), or it cannot be seen."""
+    if LINUX:
+        return _proc_started(pid)
+    import psutil
+
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
@@ -50,8 +55,26 @@ def is_same_process(pid: int, started: float | None) -> bool:
     return now is not None and abs(now - started) < 1.0
 
 
+def _proc_started(pid: int) -> float | None:
+    """``process_started`` from ``/proc``, as psutil computes it: the boot
+    time plus the process's start in clock ticks after it (field 22 of
+    ``/proc/PID/stat``; the command name before it may hold spaces and
+    parentheses, so fields count from the last ``)``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        boot = next(line for line in Path("/proc/stat").read_bytes().splitlines() if line.startswith(b"btime "))
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if fields[0] == b"Z":
+            return None
+        return int(boot.split()[1]) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def terminate(pid: int) -> None:
     """Ask process ``pid`` to stop (SIGTERM; on Windows the process ends)."""
+    import psutil
+
     try:
         psutil.Process(pid).terminate()
     except psutil.NoSuchProcess:
