@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -222,6 +223,20 @@ class Daemon:
     def memory(self) -> dict[str, int]:
         return memory_mb(self.proc.pid)
 
+    def health(self) -> dict[str, Any]:
+        try:
+            body = urllib.request.urlopen(self.url + "/healthz", timeout=60).read()
+        except urllib.error.HTTPError as exc:  # 503 while it reports a problem: the same fields
+            body = exc.read()
+        return dict(json.loads(body))
+
+    def wait(self, done: Any, timeout: float) -> float:
+        """Seconds until ``done(health)`` holds (at most ``timeout``)."""
+        started = time.perf_counter()
+        while not done(self.health()) and time.perf_counter() - started < timeout:
+            time.sleep(0.05)
+        return time.perf_counter() - started
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=120)
@@ -309,6 +324,8 @@ def measure_daemon(
     daemon = Daemon(claude, data)
     try:
         print(f"daemon ready (answering /healthz) {daemon.ready_seconds:.2f} s after start; {daemon.memory()}")
+        idle = daemon.wait(lambda h: not h["files_pending"], 600)  # what an earlier round left to read
+        print(f"the importer idle {idle:.1f} s later")
         for query in ("warm up", "the daemon's first searches", "load the pages", "docker", "memory"):
             daemon.search(query)  # not the measured queries: their snippet windows would be kept
         for label in ("first time", "again (snippet windows kept)"):
@@ -342,8 +359,9 @@ def measure_daemon(
             f"p95 {p95:.0f} ms, {errors} errors; load average {os.getloadavg()[0]:.1f}; {daemon.memory()}"
         )
         copy_corpus(claude / "projects" / backfill)
+        daemon.wait(lambda h: h["files_pending"], 30)  # the importer has seen them
         rate, p50, p95, errors = load(one, clients, seconds)
-        chunks = int(json.loads(urllib.request.urlopen(daemon.url + "/healthz").read())["chunks_indexed"])
+        chunks = int(daemon.health()["chunks_indexed"])
         print(
             f"/api/search while backfilling real transcripts ({chunks} chunks embedded meanwhile): {rate:.1f}/s, "
             f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {errors} errors; load average {os.getloadavg()[0]:.1f}; "

@@ -8,6 +8,7 @@ import random
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -227,11 +228,9 @@ def test_opening_leaves_no_page_of_the_store_mapped(tmp_path: Path) -> None:
 _SHARD_CONFIG = edge.shard_config
 
 
-def without_log(
-    dim: int, segment_points: int, *, create: bool, merge_points: int = 0, quantized: bool = True
-) -> qe.EdgeConfig:
+def without_log(dim: int, segment_points: int, *, create: bool, **policy: Any) -> qe.EdgeConfig:
     """The configuration of an early version's stores: no write-ahead log."""
-    c = _SHARD_CONFIG(dim, segment_points, create=create, merge_points=merge_points, quantized=quantized)
+    c = _SHARD_CONFIG(dim, segment_points, create=create, **policy)
     return qe.EdgeConfig(
         vectors=c.vectors,
         sparse_vectors=c.sparse_vectors,

@@ -94,6 +94,7 @@ MERGE_POINTS = 4096
 # Merge whenever three small segments fit together under MERGE_POINTS (the
 # engine merges when it holds more segments than this, smallest first).
 _MERGE_BELOW = 2
+_NO_MERGES = 64  # what a store that does not merge records in the same place
 # A compaction (:meth:`EdgeStore.compact`) merges the small segments into
 # segments of up to this many points: at 250k points, 9 segments instead of
 # 62 and a hybrid query about 4 times faster, for a merge peak over the
@@ -102,6 +103,9 @@ COMPACT_POINTS = 32768
 # `import` compacts when the store holds more than this many segments over
 # what a compacted store of its size holds.
 COMPACT_SLACK = 8
+# A compaction step merges up to this many segments into one (8 of the
+# daemon's 4,096 points make one of COMPACT_POINTS).
+COMPACT_GROUP = 8
 
 _HNSW = dict(m=16, ef_construct=100, max_indexing_threads=1, on_disk=True, memory=qe.Memory.Cold)
 # Below this many KB of (filtered) vectors a segment is scanned, above it the
@@ -126,22 +130,29 @@ def _quantized() -> Any:
 
 
 def shard_config(
-    dim: int, segment_points: int, *, create: bool, merge_points: int = MERGE_POINTS, quantized: bool = True
+    dim: int,
+    segment_points: int,
+    *,
+    create: bool,
+    merge_points: int = MERGE_POINTS,
+    quantized: bool = True,
+    merge_below: int = _MERGE_BELOW,
 ) -> qe.EdgeConfig:
     """The shard's configuration; ``create`` also fixes what cannot change later.
 
     The optimizer seals the appendable segment once it holds about
     ``segment_points`` points, and merges sealed segments into segments of up
     to ``merge_points`` points (0: never; its thresholds are in KB of dense
-    vectors). ``quantized``: the dense vectors have their in-memory copy
+    vectors) while it holds more than ``merge_below`` segments.
+    ``quantized``: the dense vectors have their in-memory copy
     (:func:`_quantized`).
     """
     cold = qe.Memory.Cold
     segment_kb = max(1, segment_points * dim * 4 // 1024 - 1)
     if merge_points > segment_points:
-        merged_kb, below = (merge_points + segment_points // 2) * dim * 4 // 1024, _MERGE_BELOW
+        merged_kb, below = (merge_points + segment_points // 2) * dim * 4 // 1024, merge_below
     else:  # the first policy: a cap no two segments fit under, so no merges
-        merged_kb, below = 2 * segment_kb, 64
+        merged_kb, below = 2 * segment_kb, _NO_MERGES
     return qe.EdgeConfig(
         vectors={
             DENSE: qe.EdgeVectorParams(
@@ -279,9 +290,10 @@ class EdgeStore:
             raise
         return self
 
-    def _load(self, merge_points: int | None = None) -> Any:
-        """The shard, loaded or created; ``merge_points``: this load's merge
-        cap instead of the store's own (a compaction's)."""
+    def _load(self, merge_points: int | None = None, merge_below: int = _MERGE_BELOW) -> Any:
+        """The shard, loaded or created; ``merge_points``, ``merge_below``:
+        this load's merge policy instead of the store's own (a compaction
+        step's)."""
         shard_dir = self.folder / "shard"
         try:
             if (shard_dir / "edge_config.json").exists():
@@ -290,12 +302,20 @@ class EdgeStore:
                 # a store made before the quantized copy keeps going without it: adding it
                 # rebuilds every segment at once (250k points: 2 minutes, 1.2 GB); `reindex` adds it
                 quantized = bool(((saved.get("vectors") or {}).get(DENSE) or {}).get("quantization_config"))
-                merging = (saved.get("optimizers") or {}).get("default_segment_number") == _MERGE_BELOW
+                # a store merges unless it was made not to, or before merging was a policy (a compaction
+                # cut short leaves its step's policy: merging)
+                below = (saved.get("optimizers") or {}).get("default_segment_number")
+                merging = below is not None and below != _NO_MERGES
                 if merge_points is None:
                     own = MERGE_POINTS if merging else 0
                     merge_points = self.merge_points if self.merge_points is not None else own
                 config = shard_config(
-                    self.dim, self.segment_points, create=False, merge_points=merge_points, quantized=quantized
+                    self.dim,
+                    self.segment_points,
+                    create=False,
+                    merge_points=merge_points,
+                    quantized=quantized,
+                    merge_below=merge_below,
                 )
                 return qe.EdgeShard.load(str(shard_dir), config)
             merge_points = MERGE_POINTS if self.merge_points is None else self.merge_points
@@ -403,36 +423,40 @@ class EdgeStore:
         """Merge the small segments into segments of up to ``points`` points
         (``COMPACT_POINTS``); returns the segments before and after.
 
-        The shard is loaded again with that merge cap and optimized until
-        nothing is left to merge, then loaded with its own policy, which
-        leaves the big segments alone (they are over its cap). Searches and
-        writes go on during the merges; they wait for the two loads (about 2 s
-        each at 250k points). A merge of ``points`` points is a memory peak
-        of its own (32,768: about 110 MB over the store alone): the daemon
-        does not compact on its own. An interrupted compaction loses nothing:
-        the engine swaps a merged segment in only once it is built.
+        In steps: the shard is loaded again with that merge cap, allowed to
+        merge ``COMPACT_GROUP`` segments into one (the optimizer merges the
+        smallest, as many as fit), and the file pages the merge mapped are
+        handed back before the next step (in one go, merging 62 segments
+        into 9 mapped the whole 1.4 GB store). Once nothing is left to
+        merge, the shard is loaded with its own policy, which leaves the big
+        segments alone (they are over its cap). Searches and writes go on
+        during the merges and wait for the loads (about 1 s each at 250k
+        points). A merge of ``points`` points is a memory peak of its own
+        (32,768: about 110 MB over the store alone): the daemon does not
+        compact on its own. An interrupted compaction loses nothing: the
+        engine swaps a merged segment in only once it is built.
         """
         before = self.segments()
-        self._reload(points or COMPACT_POINTS)
         try:
             while True:
+                self._reload(points or COMPACT_POINTS, max(1, self.segments() - COMPACT_GROUP + 1))
                 self.memory.before_peak()
                 with self._use() as shard:
                     merged = shard.optimize()
+                    if merged:
+                        shard.flush()
                 self.memory.after_peak()
                 if not merged:
                     break
-            with self._use() as shard:
-                shard.flush()
         finally:
             self._reload(None)
         return before, self.segments()
 
-    def _reload(self, merge_points: int | None) -> None:
+    def _reload(self, merge_points: int | None, merge_below: int = _MERGE_BELOW) -> None:
         with self._gate.exclusive():
             self._shard.close()
             self._shard = None
-            self._shard = self._load(merge_points)
+            self._shard = self._load(merge_points, merge_below)
 
     def release_memory(self) -> None:
         """Unmap the store's file pages that reads and writes left resident."""
