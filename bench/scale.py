@@ -328,7 +328,7 @@ def measure_daemon(
         print(f"the importer idle {idle:.1f} s later")
         for query in ("warm up", "the daemon's first searches", "load the pages", "docker", "memory"):
             daemon.search(query)  # not the measured queries: their snippet windows would be kept
-        for label in ("first time", "again (snippet windows kept)"):
+        for label in ("first time", "again (their pages read before)"):
             walls, tooks = [], []
             for query in queries:
                 wall, answer = daemon.search(query)
@@ -360,10 +360,12 @@ def measure_daemon(
         )
         copy_corpus(claude / "projects" / backfill)
         daemon.wait(lambda h: h["files_pending"], 30)  # the importer has seen them
+        before = int(daemon.health()["chunks_indexed"])
         rate, p50, p95, errors = load(one, clients, seconds)
         chunks = int(daemon.health()["chunks_indexed"])
         print(
-            f"/api/search while backfilling real transcripts ({chunks} chunks embedded meanwhile): {rate:.1f}/s, "
+            f"/api/search while backfilling real transcripts ({chunks - before} chunks embedded meanwhile): "
+            f"{rate:.1f}/s, "
             f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, {errors} errors; load average {os.getloadavg()[0]:.1f}; "
             f"{daemon.memory()}"
         )
