@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from selfreflect.cli import cli
 from selfreflect.embed import OnnxEmbedder
-from selfreflect.store import SearchFilter
+from selfreflect.store import SearchFilter, edge
 from selfreflect.store.edge import EdgeStore
 
 from conftest import EDGE, REAL, build_claude_home, write_session
@@ -232,6 +232,12 @@ def test_import_compacts_a_store_of_many_small_segments(
         assert store.segments() == after
     code, out, _ = run("search", "--json", "spotter")
     assert code == 0 and json.loads(out)["results"]
+    assert "selfreflect compact" not in run("status")[1]
+    slack = edge.COMPACT_SLACK
+    monkeypatch.setattr(edge, "COMPACT_SLACK", -after)  # as if it still held many small segments
+    code, out, _ = run("status")
+    assert code == 0 and "chunks in many small segments: `selfreflect compact` makes searches faster" in out
+    monkeypatch.setattr(edge, "COMPACT_SLACK", slack)
     monkeypatch.setenv("SELFREFLECT_SEGMENT_POINTS", "1024")
     code, out, _ = run("compact")
     assert code == 0 and out.startswith(f"Compacted the store: {after} segments into ")

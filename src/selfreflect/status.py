@@ -52,6 +52,7 @@ def status_report(settings: Settings, store: Store | None) -> dict[str, Any]:
         ),
         "store_bytes": remembered(store, "store_bytes", store.size_bytes, LAG) if store else 0,
         "chunks": remembered(store, "chunks", lambda: store.count(SearchFilter())) if store else 0,  # 27 ms at 250k
+        "compact": store.needs_compaction() if store else False,
         "transcripts": len(set(state.positions) - {str(settings.history_file)}),
         "bad_lines": sum(p.bad_lines for p in positions),
         "oversized_lines": sum(p.oversized_lines for p in positions),
@@ -172,6 +173,11 @@ def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
             f"store:       {report['store_bytes'] / 1e6:.1f} MB, {report['chunks']} chunks"
             if report["store"] == "embedded"
             else f"store:       {report['store']}: {report['chunks']} chunks"
+        )
+        + (
+            " in many small segments: `selfreflect compact` makes searches faster (stop the daemon first)"
+            if report.get("compact")
+            else ""
         ),
         f"transcripts: {report['transcripts']} read, {report['bad_lines']} bad lines, "
         f"{report['oversized_lines']} oversized lines skipped",
