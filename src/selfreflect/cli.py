@@ -386,7 +386,7 @@ def compact(ctx: Context) -> None:
     """Merge the store's small segments into big ones.
 
     A search visits every segment: on a store of a quarter of a million
-    chunks, searches get about three times faster. `import` does it by
+    chunks, searches get about twice as fast. `import` does it by
     itself when it is worth it; the daemon does not (a merge takes more
     memory than its cap). Takes minutes on a big store. Stop the daemon
     first (`selfreflect stop`).

@@ -104,8 +104,9 @@ _MERGE_BELOW = 2
 _NO_MERGES = 64  # what a store that does not merge records in the same place
 # A compaction (:meth:`EdgeStore.compact`) merges the small segments into
 # segments of up to this many points: at 250k points, 9 segments instead of
-# 62 and a hybrid query about 4 times faster, for a merge peak over the
-# daemon's cap (docs/scaling.md), so one-off commands do it, not the daemon.
+# 62 and the engine's hybrid query 2.5 times faster (6.6 vs 16.9 ms), for a
+# merge peak over the daemon's cap (docs/benchmarks.md), so one-off commands
+# do it, not the daemon.
 COMPACT_POINTS = 32768
 # `import` compacts when the store holds more than this many segments over
 # what a compacted store of its size holds.
@@ -439,7 +440,7 @@ class EdgeStore:
         segments alone (they are over its cap). Searches and writes go on
         during the merges and wait for the loads (about 1 s each at 250k
         points). A merge of ``points`` points is a memory peak of its own
-        (32,768: about 110 MB over the store alone): the daemon does not
+        (32,768: 85-110 MB over the store alone): the daemon does not
         compact on its own. An interrupted compaction loses nothing: the
         engine swaps a merged segment in only once it is built.
         """
