@@ -342,6 +342,7 @@ def measure_daemon(
         cli = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "search", "docker memory limit"])
         cli_status = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "status"])
         print(f"CLI through the daemon: search {cli:.0f} ms, status {cli_status:.0f} ms (bare python {python:.0f} ms)")
+        quiet_backfill(daemon, claude / "projects" / f"{backfill}-quiet")
         cycle = iter(queries * 1000)
 
         def one() -> None:
@@ -396,6 +397,31 @@ def compact(claude: Path, data: Path) -> None:
     print(
         f"{out} ({time.perf_counter() - started:.0f} s with the process's start); peak memory of "
         f"`selfreflect compact`: {peak['VmHWM']} MB all in ({peak['RssAnon']} MB anonymous); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+
+
+def quiet_backfill(daemon: Daemon, folder: Path) -> None:
+    """The daemon writing into the big store with no one searching: the real
+    transcripts copied in, resident memory sampled every 20 ms until the
+    importer is idle again (its merges included)."""
+    before = int(daemon.health()["chunks_indexed"])
+    copy_corpus(folder)
+    daemon.wait(lambda h: h["files_pending"], 30)
+    started = time.perf_counter()
+    peak = {"VmRSS": 0, "RssAnon": 0}
+    samples: list[int] = []
+    while daemon.health()["files_pending"] and time.perf_counter() - started < 600:
+        now = daemon.memory()
+        samples.append(now["VmRSS"])
+        for key in peak:
+            peak[key] = max(peak[key], now[key])
+        time.sleep(0.02)
+    chunks = int(daemon.health()["chunks_indexed"]) - before
+    print(
+        f"backfilling the real transcripts into the store, no searches: {chunks} chunks in "
+        f"{time.perf_counter() - started:.0f} s; resident memory peak {peak['VmRSS']} MB all in "
+        f"({peak['RssAnon']} MB anonymous), median {statistics.median(samples or [0]):.0f} MB; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
 
