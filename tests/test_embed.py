@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -159,3 +161,37 @@ def test_a_text_past_the_model_gets_no_window_vectors(embedder: OnnxEmbedder) ->
     vectors, (windows,) = embedder.embed_windows([long_text])
     assert embedder.count_tokens([long_text])[0] > embedder.max_tokens and windows.starts == []
     assert np.array_equal(vectors, embedder.embed([long_text]))
+
+
+def test_unloading_hands_the_model_back_and_the_next_call_loads_it_again() -> None:
+    """`import` unloads the model before a compaction's merges: its session
+    (weights and arena) goes, and a later call embeds the same as before."""
+    code = """
+import gc, json, sys
+from pathlib import Path
+from selfreflect.embed import OnnxEmbedder
+from selfreflect.memory import malloc_trim
+
+def anon_mb():
+    try:
+        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("RssAnon:"))
+    except OSError:  # not Linux
+        return 0.0
+    return int(line.split()[1]) / 1024
+
+texts = [f"chunk {i}: how did we fix the docker memory limit " * 20 for i in range(16)]
+e = OnnxEmbedder()
+before = e.embed(texts)
+loaded = anon_mb()
+e.unload()
+gc.collect()
+malloc_trim()
+unloaded = anon_mb()
+again = e.embed(texts)
+print(json.dumps({"freed": loaded - unloaded, "same": bool(abs(again - before).max() < 1e-6)}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["same"]
+    if sys.platform.startswith("linux"):  # RssAnon, and malloc_trim, are Linux's
+        assert result["freed"] > 20, result  # about 45 MB measured

@@ -195,6 +195,7 @@ def import_(ctx: Context, claude_export: Path | None) -> None:
             summary = importer.run()
         click.echo(_imported(summary))
         if store.needs_compaction():
+            embedder.unload()  # its memory back before the merges' peak
             _compact(store)
     _report_held_back(ctx.settings, files)
 
@@ -370,6 +371,7 @@ def reindex(ctx: Context, keep_old: bool) -> None:
         reflections = reindex_reflections(store, embedder, settings.data_dir)
         exports = _reimport_exports(importer)
         if store.needs_compaction():
+            embedder.unload()
             _compact(store)
     if old.exists() and not keep_old:
         shutil.rmtree(old, ignore_errors=True)

@@ -44,6 +44,10 @@ class Embedder(Protocol):
 
     def load(self) -> None: ...
 
+    def unload(self) -> None:
+        """Hand back what ``load`` took (the next call loads it again)."""
+        ...
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
     def token_spans(self, text: str) -> list[tuple[int, int]]: ...
@@ -213,6 +217,12 @@ class OnnxEmbedder(BundledTokens):
         out_dim = self._session.get_outputs()[0].shape[-1]
         if isinstance(out_dim, int):
             self.dim = out_dim
+
+    def unload(self) -> None:
+        """Drop the runtime's session: its weights and arena (about 45 MB
+        after a backfill's batches), e.g. before a compaction's merges."""
+        with self._calls:
+            self._session = None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors, one row per text (float32, shape [n, dim])."""
@@ -398,6 +408,9 @@ class VoyageEmbedder(BundledTokens):
         self._client = voyageai.Client(
             api_key=self.key, max_retries=self.attempts, timeout=self.timeout, base_url=self.base_url
         )
+
+    def unload(self) -> None:
+        """Nothing to hand back: the model runs at Voyage AI."""
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(texts, "document")
