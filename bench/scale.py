@@ -55,7 +55,7 @@ import qdrant_edge as qe
 sys.path.remove(str(Path(__file__).resolve().parent))  # bench/secrets.py would hide the standard library's
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from proc import memory_mb  # noqa: E402
+from proc import memory_mb, watch  # noqa: E402
 
 from selfreflect.embed import OnnxEmbedder  # noqa: E402
 from selfreflect.importer import Importer  # noqa: E402
@@ -384,15 +384,7 @@ def compact(claude: Path, data: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "selfreflect", "compact"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
-    peak = {"VmRSS": 0, "RssAnon": 0, "VmHWM": 0}
-    while proc.poll() is None:
-        try:
-            now = memory_mb(proc.pid)
-        except OSError:
-            break
-        for key in peak:
-            peak[key] = max(peak[key], now.get(key, 0))
-        time.sleep(0.02)
+    peak, _ = watch(proc.pid, lambda: proc.poll() is None)
     out = proc.communicate()[0].decode().strip()
     print(
         f"{out} ({time.perf_counter() - started:.0f} s with the process's start); peak memory of "
@@ -409,14 +401,9 @@ def quiet_backfill(daemon: Daemon, folder: Path) -> None:
     copy_corpus(folder)
     daemon.wait(lambda h: h["files_pending"], 30)
     started = time.perf_counter()
-    peak = {"VmRSS": 0, "RssAnon": 0}
-    samples: list[int] = []
-    while daemon.health()["files_pending"] and time.perf_counter() - started < 600:
-        now = daemon.memory()
-        samples.append(now["VmRSS"])
-        for key in peak:
-            peak[key] = max(peak[key], now[key])
-        time.sleep(0.02)
+    peak, samples = watch(
+        daemon.proc.pid, lambda: daemon.health()["files_pending"] and time.perf_counter() - started < 600
+    )
     chunks = int(daemon.health()["chunks_indexed"]) - before
     print(
         f"backfilling the real transcripts into the store, no searches: {chunks} chunks in "
