@@ -25,7 +25,7 @@ from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
 from conftest import REAL, build_claude_home, make_settings, resident_kb
-from daemon_process import DaemonProcess, eventually
+from daemon_process import DaemonProcess, eventually, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -148,6 +148,15 @@ def test_second_daemon_is_refused_naming_the_first(tmp_path: Path, home: Path) -
         log = second.log.read_text()
         assert f"already running for {tmp_path / 'data'} (pid {first.proc.pid}, port {port})" in log
         assert first.get("/healthz")["status"] == "ok"
+
+
+def test_commands_that_need_the_store_alone_are_refused_while_the_daemon_runs(tmp_path: Path, home: Path) -> None:
+    with DaemonProcess(home, tmp_path / "data") as daemon:
+        for command in ("reindex", "compact"):
+            done = run_cli(home, tmp_path / "data", command)
+            assert done.returncode == 3, done.stderr
+            assert f"the daemon (pid {daemon.proc.pid}) owns the store: run `selfreflect stop` first" in done.stderr
+        assert daemon.get("/healthz")["status"] == "ok"
 
 
 def test_health_metrics_status_and_search_parameters(tmp_path: Path, home: Path) -> None:

@@ -40,6 +40,16 @@ class Context:
 
         return Connection(self.settings, command)
 
+    def no_daemon(self, command: str) -> None:
+        """Refuse ``command`` while a daemon owns the store (it needs the store to itself).
+
+        Raises:
+            StoreLocked: a daemon serves this data dir.
+        """
+        daemon = self.connect(command).daemon()
+        if daemon is not None:
+            raise StoreLocked(f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop` first", daemon.pid)
+
     def indexed(self) -> bool:
         """Anything to ask about: a store on disk, or a daemon serving one."""
         from selfreflect.running import running_daemon
@@ -335,9 +345,7 @@ def reindex(ctx: Context, keep_old: bool) -> None:
     settings = ctx.settings
     if next(Archive.of(settings).gone(), None) is None:
         discover(settings.projects_dir)  # a missing Claude dir fails before anything moves
-    daemon = ctx.connect("reindex").daemon()
-    if daemon is not None:
-        raise StoreLocked(f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop` first", daemon.pid)
+    ctx.no_daemon("reindex")
     settings.ensure_data_dir()
     if settings.qdrant_url:
         from selfreflect.store import SearchFilter
@@ -396,9 +404,7 @@ def compact(ctx: Context) -> None:
     from selfreflect.embed import make_embedder
     from selfreflect.store import open_store
 
-    daemon = ctx.connect("compact").daemon()
-    if daemon is not None:
-        raise StoreLocked(f"the daemon (pid {daemon.pid}) owns the store: run `selfreflect stop` first", daemon.pid)
+    ctx.no_daemon("compact")
     if not ctx.indexed():
         click.echo("Nothing indexed yet: nothing to compact")
         return
