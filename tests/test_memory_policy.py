@@ -5,9 +5,14 @@ It reads this process's real resident memory and sets caps around it.
 
 from __future__ import annotations
 
+import mmap
+import sys
 import threading
+from pathlib import Path
 
-from selfreflect.memory import MemoryPolicy
+import pytest
+
+from selfreflect.memory import MemoryPolicy, release_mapped_pages
 
 MB = 1024 * 1024
 
@@ -21,6 +26,7 @@ def test_no_cap_never_limits_batches_or_pauses() -> None:
 
 def test_near_the_cap_batches_shrink_and_memory_is_given_back_without_a_pause() -> None:
     released: list[str] = []
+    MemoryPolicy().before_peak()  # what could be given back is: the process's own memory is near the cap
     rss = MemoryPolicy().rss()
     policy = MemoryPolicy(int(rss / 0.95 / MB) + 1)  # between 85 % of the cap and the cap
     policy.hold(lambda: released.append("store"))
@@ -31,6 +37,26 @@ def test_near_the_cap_batches_shrink_and_memory_is_given_back_without_a_pause() 
     roomy.batch_limit = 1
     assert roomy.guard(threading.Event()) is False
     assert roomy.batch_limit is None  # far from the cap again: batches grow back
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are handed back on Linux only")
+def test_near_the_cap_because_of_mapped_pages_batches_stay_whole(tmp_path: Path) -> None:
+    """Pages that searches mapped count in resident memory but go at once:
+    when giving them back brings the process well under the cap, intake goes
+    on at full speed (it crawled one chunk a batch while clients searched)."""
+    size = 96 * MB
+    path = tmp_path / "segment.dat"
+    path.write_bytes(b"\1" * size)
+    with path.open("rb") as file, mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+        assert sum(mapped[i] for i in range(0, size, mmap.PAGESIZE)) == size // mmap.PAGESIZE  # a search's reads
+        rss = MemoryPolicy().rss()
+        policy = MemoryPolicy(int(rss / 0.95 / MB) + 1)  # mapped pages put it between 85 % of the cap and the cap
+        policy.hold(lambda: release_mapped_pages(str(tmp_path)))
+        policy.batch_limit = 1
+        assert policy.guard(threading.Event()) is False
+        assert policy.batch_limit is None
+        assert policy.rss() < rss - size // 2  # given back
+        assert mapped[size - 1] == 1  # and read again
 
 
 def test_over_the_cap_intake_pauses_once_and_then_goes_on_with_the_smallest_batches() -> None:

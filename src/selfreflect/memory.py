@@ -3,10 +3,11 @@ giving memory back to the system it uses: freed heap, mapped file pages.
 
 Every decision about memory is :class:`MemoryPolicy`'s: when freed heap and
 mapped pages are given back (after a batch, when idle, around a store's
-compaction), and the cap (``MAX_MEMORY_MB``): near it batches shrink, over
-it intake pauses. The daemon makes one and hands it to the store and the
-streamer; a one-off command's store makes its own, with no cap. The store
-only knows *how* to unmap its pages (``release_memory``), never *when*.
+compaction), and the cap (``MAX_MEMORY_MB``): near it memory is given back,
+and if that is not enough batches shrink; over it intake pauses. The daemon
+makes one and hands it to the store and the streamer; a one-off command's
+store makes its own, with no cap. The store only knows *how* to unmap its
+pages (``release_memory``), never *when*.
 
 Platform limits: resident memory is read through psutil everywhere.
 Giving memory back is glibc's ``malloc_trim`` and Linux's ``madvise``; on
@@ -205,21 +206,23 @@ class MemoryPolicy:
         self._release(collect=True)
 
     def guard(self, stop: threading.Event) -> bool:
-        """Before a batch. Near the cap: smaller batches (:attr:`batch_limit`)
-        and memory given back; over it: pause until back under (at most
-        ``PAUSE_SECONDS``, or until ``stop``). A pause that brings nothing
-        back (the model and the store alone are over the cap) is not
-        repeated for a minute: intake goes on with the smallest batches
-        rather than stall. Returns whether it paused."""
+        """Before a batch. Near the cap: memory given back first (mapped
+        pages that searches left count in resident memory, and go at once);
+        still near it: smaller batches (:attr:`batch_limit`); over it: pause
+        until back under (at most ``PAUSE_SECONDS``, or until ``stop``). A
+        pause that brings nothing back (the model and the store alone are
+        over the cap) is not repeated for a minute: intake goes on with the
+        smallest batches rather than stall. Returns whether it paused."""
         if self.cap is None:
             return False
         rss = self.rss()
+        if rss >= NEAR_CAP * self.cap:
+            self._release(code=True, collect=True)
+            rss = self.rss()
         if rss < NEAR_CAP * self.cap:
             self.batch_limit = None
             return False
         self.batch_limit = 1
-        self._release(code=True, collect=True)
-        rss = self.rss()
         if rss <= self.cap or time.monotonic() < self._no_pause_until:
             return False
         log.warning("memory %.0f MB over the %.0f MB cap: pausing intake", rss / 2**20, self.cap / 2**20)
