@@ -355,11 +355,72 @@ def test_dense_search_goes_through_the_quantized_copy_and_finds_the_nearest(
         assert (store._dense_params is None) == (quantized_from == 0)
 
 
+def quantized_placement(folder: Path) -> str:
+    saved = orjson.loads((folder / "shard" / "edge_config.json").read_bytes())
+    return str(saved["vectors"]["dense"]["quantization_config"]["turbo"]["memory"])
+
+
+def mapped_copy_kb(folder: Path) -> int | None:
+    """Resident KB of this process's mappings of the store's quantized
+    copies; None: none mapped (Linux: /proc/self/smaps)."""
+    resident, mapped, current = 0, False, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields[0].endswith(":"):
+            current = len(fields) == 6 and fields[5].startswith(str(folder)) and "quantized" in fields[5]
+            mapped |= current
+        elif current and fields[0] == "Rss:":
+            resident += int(fields[1])
+    return resident if mapped else None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_the_quantized_copy_is_mapped_and_handed_back_with_the_rest(tmp_path: Path) -> None:
+    """A new store maps its quantized copy from its file: searches map it in,
+    and the memory policy's release hands it back like the other pages (a
+    store that is only written keeps none of it resident)."""
+    folder = tmp_path / "store"
+    points = records(0, 3072)
+    with EdgeStore(folder, MODEL, DIM, segment_points=1024, merge_points=0) as store:
+        for start in range(0, 3072, 1024):
+            store.upsert(points[start : start + 1024])
+        assert quantized_placement(folder) == "cold"
+        store._dense_params = None  # through the copy, as above QUANTIZED_FROM
+        for q in range(20):
+            store.dense(points[q * 97].vector, SearchFilter(), 10)
+        assert (mapped_copy_kb(folder) or 0) > 0
+        store.release_memory()
+        assert mapped_copy_kb(folder) == 0
+        assert [h.payload["n"] for h in store.dense(points[5].vector, SearchFilter(), 1)] == [5]
+
+
+def test_a_store_with_its_quantized_copy_on_the_heap_keeps_it_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving the copy rebuilds every segment at once: a store made with it
+    on the heap goes on with it there, and loses nothing."""
+    folder = tmp_path / "store"
+    pinned = lambda *a, **k: _SHARD_CONFIG(*a, **{**k, "quantized": qe.Memory.Pinned})  # noqa: E731
+    monkeypatch.setattr(edge, "shard_config", pinned)
+    with EdgeStore(folder, MODEL, DIM, segment_points=1024, merge_points=0) as store:
+        store.upsert(records(0, 2500))
+    monkeypatch.setattr(edge, "shard_config", _SHARD_CONFIG)
+    sealed = {p.parent.parent.name for p in (folder / "shard" / "segments").glob("*/vector_storage-dense/matrix.dat")}
+    assert sealed
+    with EdgeStore(folder, MODEL, DIM, segment_points=1024, merge_points=0) as store:
+        assert store.count(SearchFilter()) == 2500
+        assert find_word(store, 1234) == [1234]
+        store.upsert(records(2500, 1100))
+        assert store.count(SearchFilter()) == 3600
+    assert quantized_placement(folder) == "pinned"
+    assert sealed <= {p.name for p in (folder / "shard" / "segments").iterdir()}  # none rebuilt
+
+
 def test_a_store_made_before_the_quantized_copy_opens_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Adding the quantized copy to an existing store would rebuild every
     segment at once: an older store goes on without it, and loses nothing."""
     folder = tmp_path / "store"
-    plain = lambda *a, **k: _SHARD_CONFIG(*a, **{**k, "quantized": False})  # noqa: E731
+    plain = lambda *a, **k: _SHARD_CONFIG(*a, **{**k, "quantized": None})  # noqa: E731
     monkeypatch.setattr(edge, "shard_config", plain)
     with EdgeStore(folder, MODEL, DIM, segment_points=1024, merge_points=0) as store:
         store.upsert(records(0, 2500))

@@ -35,14 +35,18 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
   memory without the model, so the daemon, under its 200 MB cap, leaves it
   to one-off commands.
 - The dense vectors are searched through a 2-bit TurboQuant copy of them
-  held in memory (104 bytes a vector: 25 MB at 250k points), and the
+  (104 bytes a vector: 25 MB at 250k points, 99 MB at 1M), and the
   candidates rescored with the full vectors on disk: measured on 30,000
   real MiniLM vectors, the same recall as searching the full vectors
   (0.99 of the exact ten nearest), without walking the full vectors' file
-  (a 250k store's search mapped 330 MB of it). Below ``QUANTIZED_FROM``
-  points the full vectors are searched: cheap at that size, and exact. A store made before the
-  copy goes on without it (adding it rebuilt every segment at once: 2
-  minutes and 1.2 GB at 250k points); ``reindex`` makes one with it.
+  (a 250k store's search mapped 330 MB of it). The copy is mapped from its
+  file like the rest (``QUANTIZED_MEMORY``): a store that is written and
+  not searched keeps none of it resident. Below ``QUANTIZED_FROM``
+  points the full vectors are searched: cheap at that size, and exact. A
+  store keeps the copy as it was made: without one (made before it), or
+  on the heap (made before it was mapped); changing either rebuilt every
+  segment at once (2-5 minutes and 1.2-1.4 GB at 250k points), so
+  ``reindex`` makes a store with today's.
 - :meth:`EdgeStore.release_memory` unmaps the file pages that reads and
   writes left resident; when that happens is the process's memory policy's
   decision (:class:`selfreflect.memory.MemoryPolicy`), which the store tells
@@ -129,12 +133,31 @@ QUANTIZED_FROM = 20_000
 _FULL_VECTORS = qe.SearchParams(quantization=qe.QuantizationSearchParams(ignore=True))
 
 
-def _quantized() -> Any:
-    """The dense vectors' in-memory copy: TurboQuant at 2 bits a dimension,
-    on the heap (``Pinned``: a mapped copy would be handed back with the
-    file pages and read again by the next search). Searches rescore its
-    candidates with the full vectors (the engine's default for TurboQuant)."""
-    return qe.TurboQuantQuantizationConfig(bits=qe.TurboQuantBitSize.Bits2, memory=qe.Memory.Pinned)
+# Where the quantized copy lives: mapped from its file like the rest (``Cold``),
+# so a store that is written and not searched keeps none of it resident (25 MB at
+# 250k points, 99 MB at 1M), at the cost of mapping its pages back after the
+# memory policy hands them back (docs/benchmarks.md). Stores made with it on
+# the heap (``Pinned``) keep it there: changing it rebuilds every segment at
+# once (5 minutes and 1.4 GB at 250k points).
+QUANTIZED_MEMORY = qe.Memory.Cold
+_MEMORY_NAMES = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached, "pinned": qe.Memory.Pinned}
+
+
+def _quantized(memory: Any) -> Any:
+    """The dense vectors' 2-bit copy (TurboQuant), in ``memory``. Searches
+    rescore its candidates with the full vectors (the engine's default for
+    TurboQuant)."""
+    return qe.TurboQuantQuantizationConfig(bits=qe.TurboQuantBitSize.Bits2, memory=memory)
+
+
+def saved_quantization(saved: dict[str, Any]) -> Any:
+    """Where a store's saved configuration keeps its quantized copy; None: it
+    has none (made before the copy)."""
+    config = ((saved.get("vectors") or {}).get(DENSE) or {}).get("quantization_config")
+    if not config:
+        return None
+    turbo = config.get("turbo") or {}  # the only kind a store is made with
+    return _MEMORY_NAMES.get(str(turbo.get("memory", "")), qe.Memory.Pinned)
 
 
 def shard_config(
@@ -143,7 +166,7 @@ def shard_config(
     *,
     create: bool,
     merge_points: int = MERGE_POINTS,
-    quantized: bool = True,
+    quantized: Any = QUANTIZED_MEMORY,
     merge_below: int = _MERGE_BELOW,
 ) -> qe.EdgeConfig:
     """The shard's configuration; ``create`` also fixes what cannot change later.
@@ -152,8 +175,8 @@ def shard_config(
     ``segment_points`` points, and merges sealed segments into segments of up
     to ``merge_points`` points (0: never; its thresholds are in KB of dense
     vectors) while it holds more than ``merge_below`` segments.
-    ``quantized``: the dense vectors have their in-memory copy
-    (:func:`_quantized`).
+    ``quantized``: where the dense vectors' quantized copy lives
+    (:func:`_quantized`); None: no copy.
     """
     cold = qe.Memory.Cold
     segment_kb = max(1, segment_points * dim * 4 // 1024 - 1)
@@ -168,7 +191,7 @@ def shard_config(
                 distance=qe.Distance.Cosine,
                 memory=cold,
                 hnsw_config=qe.HnswIndexConfig(full_scan_threshold=_FULL_SCAN_KB, **_HNSW),  # type: ignore[arg-type]
-                quantization_config=_quantized() if quantized else None,
+                quantization_config=_quantized(quantized) if quantized is not None else None,
             )
         },
         sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, on_disk=True, memory=cold)},
@@ -307,9 +330,10 @@ class EdgeStore:
             if (shard_dir / "edge_config.json").exists():
                 saved = orjson.loads((shard_dir / "edge_config.json").read_bytes())
                 self._logged = saved.get("wal_enabled") is not False
-                # a store made before the quantized copy keeps going without it: adding it
-                # rebuilds every segment at once (250k points: 2 minutes, 1.2 GB); `reindex` adds it
-                quantized = bool(((saved.get("vectors") or {}).get(DENSE) or {}).get("quantization_config"))
+                # a store keeps its quantized copy as it is, or goes without one if made before it:
+                # adding or moving it rebuilds every segment at once (250k points: 2-5 minutes,
+                # 1.2-1.4 GB); `reindex` makes a store with today's
+                quantized = saved_quantization(saved)
                 # a store merges unless it was made not to, or before merging was a policy (a compaction
                 # cut short leaves its step's policy: merging)
                 below = (saved.get("optimizers") or {}).get("default_segment_number")
