@@ -134,11 +134,11 @@ _FULL_VECTORS = qe.SearchParams(quantization=qe.QuantizationSearchParams(ignore=
 
 
 # Where the quantized copy lives: mapped from its file like the rest (``Cold``),
-# so a store that is written and not searched keeps none of it resident (25 MB at
-# 250k points, 99 MB at 1M), at the cost of mapping its pages back after the
-# memory policy hands them back (docs/benchmarks.md). Stores made with it on
-# the heap (``Pinned``) keep it there: changing it rebuilds every segment at
-# once (5 minutes and 1.4 GB at 250k points).
+# so a store that is written and not searched keeps none of it resident (25 MB
+# at 250k points, 99 MB at 1M); searches map back the pages they read, and
+# measured at 250k were no slower for it (docs/benchmarks.md). Stores made
+# with it on the heap (``Pinned``) keep it there: moving it rebuilds every
+# segment at once (5 minutes and 1.4 GB at 250k points).
 QUANTIZED_MEMORY = qe.Memory.Cold
 _MEMORY_NAMES = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached, "pinned": qe.Memory.Pinned}
 
