@@ -171,6 +171,8 @@ def test_a_failing_worker_is_reported_by_healthz_and_restarted(tmp_path: Path) -
             body = down.json()
             assert body["status"] == "failing"
             assert any("the flaky thread failed (RuntimeError: boom" in p for p in body["problems"])
+            # healthy again once the second restart holds (between the two failures it is briefly up)
+            eventually(lambda: client.get("/healthz").json()["restarts"].get("flaky") == 2, timeout=15)
             eventually(lambda: client.get("/healthz").status_code == 200, timeout=15)
             up = client.get("/healthz").json()
             assert up["restarts"]["flaky"] == 2 and up["problems"] == []
