@@ -46,8 +46,8 @@ def test_near_the_cap_batches_shrink_and_memory_is_given_back_without_a_pause() 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are handed back on Linux only")
 def test_near_the_cap_because_of_mapped_pages_batches_stay_whole(tmp_path: Path) -> None:
     """Pages that searches mapped count in resident memory but go at once:
-    when giving them back brings the process well under the cap, intake goes
-    on at full speed (it crawled one chunk a batch while clients searched)."""
+    when giving them back brings the process well under the cap, batches
+    stay whole (the guard used to shrink them to one chunk first)."""
     size = 96 * MB
     path = tmp_path / "segment.dat"
     path.write_bytes(b"\1" * size)
