@@ -362,16 +362,12 @@ def quantized_placement(folder: Path) -> str:
 
 def mapped_copy_kb(folder: Path) -> int | None:
     """Resident KB of this process's mappings of the store's quantized
-    copies; None: none mapped (Linux: /proc/self/smaps)."""
-    resident, mapped, current = 0, False, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        fields = line.split()
-        if not fields[0].endswith(":"):
-            current = len(fields) == 6 and fields[5].startswith(str(folder)) and "quantized" in fields[5]
-            mapped |= current
-        elif current and fields[0] == "Rss:":
-            resident += int(fields[1])
-    return resident if mapped else None
+    copies; None: none mapped."""
+    prefix = str(folder.resolve()) + "/"
+    copy = lambda _perms, path: path.startswith(prefix) and "quantized" in path  # noqa: E731
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    mapped = any(copy("", line.split(maxsplit=5)[-1]) for line in maps)
+    return resident_kb("self", copy) if mapped else None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
