@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,9 +212,11 @@ def fragments(item: Planted) -> list[str]:
 def found_in(planted: list[Planted], haystacks: dict[str, bytes]) -> dict[str, list[str]]:
     """format -> where (file, answer, log) any fragment of its secrets was found."""
     found: dict[str, list[str]] = {}
+    # a store's files are mostly zeros (space set aside): no secret holds a NUL, so runs of them go
+    texts = {where: re.sub(rb"\x00{16,}", b"\x00", data) for where, data in haystacks.items()}
     for item in planted:
         needles = [f.encode() for f in fragments(item)]
-        for where, data in haystacks.items():
+        for where, data in texts.items():
             if any(n in data for n in needles):
                 found.setdefault(item.format, []).append(where)
     return found
