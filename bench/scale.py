@@ -21,9 +21,11 @@ Per size it reports: the fill; the daemon's start-up until it answers;
 `/api/search` latency (wall, sequential, the labeled queries) and its split
 (query embedding, engine, the rest) measured in-process on the same store;
 `selfreflect search` and `status` through the daemon against a bare Python
-start; 20 clients at once on `/api/search` and on `/mcp`; the same load while
-the daemon backfills the real transcripts (embedding them for real); resident memory (now and peak); bytes
-on disk per chunk. All of it twice: on the store as filled, merged by the
+start; searches after a second with nothing to do (as Claude's come), against
+this process's model embedding after the same pause; 20 clients at once on
+`/api/search` and on `/mcp`; the same load while the daemon backfills the
+real transcripts (embedding them for real); resident memory (now and peak);
+bytes on disk per chunk. All of it twice: on the store as filled, merged by the
 daemon's own policy (what the daemon's backfill leaves), then after
 `selfreflect compact` (what `import` leaves), with the compaction's time
 and memory.
@@ -70,6 +72,7 @@ from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E4
 from corpus import QUERY_SETS, corpus_files, default_shared  # noqa: E402
 
 PROJECTS = 40
+PAUSE, PAUSED = 1.0, 10  # searches after a pause: seconds of it, how many
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -315,8 +318,28 @@ def cli_wall(env: dict[str, str], args: list[str], runs: int = 10) -> float:
     return statistics.median(took)
 
 
+def paused_embedding(embedder: OnnxEmbedder, queries: list[str]) -> tuple[float, float]:
+    """Median ms of the model embedding one query after ``PAUSE`` seconds of
+    sleep, and back to back: what a pause costs any process on this machine."""
+    after, hot = [], []
+    for query in queries:
+        time.sleep(PAUSE)
+        for took in (after, hot):
+            started = time.perf_counter()
+            embedder.embed_queries([query])
+            took.append((time.perf_counter() - started) * 1000)
+    return statistics.median(after), statistics.median(hot)
+
+
 def measure_daemon(
-    claude: Path, data: Path, queries: list[str], python: float, clients: int, seconds: float, backfill: str
+    claude: Path,
+    data: Path,
+    queries: list[str],
+    embedder: OnnxEmbedder,
+    python: float,
+    clients: int,
+    seconds: float,
+    backfill: str,
 ) -> int:
     """The daemon on the filled store: start-up, latency, the CLI, load; the
     chunks it embedded during the backfill under load (of the real
@@ -342,6 +365,16 @@ def measure_daemon(
         cli = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "search", "docker memory limit"])
         cli_status = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "status"])
         print(f"CLI through the daemon: search {cli:.0f} ms, status {cli_status:.0f} ms (bare python {python:.0f} ms)")
+        paused = []
+        for query in queries[:PAUSED]:  # how searches from Claude come: one now and then
+            time.sleep(PAUSE)
+            paused.append(daemon.search(query)[0])
+        bare = paused_embedding(embedder, queries[:PAUSED])
+        print(
+            f"/api/search after {PAUSE:.0f} s with nothing to do, {len(paused)} queries: wall p50 "
+            f"{percentile(paused, 0.5):.1f} ms, p95 {percentile(paused, 0.95):.1f} ms (baseline, this process "
+            f"embedding one query after the same pause: p50 {bare[0]:.1f} ms, without one {bare[1]:.1f} ms)"
+        )
         quiet_backfill(daemon, claude / "projects" / f"{backfill}-quiet")
         cycle = iter(queries * 1000)
 
@@ -472,7 +505,7 @@ def main() -> None:
             if backfill != "-backfill":
                 compact(claude, data)
             print(f"-- the store {state}")
-            chunks += measure_daemon(claude, data, queries, python, args.clients, args.seconds, backfill)
+            chunks += measure_daemon(claude, data, queries, embedder, python, args.clients, args.seconds, backfill)
             embed, engine, rest = split(data, queries, embedder)
             print(f"split (in-process, median): embed {embed:.1f} ms, engine {engine:.1f} ms, the rest {rest:.1f} ms")
             store_bytes = sum(f.stat().st_blocks * 512 for f in (data / "store").rglob("*") if f.is_file())
