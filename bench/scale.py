@@ -72,7 +72,7 @@ from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E4
 from corpus import QUERY_SETS, corpus_files, default_shared  # noqa: E402
 
 PROJECTS = 40
-PAUSE, PAUSED = 1.0, 10  # searches after a pause: seconds of it, how many
+PAUSE = 1.0  # seconds with nothing to do before each of the searches after a pause
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -340,6 +340,7 @@ def measure_daemon(
     clients: int,
     seconds: float,
     backfill: str,
+    paused: int,
 ) -> int:
     """The daemon on the filled store: start-up, latency, the CLI, load; the
     chunks it embedded during the backfill under load (of the real
@@ -366,10 +367,10 @@ def measure_daemon(
         cli_status = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "status"])
         print(f"CLI through the daemon: search {cli:.0f} ms, status {cli_status:.0f} ms (bare python {python:.0f} ms)")
         paused = []
-        for query in queries[:PAUSED]:  # how searches from Claude come: one now and then
+        for query in queries[:paused]:  # how searches from Claude come: one now and then
             time.sleep(PAUSE)
             paused.append(daemon.search(query)[0])
-        bare = paused_embedding(embedder, queries[:PAUSED])
+        bare = paused_embedding(embedder, queries[:paused])
         print(
             f"/api/search after {PAUSE:.0f} s with nothing to do, {len(paused)} queries: wall p50 "
             f"{percentile(paused, 0.5):.1f} ms, p95 {percentile(paused, 0.95):.1f} ms (baseline, this process "
@@ -473,6 +474,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 250_000])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--paused", type=int, default=10, help="searches after a pause (each after PAUSE s)")
     parser.add_argument("--work", type=Path, help="keep the filled stores here and reuse them (default: removed)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -505,7 +507,9 @@ def main() -> None:
             if backfill != "-backfill":
                 compact(claude, data)
             print(f"-- the store {state}")
-            chunks += measure_daemon(claude, data, queries, embedder, python, args.clients, args.seconds, backfill)
+            chunks += measure_daemon(
+                claude, data, queries, embedder, python, args.clients, args.seconds, backfill, args.paused
+            )
             embed, engine, rest = split(data, queries, embedder)
             print(f"split (in-process, median): embed {embed:.1f} ms, engine {engine:.1f} ms, the rest {rest:.1f} ms")
             store_bytes = sum(f.stat().st_blocks * 512 for f in (data / "store").rglob("*") if f.is_file())
