@@ -447,6 +447,47 @@ def quiet_backfill(daemon: Daemon, folder: Path) -> None:
     )
 
 
+def engine_threads(store: EdgeStore, queries: list[str], embedder: OnnxEmbedder) -> None:
+    """The engine's hybrid queries from one thread, then from two at once;
+    and how fast a pure-Python thread counts meanwhile (against counting
+    alone): whether the engine lets other Python threads run while it works."""
+    vectors = [embedder.embed_queries([q])[0].tolist() for q in queries]
+
+    def run() -> None:
+        for vector, query in zip(vectors, queries, strict=True):
+            store.hybrid(vector, lexical_text(query), SearchFilter(), 20, FusionPlan())
+
+    run()  # the pages it reads, mapped once
+    rates = []
+    for threads in (1, 2):
+        workers = [threading.Thread(target=run) for _ in range(threads)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        rates.append(threads * len(queries) / (time.perf_counter() - started))
+    counted, stop = [0], threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            counted[0] += 1
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    time.sleep(1.0)
+    alone, counted[0] = counted[0], 0
+    started = time.perf_counter()
+    run()
+    beside = counted[0] / (time.perf_counter() - started)
+    stop.set()
+    counter.join()
+    print(
+        f"the engine's hybrid query: {rates[0]:.0f}/s from one thread, {rates[1]:.0f}/s from two at once; a Python "
+        f"thread counting beside it runs at {beside / alone:.0%} of its speed alone"
+    )
+
+
 def split(data: Path, queries: list[str], embedder: OnnxEmbedder) -> tuple[float, float, float]:
     """Median ms of the query embedding, the engine's hybrid query, and the
     rest of ``search`` (relevance, copies, snippets), in-process."""
@@ -465,6 +506,7 @@ def split(data: Path, queries: list[str], embedder: OnnxEmbedder) -> tuple[float
             started = time.perf_counter()
             search(store, embedder, SearchQuery(query, limit=5))
             total_ms.append((time.perf_counter() - started) * 1000)
+        engine_threads(store, queries, embedder)
     embed, engine = statistics.median(embed_ms), statistics.median(engine_ms)
     return embed, engine, statistics.median(total_ms) - embed - engine
 
