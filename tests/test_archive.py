@@ -188,10 +188,18 @@ def test_a_replaced_transcript_is_archived_anew(tmp_path: Path, embedder: OnnxEm
     assert unpack(archive_of(settings, target)) == (TINY.read_bytes(), 1)
 
 
+def place(settings: Settings, *sources: Path) -> None:
+    """``sources`` as transcripts of projects of their own, nobody writing them."""
+    for source in sources:
+        target = settings.projects_dir / f"-home-dev-{source.stem.split('__')[1]}" / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        quiet(target)
+
+
 def test_deleted_transcripts_stay_searchable_and_readable(tmp_path: Path, embedder: OnnxEmbedder) -> None:
     settings = make_settings(tmp_path)
-    build_claude_home(settings.claude_dir)
-    quiet(*every_transcript(settings.projects_dir))
+    place(settings, HEAVY, TINY)  # the other project stays on disk
     import_once(settings, embedder)
     before = points(settings, embedder)
     target = next(p for p in every_transcript(settings.projects_dir) if p.name == HEAVY.name)
@@ -229,9 +237,8 @@ def test_reindex_rebuilds_the_index_from_the_archive_alone(tmp_path: Path, embed
 
 def test_no_archive_when_it_is_switched_off(tmp_path: Path, embedder: OnnxEmbedder) -> None:
     settings = make_settings(tmp_path, archive=False)
-    build_claude_home(settings.claude_dir)
-    quiet(*every_transcript(settings.projects_dir))
-    import_once(settings, embedder)
+    place(settings, HEAVY, TINY)
+    assert import_once(settings, embedder).lines > 0
     assert not settings.archive_dir.exists()
     assert State.load(settings.state_file).archive == {}
 

@@ -19,7 +19,7 @@ from selfreflect.embed import OnnxEmbedder
 from selfreflect.store import SearchFilter, edge
 from selfreflect.store.edge import EdgeStore
 
-from conftest import EDGE, REAL, build_claude_home, write_session
+from conftest import EDGE, REAL, write_session
 
 RESULT_KEYS = {
     "duplicates",
@@ -251,7 +251,10 @@ def test_compact_without_a_store_says_so(tmp_path: Path) -> None:
 
 
 def test_bad_lines_are_counted_in_summary_and_status(tmp_path: Path) -> None:
-    build_claude_home(Path(os.environ["CLAUDE_CONFIG_DIR"]))
+    folder = Path(os.environ["CLAUDE_CONFIG_DIR"]) / "projects" / "-home-dev-edge-cases"
+    folder.mkdir(parents=True)
+    for source in EDGE.glob("*.jsonl"):  # the corpus's bad lines are all in these
+        shutil.copyfile(source, folder / source.name)
     code, out, _ = run("import")
     assert code == 0 and "3 bad lines skipped" in out
     code, out, _ = run("status", "--json")
