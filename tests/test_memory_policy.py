@@ -85,24 +85,3 @@ def test_the_store_gives_back_its_pages_when_the_policy_it_is_given_says(tmp_pat
         assert store._touched
         policy.after_batch()
         assert not store._touched  # unmapped, through the policy
-
-
-def test_pages_searches_mapped_stay_while_searches_follow_and_go_once_they_stop(tmp_path) -> None:
-    from selfreflect.store import SearchFilter
-    from selfreflect.store.edge import EdgeStore
-
-    policy = MemoryPolicy()
-    with EdgeStore(tmp_path / "store", "model", 4, memory=policy) as store:
-        store.count(SearchFilter())  # a read that is not a search: its pages go when idle
-        policy.idle(first=False)
-        assert not store._touched
-        store.dense([1.0, 0.0, 0.0, 0.0], SearchFilter(), 3)  # a search maps the store's pages
-        policy.idle(first=True)
-        assert store._touched  # kept for the next search
-        policy.keep_pages_seconds = 0.0  # no search for that long
-        policy.idle(first=False)
-        assert not store._touched
-        store.dense([1.0, 0.0, 0.0, 0.0], SearchFilter(), 3)
-        policy.keep_pages_seconds = 3600.0
-        policy.after_batch()  # writing gives them back at once, searches or not
-        assert not store._touched

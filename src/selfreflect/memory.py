@@ -3,8 +3,7 @@ giving memory back to the system it uses: freed heap, mapped file pages.
 
 Every decision about memory is :class:`MemoryPolicy`'s: when freed heap and
 mapped pages are given back (after a batch, when idle, around a store's
-compaction; the pages searches mapped, when idle half a minute after the
-last search), and the cap (``MAX_MEMORY_MB``): near it memory is given back,
+compaction), and the cap (``MAX_MEMORY_MB``): near it memory is given back,
 and if that is not enough batches shrink; over it intake pauses. The daemon
 makes one and hands it to the store and the streamer; a one-off command's
 store makes its own, with no cap. The store only knows *how* to unmap its
@@ -55,7 +54,6 @@ MADV_DONTNEED = 4
 NEAR_CAP = 0.85  # of the cap: from here on, one chunk a batch and memory given back before each
 PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
 NO_PAUSE_SECONDS = 60.0  # after a pause that brought nothing back, none for this long
-KEEP_PAGES_SECONDS = 30.0  # while idle, the pages searches mapped stay this long after the last one
 
 
 def _libc() -> Any:
@@ -169,8 +167,6 @@ class MemoryPolicy:
         self.batch_limit: int | None = None  # chunks per batch while near the cap (None: no limit)
         self._holders: list[Callable[[], None]] = []  # give back mapped pages (a store's release_memory)
         self._no_pause_until = 0.0
-        self._last_search = float("-inf")
-        self.keep_pages_seconds = KEEP_PAGES_SECONDS
         self._process = psutil.Process()
 
     def hold(self, release: Callable[[], None]) -> None:
@@ -181,34 +177,24 @@ class MemoryPolicy:
         """Resident memory of the process, in bytes."""
         return int(self._process.memory_info().rss)
 
-    def _release(self, *, heap: bool = True, code: bool = False, collect: bool = False, pages: bool = True) -> None:
+    def _release(self, *, heap: bool = True, code: bool = False, collect: bool = False) -> None:
         if collect:
             gc.collect()
         if heap:
             malloc_trim()
         if code:
             release_code_pages()
-        if pages:
-            for release in self._holders:
-                release()
-
-    def searched(self) -> None:
-        """A search read a store: the next one, likely soon (Claude's come
-        seconds apart), finds the pages it mapped while idle."""
-        self._last_search = time.monotonic()
+        for release in self._holders:
+            release()
 
     def after_batch(self) -> None:
         """A batch was written: the heap it freed (~5 MB) and the pages it mapped."""
         self._release()
 
     def idle(self, first: bool) -> None:
-        """Nothing to do: pages that searches mapped, once no search came for
-        ``keep_pages_seconds`` (each search after they are given back maps
-        its pages anew: about 10 ms at 250k chunks); on ``first`` (just
-        caught up), also library code that start-up or the work mapped in.
-        Near the cap, :meth:`guard` gives the pages back at once."""
-        quiet = time.monotonic() - self._last_search >= self.keep_pages_seconds
-        self._release(heap=False, code=first, pages=quiet)
+        """Nothing to do: pages that searches mapped; on ``first`` (just
+        caught up), also library code that start-up or the work mapped in."""
+        self._release(heap=False, code=first)
 
     def before_peak(self) -> None:
         """A store is about to build a segment, the process's memory peak:

@@ -50,7 +50,7 @@ the engine's bookkeeping per sealed segment; see docs/benchmarks.md):
 - :meth:`EdgeStore.release_memory` unmaps the file pages that reads and
   writes left resident; when that happens is the process's memory policy's
   decision (:class:`selfreflect.memory.MemoryPolicy`), which the store tells
-  when it builds a segment and when it searches.
+  when it builds a segment.
 - The engine writes through memory-mapped, sparse files: on a full disk a
   write does not fail, the process dies of SIGBUS. So before every write,
   and before opening (loading replays the log), the store checks that the
@@ -657,7 +657,6 @@ class EdgeStore:
         return self._query(request)
 
     def _query(self, request: qe.QueryRequest) -> list[Hit]:
-        self.memory.searched()
         with self._use() as shard:
             return [_hit(p) for p in shard.query(request)]
 
