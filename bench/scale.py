@@ -106,6 +106,9 @@ class _Standin:
     def load(self) -> None:
         self.model.load()
 
+    def unload(self) -> None:
+        """The model stays: the fill runs in the benchmark's own process."""
+
     def count_tokens(self, texts: Any) -> list[int]:
         return self.model.count_tokens(texts)
 
@@ -321,7 +324,8 @@ def cli_wall(env: dict[str, str], args: list[str], runs: int = 10) -> float:
 def paused_embedding(embedder: OnnxEmbedder, queries: list[str]) -> tuple[float, float]:
     """Median ms of the model embedding one query after ``PAUSE`` seconds of
     sleep, and back to back: what a pause costs any process on this machine."""
-    after, hot = [], []
+    after: list[float] = []
+    hot: list[float] = []
     for query in queries:
         time.sleep(PAUSE)
         for took in (after, hot):
@@ -366,14 +370,14 @@ def measure_daemon(
         cli = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "search", "docker memory limit"])
         cli_status = cli_wall(daemon.env, [sys.executable, "-m", "selfreflect", "status"])
         print(f"CLI through the daemon: search {cli:.0f} ms, status {cli_status:.0f} ms (bare python {python:.0f} ms)")
-        paused = []
+        walls = []
         for query in queries[:paused]:  # how searches from Claude come: one now and then
             time.sleep(PAUSE)
-            paused.append(daemon.search(query)[0])
+            walls.append(daemon.search(query)[0])
         bare = paused_embedding(embedder, queries[:paused])
         print(
-            f"/api/search after {PAUSE:.0f} s with nothing to do, {len(paused)} queries: wall p50 "
-            f"{percentile(paused, 0.5):.1f} ms, p95 {percentile(paused, 0.95):.1f} ms (baseline, this process "
+            f"/api/search after {PAUSE:.0f} s with nothing to do, {len(walls)} queries: wall p50 "
+            f"{percentile(walls, 0.5):.1f} ms, p95 {percentile(walls, 0.95):.1f} ms (baseline, this process "
             f"embedding one query after the same pause: p50 {bare[0]:.1f} ms, without one {bare[1]:.1f} ms)"
         )
         quiet_backfill(daemon, claude / "projects" / f"{backfill}-quiet")

@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--per-format", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=10)
     args = parser.parse_args()
-    planted_n, found, found_first = Counter(), Counter(), Counter()
+    planted_n: Counter[str] = Counter()
+    found: Counter[str] = Counter()
+    found_first: Counter[str] = Counter()
     started = time.perf_counter()
     for seed in range(args.seeds):
         for item in plant(args.per_format, seed=seed):
