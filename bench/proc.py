@@ -31,6 +31,8 @@ def watch(pid: int, going: Callable[[], object], every: float = 0.02) -> tuple[d
             now = memory_mb(pid)
         except OSError:
             break
+        if "VmRSS" not in now:  # exited, not yet reaped: no memory left to read
+            break
         samples.append(now["VmRSS"])
         for key in peak:
             peak[key] = max(peak[key], now.get(key, 0))
