@@ -28,7 +28,7 @@ real transcripts (embedding them for real); resident memory (now and peak);
 bytes on disk per chunk. All of it twice: on the store as filled, merged by the
 daemon's own policy (what the daemon's backfill leaves), then after
 `selfreflect compact` (what `import` leaves), with the compaction's time
-and memory.
+and memory (`--compacted-only`: the second alone).
 """
 
 from __future__ import annotations
@@ -521,6 +521,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--paused", type=int, default=10, help="searches after a pause (each after PAUSE s)")
+    parser.add_argument("--compacted-only", action="store_true", help="measure the store once, compacted (--quick)")
     parser.add_argument("--work", type=Path, help="keep the filled stores here and reuse them (default: removed)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -552,6 +553,8 @@ def main() -> None:
         for state, backfill in (("as filled (the daemon's own merges)", "-backfill"), ("compacted", "-backfill-2")):
             if backfill != "-backfill":
                 compact(claude, data)
+            elif args.compacted_only:
+                continue
             print(f"-- the store {state}")
             chunks += measure_daemon(
                 claude, data, queries, embedder, python, args.clients, args.seconds, backfill, args.paused

@@ -46,7 +46,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         else [["generate_corpus.py", corpus, "--mb", "520"], ["memory.py", corpus]],
         "export": [["claude_export.py", export, "--mb", "5"] if quick else ["claude_export.py", export, "--zip"]],
         "scale": [
-            ["scale.py", "--sizes", "5000", "--seconds", "3", "--clients", "4", "--paused", "3"]
+            ["scale.py", "--sizes", "5000", "--seconds", "3", "--clients", "4", "--paused", "3", "--compacted-only"]
             if quick
             else ["scale.py", "--sizes", "100000", "250000", "1000000"]
         ],
