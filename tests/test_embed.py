@@ -42,7 +42,9 @@ def test_vectors_are_unit_length_and_batch_independent(embedder: OnnxEmbedder) -
     alone = np.stack([embedder.embed([t])[0] for t in texts])
     # Dynamic int8 quantisation scales activations per batch, so a batch
     # shifts a vector slightly; padding itself must not change its meaning.
-    assert (np.sum(together * alone, axis=1) >= 0.985).all()
+    # How slightly depends on the CPU's int8 kernels: 0.984 at worst on an
+    # AVX2-only CPU (AMD EPYC) here, with onnxruntime 1.31 and 1.32 alike.
+    assert (np.sum(together * alone, axis=1) >= 0.98).all()
 
 
 def test_text_beyond_the_window_is_cut_not_an_error(embedder: OnnxEmbedder) -> None:
