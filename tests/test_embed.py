@@ -197,3 +197,33 @@ print(json.dumps({"freed": loaded - unloaded, "same": bool(abs(again - before).m
     assert result["same"]
     if sys.platform.startswith("linux"):  # RssAnon, and malloc_trim, are Linux's
         assert result["freed"] > 20, result  # about 45 MB measured
+
+
+def test_unloading_the_model_while_other_threads_embed_fails_no_call(embedder: OnnxEmbedder) -> None:
+    """An unload between a call's start (model loaded, text tokenized) and its
+    turn at the model used to leave that call without a model."""
+    import threading
+
+    errors: list[BaseException] = []
+    done = threading.Event()
+    text = "why does the importer stop on a FIFO under the projects folder " * 30
+
+    def embed() -> None:
+        while not done.is_set():
+            try:
+                embedder.embed([text])
+            except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=embed) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for _ in range(8):
+        embedder.unload()
+        done.wait(0.03)
+    done.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert embedder.embed([text]).shape == (1, embedder.dim)

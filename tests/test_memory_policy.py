@@ -10,12 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from selfreflect.embed import OnnxEmbedder
-from selfreflect.memory import PEAK_MB, MemoryPolicy, release_mapped_pages
-from selfreflect.store import Record, SearchFilter
+from selfreflect.memory import MemoryPolicy, release_mapped_pages
 
 MB = 1024 * 1024
 
@@ -88,73 +85,3 @@ def test_the_store_gives_back_its_pages_when_the_policy_it_is_given_says(tmp_pat
         assert store._touched
         policy.after_batch()
         assert not store._touched  # unmapped, through the policy
-
-
-def _settled_rss() -> int:
-    """This process's resident memory once what can be given back is."""
-    policy = MemoryPolicy()
-    policy.before_peak()
-    policy.after_peak()
-    return policy.rss()
-
-
-def test_a_segment_build_goes_without_the_model_only_when_it_could_pass_the_cap() -> None:
-    dropped: list[str] = []
-    rss = _settled_rss()
-    for name, cap_mb in (("no cap", None), ("roomy", rss // MB + 2 * PEAK_MB), ("tight", rss // MB + 10)):
-        policy = MemoryPolicy(cap_mb)
-        policy.drop_before_peaks(lambda name=name: dropped.append(name))
-        policy.before_peak()
-    assert dropped == ["tight"]
-
-
-def test_the_store_drops_the_model_before_building_a_segment_near_the_cap_and_it_loads_again(
-    tmp_path: Path, embedder: OnnxEmbedder
-) -> None:
-    from selfreflect.store.edge import EdgeStore
-
-    query = embedder.embed(["how did we fix the docker memory limit"])
-    texts = [f"chunk {i} about docker memory limits and compose files" for i in range(64)]
-    points = [
-        Record(f"00000000-0000-4000-8000-{i:012d}", v.tolist(), t, {"text": t, "n": i})
-        for i, (t, v) in enumerate(zip(texts, embedder.embed(texts), strict=True))
-    ]
-    policy = MemoryPolicy(_settled_rss() // MB + 10)  # a segment build could pass it
-    with EdgeStore(tmp_path / "store", embedder.name, embedder.dim, segment_points=64, memory=policy) as store:
-        policy.drop_before_peaks(embedder.unload)
-        store.upsert(points[:63])
-        assert embedder._session is not None  # no segment built yet
-        store.upsert(points[63:])  # the 64th point: the store builds a segment
-        assert embedder._session is None
-        again = embedder.embed(["how did we fix the docker memory limit"])  # loads the model again
-        assert embedder._session is not None
-        np.testing.assert_allclose(again, query, atol=1e-6)
-        assert store.count(SearchFilter()) == 64
-
-
-def test_dropping_the_model_while_other_threads_embed_fails_no_call(embedder: OnnxEmbedder) -> None:
-    """A drop between a call's start (model loaded, text tokenized) and its
-    turn at the model used to leave that call without a model."""
-    errors: list[BaseException] = []
-    done = threading.Event()
-    text = "why does the importer stop on a FIFO under the projects folder " * 30
-
-    def embed() -> None:
-        while not done.is_set():
-            try:
-                embedder.embed([text])
-            except BaseException as exc:  # noqa: BLE001 - any failure is the finding
-                errors.append(exc)
-                return
-
-    threads = [threading.Thread(target=embed) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for _ in range(8):
-        embedder.unload()
-        done.wait(0.03)
-    done.set()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert embedder.embed([text]).shape == (1, embedder.dim)

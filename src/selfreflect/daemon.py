@@ -95,7 +95,6 @@ class Daemon:
         settings = self.settings
         limit_malloc_arenas()
         memory = MemoryPolicy(settings.max_memory_mb)
-        memory.drop_before_peaks(self.embedder.unload)
         try:
             self.store = open_store(settings, self.embedder.name, self.embedder.dim, "serve", memory)
         except StoreLocked as exc:

@@ -220,8 +220,8 @@ class OnnxEmbedder(BundledTokens):
 
     def unload(self) -> None:
         """Drop the runtime's session: its weights and arena (about 45 MB
-        after a backfill's batches; 26 MB after a few calls), e.g. before a
-        compaction's merges. The next call loads it again (0.1-0.3 s)."""
+        after a backfill's batches), e.g. before a compaction's merges. Safe
+        while other threads embed: the next call loads it again (0.1-0.3 s)."""
         with self._calls:
             self._session = None
 
@@ -262,7 +262,7 @@ class OnnxEmbedder(BundledTokens):
             mask[row, : len(piece)] = 1
         spans = self._window_spans(texts, encodings, seq) if windows else []
         with self._calls:
-            self.load()  # dropped meanwhile (before a memory peak: MemoryPolicy.before_peak)
+            self.load()  # unloaded by another thread since this call began
             (hidden,) = self._session.run(
                 None,
                 {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},

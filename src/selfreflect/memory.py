@@ -4,9 +4,7 @@ giving memory back to the system it uses: freed heap, mapped file pages.
 Every decision about memory is :class:`MemoryPolicy`'s: when freed heap and
 mapped pages are given back (after a batch, when idle, around a store's
 compaction), and the cap (``MAX_MEMORY_MB``): near it memory is given back,
-and if that is not enough batches shrink; over it intake pauses; and a
-segment build that would pass it goes without the model, which loads again
-when next used. The daemon
+and if that is not enough batches shrink; over it intake pauses. The daemon
 makes one and hands it to the store and the streamer; a one-off command's
 store makes its own, with no cap. The store only knows *how* to unmap its
 pages (``release_memory``), never *when*.
@@ -56,10 +54,6 @@ MADV_DONTNEED = 4
 NEAR_CAP = 0.85  # of the cap: from here on, one chunk a batch and memory given back before each
 PAUSE_SECONDS = 5.0  # the longest intake pauses for memory to come back
 NO_PAUSE_SECONDS = 60.0  # after a pause that brought nothing back, none for this long
-# What building a segment takes over the process's level, merges included
-# (merges of 4,096 points: peaks of 193 MB at a steady 147 MB;
-# docs/benchmarks.md). Closer than this to the cap, the model is dropped first.
-PEAK_MB = 50
 
 
 def _libc() -> Any:
@@ -172,19 +166,12 @@ class MemoryPolicy:
         self.cap = cap_mb * 1024 * 1024 if cap_mb else None
         self.batch_limit: int | None = None  # chunks per batch while near the cap (None: no limit)
         self._holders: list[Callable[[], None]] = []  # give back mapped pages (a store's release_memory)
-        self._droppable: list[Callable[[], None]] = []  # drop what loads again when used (the model's unload)
         self._no_pause_until = 0.0
         self._process = psutil.Process()
 
     def hold(self, release: Callable[[], None]) -> None:
         """Something that maps files (a store): ``release`` unmaps its pages."""
         self._holders.append(release)
-
-    def drop_before_peaks(self, drop: Callable[[], None]) -> None:
-        """Something this process can go without for a while, that loads
-        again when it is next used (the model: 26 MB, 0.1-0.3 s to load):
-        ``drop`` drops it before a peak that would pass the cap."""
-        self._droppable.append(drop)
 
     def rss(self) -> int:
         """Resident memory of the process, in bytes."""
@@ -211,18 +198,8 @@ class MemoryPolicy:
 
     def before_peak(self) -> None:
         """A store is about to build a segment, the process's memory peak:
-        give back first what can be (freed heap, mapped pages, library code),
-        and if the build could still pass the cap (``PEAK_MB`` over what is
-        left), drop what loads again when used (the model)."""
+        give back first what can be (freed heap, mapped pages, library code)."""
         self._release(code=True)
-        if self.cap is None or not self._droppable:
-            return
-        rss = self.rss()
-        if rss + PEAK_MB * 2**20 > self.cap:
-            log.debug("memory %.0f MB, near the cap: the store builds a segment without the model", rss / 2**20)
-            for drop in self._droppable:
-                drop()
-            malloc_trim()
 
     def after_peak(self) -> None:
         """A segment was built: what building it freed."""
