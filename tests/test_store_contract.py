@@ -135,8 +135,8 @@ SAME = 1e-4  # engines compute scores in their own float order: equal within thi
 def ranking(hits: list[Hit]) -> list[tuple[float, frozenset[tuple[str, str, int]]]]:
     """Hits as groups of equal score (ties may come in any order): each
     hit within ``SAME`` of its group's first. (Rounding scores to 4 places
-    split the same score differently where it sat on a rounding boundary:
-    0.20095 from one engine, 0.200949 from the other.)"""
+    split the same score where it sat on a rounding boundary: about 0.20095,
+    rounded to 0.201 from one engine and to 0.2009 from the other.)"""
     groups: list[tuple[float, set[tuple[str, str, int]]]] = []
     for hit in hits:
         if groups and abs(groups[-1][0] - hit.score) <= SAME:
