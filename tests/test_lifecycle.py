@@ -176,6 +176,23 @@ def test_a_stale_daemon_json_is_not_trusted(tmp_path: Path, home: Path, embedder
         stranger.wait()
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{",
+        b"\xff\xfe{}",
+        b"[1, 2]",
+        b'{"pid": 1}',
+        b'{"pid": 1, "port": 2, "started": 0, "version": "x", "new": 1}',
+    ],
+    ids=["empty", "torn", "not-utf8", "not-an-object", "fields-missing", "unknown-field"],
+)
+def test_a_daemon_json_that_cannot_be_read_names_no_daemon(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / INFO_FILE).write_bytes(content)
+    assert running_daemon(tmp_path) is None
+
+
 def test_import_show_status_and_stop_while_serve_runs(tmp_path: Path, home: Path) -> None:
     data = tmp_path / "data"
     with DaemonProcess(home, data) as daemon:

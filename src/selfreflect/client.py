@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import http.client
 import json
+import socket
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -56,30 +56,67 @@ def _fetch(
     timeout: float,
     accept: tuple[int, ...] = (),
 ) -> Any:
-    # http.client, not urllib.request: the CLI's way to the daemon is on every
-    # command's path, and urllib.request's imports cost it several ms
     where = urlsplit(base_url)
-    connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=timeout)
     try:
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        status, data = response.status, response.read()
-    except (OSError, http.client.HTTPException) as exc:
+        status, reason, data = exchange(
+            where.hostname or "127.0.0.1", where.port or 80, method, path, body, headers, timeout
+        )
+    except (OSError, ValueError) as exc:
         raise DaemonUnavailable(f"no answer from {base_url}: {exc}") from exc
-    finally:
-        connection.close()
     if status < 400 or status in accept:
         return json.loads(data)
     try:
         answer = json.loads(data)
-        message = str(answer.get("error") or f"HTTP {status} {response.reason}")
+        message = str(answer.get("error") or f"HTTP {status} {reason}")
     except (ValueError, AttributeError):
-        answer, message = {}, f"HTTP {status} {response.reason}"
+        answer, message = {}, f"HTTP {status} {reason}"
     if answer.get("kind") == "unknown-project":
         from selfreflect.projects import ProjectNotFound
 
         raise ProjectNotFound(message, list(answer.get("suggestions") or []))
     raise (TranscriptNotFound if status == 404 else SelfReflectError)(message)
+
+
+def exchange(
+    host: str, port: int, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float
+) -> tuple[int, str, bytes]:
+    """One HTTP/1.0 request to the daemon and its whole answer: status, reason, body.
+
+    HTTP/1.0 by hand over a socket, not ``http.client``: the CLI's way to the
+    daemon is on every command's path, and ``http.client``'s imports (ssl,
+    the email parser) were a fifth of a ``selfreflect search``. An HTTP/1.0
+    answer has no chunks and ends with the connection; a ``Content-Length``
+    it gives is checked.
+
+    Raises:
+        OSError: no connection, a timeout, or an answer cut short.
+        ValueError: an answer that is not HTTP.
+    """
+    name = f"[{host}]" if ":" in host else host
+    lines = [f"{method} {path} HTTP/1.0", f"Host: {name}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    # the host as bytes (getaddrinfo takes them; typeshed says str): a str
+    # goes through the idna codec, another 5 ms of imports
+    address = (host.encode("ascii"), port)
+    with socket.create_connection(address, timeout=timeout) as connection:  # type: ignore[arg-type]
+        connection.sendall(request)
+        parts = []
+        while part := connection.recv(1 << 16):
+            parts.append(part)
+    head, ended, data = b"".join(parts).partition(b"\r\n\r\n")
+    if not ended:
+        raise OSError("the answer ended before its headers did")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    version, status, *reason = status_line.split(" ", 2)
+    if not version.startswith("HTTP/"):
+        raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+    for field in fields:
+        name, _, value = field.partition(":")
+        if name.strip().lower() == "content-length" and len(data) < int(value):
+            raise OSError(f"the answer was cut short: {len(data)} of {int(value)} bytes")
+    return int(status), "".join(reason), data
 
 
 class DaemonBackend:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -148,6 +147,8 @@ class Connection:
             argv += ["--config", str(settings.config_file)]
         argv += ["serve", "--port", "0", "--started-by", f"mcp (pid {os.getpid()})"]
         with log_file:
+            import subprocess  # only here: its import is on every CLI command's path otherwise
+
             child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, **detached())
         threading.Thread(target=child.wait, name="reap-daemon", daemon=True).start()  # no zombie
         deadline = time.monotonic() + START_TIMEOUT
