@@ -453,6 +453,10 @@ def test_the_client_path_loads_no_model_and_no_store() -> None:
         "filelock",
         "zstandard",
         "sqlite3",
+        "http.client",
+        "subprocess",
+        "tomllib",
+        "orjson",
     ) + (("psutil",) if sys.platform.startswith("linux") else ())  # Linux reads start times from /proc
     code = (
         "import sys; import selfreflect.cli, selfreflect.connect, selfreflect.client, selfreflect.running, "

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -207,28 +208,54 @@ def test_a_daemon_that_caught_up_hands_back_library_code(tmp_path: Path, home: P
         assert daemon.stop() == 0
 
 
+# what `selfreflect search` and `status` must not import on their way to the
+# daemon: the model, the store, and the slower parts of the standard library
+# (http.client's ssl and email parser, subprocess, the TOML reader without a
+# config file); each was several ms of a call that should take under 100
+NOT_ON_THE_CLIENT_PATH = (
+    "numpy",
+    "onnxruntime",
+    "qdrant_edge",
+    "sqlite3",
+    "http.client",
+    "ssl",
+    "email",
+    "subprocess",
+    "tomllib",
+    "platformdirs",
+    "orjson",
+)
+
+
 def test_cli_goes_through_the_running_daemon(tmp_path: Path, home: Path) -> None:
+    """`search` and `status` ask the daemon, importing nothing they do not need for it."""
     shutil.copyfile(REAL / "obra__episodic-memory__tiny-conversation.jsonl", home / "projects" / "-live" / "a.jsonl")
     env = {**os.environ, "CLAUDE_CONFIG_DIR": str(home), "SELFREFLECT_HOME": str(tmp_path / "data")}
+    env.pop("SELFREFLECT_CONFIG", None)  # no config file: nothing to read TOML for
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+
+    def cli(*args: str) -> tuple[Any, set[str]]:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "selfreflect", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        imported = {
+            line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
+        }
+        return json.loads(done.stdout), imported
+
     with DaemonProcess(home, tmp_path / "data") as daemon:
         daemon.wait_idle()
-        search = subprocess.run(
-            [sys.executable, "-m", "selfreflect", "search", "--json", "Proactiveness"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert search.returncode == 0, search.stderr
-        assert json.loads(search.stdout)["results"]
-        status = subprocess.run(
-            [sys.executable, "-m", "selfreflect", "status", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert status.returncode == 0 and json.loads(status.stdout)["daemon"]["pid"] == daemon.proc.pid
+        found, imported = cli("search", "--json", "Proactiveness")
+        assert found["results"]
+        assert "selfreflect.client" in imported and not imported & set(NOT_ON_THE_CLIENT_PATH)
+        status, imported = cli("status", "--json")
+        assert status["daemon"]["pid"] == daemon.proc.pid
+        assert "selfreflect.client" in imported and not imported & set(NOT_ON_THE_CLIENT_PATH)
         assert daemon.stop() == 0
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from selfreflect.system import disk_bytes, is_same_process, path_name, process_started
+from selfreflect.settings import Settings
+from selfreflect.system import disk_bytes, is_same_process, path_name, process_started, user_dirs
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "selfreflect"
 POSIX_ONLY = {"fcntl", "resource", "pwd", "grp", "termios", "posix", "tty", "pty"}
@@ -92,3 +93,31 @@ def test_disk_bytes_counts_blocks_of_every_file_below_and_nothing_twice(tmp_path
     counted = disk_bytes(tmp_path)
     assert 100_000 <= counted < 1_000_000
     assert disk_bytes(tmp_path / "missing") == 0
+
+
+def test_user_folders_follow_each_platforms_rules_whatever_the_libraries_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    linux = user_dirs({}, "linux")
+    assert linux == (tmp_path / ".local/share/selfreflect", tmp_path / ".config/selfreflect")
+    xdg = {"XDG_DATA_HOME": "/x/data", "XDG_CONFIG_HOME": "/x/config"}
+    assert user_dirs(xdg, "linux") == (Path("/x/data/selfreflect"), Path("/x/config/selfreflect"))
+    assert user_dirs(xdg, "freebsd14") == (Path("/x/data/selfreflect"), Path("/x/config/selfreflect"))
+    relative = {"XDG_DATA_HOME": "data", "XDG_CONFIG_HOME": ""}  # not absolute: the XDG rule ignores it
+    assert user_dirs(relative, "linux") == linux
+    mac = tmp_path / "Library/Application Support/selfreflect"
+    assert user_dirs(xdg, "darwin") == (mac, mac)  # where macOS users' stores are, XDG or not
+    local = {"LOCALAPPDATA": str(tmp_path / "Local")}
+    assert user_dirs({**local, **xdg}, "win32") == (tmp_path / "Local/selfreflect",) * 2
+    assert user_dirs({}, "win32") == (tmp_path / "AppData/Local/selfreflect",) * 2
+
+
+def test_settings_default_to_the_user_folders(tmp_path: Path) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    (tmp_path / "config/selfreflect").mkdir(parents=True)
+    (tmp_path / "config/selfreflect/config.toml").write_text("chunk_size = 7\n")
+    settings = Settings.load({}, env=env)
+    assert settings.data_dir == user_dirs(env)[0] == tmp_path / "data/selfreflect"
+    assert settings.config_file == tmp_path / "config/selfreflect/config.toml" and settings.chunk_size == 7

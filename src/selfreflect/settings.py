@@ -15,11 +15,6 @@ from typing import Any
 
 from selfreflect.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 # setting name -> environment variable. The seed's names keep their meaning.
 ENV = {
     "claude_dir": "CLAUDE_CONFIG_DIR",
@@ -223,9 +218,10 @@ class Settings:
         env = os.environ if env is None else env
         flags = {k: v for k, v in (flags or {}).items() if v is not None}
         explicit = config_file or _path(env.get("SELFREFLECT_CONFIG"))
-        path = explicit or _default_config_file()
+        path = explicit or _default_config_file(env)
         from_file: dict[str, Any] = {}
         if path.exists():
+            tomllib = _toml()
             try:
                 from_file = tomllib.loads(path.read_text(encoding="utf-8"))
             except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -249,7 +245,7 @@ class Settings:
             except ValueError as exc:  # name what the user set, where they set it
                 raise ConfigError(f"{given}: {exc}") from None
         values.setdefault("claude_dir", Path.home() / ".claude")
-        values.setdefault("data_dir", _default_data_dir())
+        values.setdefault("data_dir", _default_data_dir(env))
         values.setdefault("machine", _machine_name())
         unknown = set(from_file) - {f.name for f in fields(cls)} | ({"config_file"} & set(from_file))
         if unknown:
@@ -340,13 +336,23 @@ def _path(value: str | None) -> Path | None:
     return Path(os.path.expanduser(value)) if value else None
 
 
-def _default_data_dir() -> Path:
-    import platformdirs
+def _toml() -> Any:
+    """The TOML reader, imported only when there is a config file to read
+    (its import is a twentieth of a ``selfreflect search``)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
 
-    return Path(platformdirs.user_data_dir("selfreflect", appauthor=False))
+
+def _default_data_dir(env: Mapping[str, str]) -> Path:
+    from selfreflect.system import user_dirs
+
+    return user_dirs(env)[0]
 
 
-def _default_config_file() -> Path:
-    import platformdirs
+def _default_config_file(env: Mapping[str, str]) -> Path:
+    from selfreflect.system import user_dirs
 
-    return Path(platformdirs.user_config_dir("selfreflect", appauthor=False)) / "config.toml"
+    return user_dirs(env)[1] / "config.toml"

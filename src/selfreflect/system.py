@@ -10,6 +10,7 @@ per platform:
 - detaching a child (the daemon an MCP client starts): a new session on
   POSIX, a new process group without a console on Windows;
 - disk use: allocated blocks where the platform reports them, else sizes;
+- where a user's data and config live by default (:func:`user_dirs`);
 - path names: a path recorded on Windows (``C:\\Users\\me\\app``) is named
   by Windows rules wherever it is read.
 
@@ -20,13 +21,48 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 WINDOWS = sys.platform == "win32"
 LINUX = sys.platform.startswith("linux")
+
+
+def user_dirs(env: Mapping[str, str] | None = None, platform: str = sys.platform) -> tuple[Path, Path]:
+    """The user's folders for selfreflect's data and for its config file,
+    by the platform's rules, written out here:
+
+    - Windows: ``%LOCALAPPDATA%\\selfreflect`` for both (else
+      ``~\\AppData\\Local\\selfreflect``);
+    - macOS: ``~/Library/Application Support/selfreflect`` for both;
+    - elsewhere: ``$XDG_DATA_HOME/selfreflect`` and ``$XDG_CONFIG_HOME/selfreflect``
+      when they are absolute paths (the XDG rule), else ``~/.local/share/selfreflect``
+      and ``~/.config/selfreflect``.
+
+    These are platformdirs' answers as this project first took them. They are
+    fixed here, not asked of platformdirs at each start, because a user's store
+    must not move when a dependency is updated (platformdirs' newest versions
+    follow the XDG variables on macOS too), and because importing platformdirs
+    was a tenth of every ``selfreflect search``.
+    """
+    env = os.environ if env is None else env
+    if platform == "win32":
+        local = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return (Path(local) / "selfreflect",) * 2
+    if platform == "darwin":
+        return (Path.home() / "Library" / "Application Support" / "selfreflect",) * 2
+    data, config = (_xdg(env.get(name, "")) for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME"))
+    return (
+        (data or Path.home() / ".local" / "share") / "selfreflect",
+        (config or Path.home() / ".config") / "selfreflect",
+    )
+
+
+def _xdg(value: str) -> Path | None:
+    """An XDG base folder: only an absolute path counts (the spec ignores others)."""
+    return Path(value) if value.startswith("/") else None
 
 
 def process_started(pid: int) -> float | None:
@@ -85,6 +121,8 @@ def detached() -> dict[str, Any]:
     """``subprocess.Popen`` arguments that let a child outlive its parent and
     its parent's terminal."""
     if WINDOWS:
+        import subprocess
+
         flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         return {"creationflags": flags, "close_fds": True}
     return {"start_new_session": True, "close_fds": True}
