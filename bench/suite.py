@@ -40,6 +40,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         "freshness": [["freshness.py", "--appends", "30", "--backlog-mb", "10"] if quick else ["freshness.py"]],
         "archive": [["archive.py"]],
         "faces": [["faces.py"]],
+        "cli": [["cli.py", "--rounds", "5", "--files", "3"] if quick else ["cli.py"]],
         "secrets": [["secrets.py", "--seeds", "2", "--per-format", "10"] if quick else ["secrets.py"]],
         "memory": [["memory.py", str(claude_home(scratch))]]
         if quick
