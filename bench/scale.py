@@ -28,7 +28,8 @@ real transcripts (embedding them for real); resident memory (now and peak);
 bytes on disk per chunk. All of it twice: on the store as filled, merged by the
 daemon's own policy (what the daemon's backfill leaves), then after
 `selfreflect compact` (what `import` leaves), with the compaction's time
-and memory (`--compacted-only`: the second alone).
+and memory (`--compacted-only`: the second alone; `--as-filled-only`: the
+first alone, to compare merge bounds set with ``SELFREFLECT_MERGE_POINTS``).
 """
 
 from __future__ import annotations
@@ -529,6 +530,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--paused", type=int, default=10, help="searches after a pause (each after PAUSE s)")
     parser.add_argument("--compacted-only", action="store_true", help="measure the store once, compacted (--quick)")
+    parser.add_argument(
+        "--as-filled-only", action="store_true", help="measure the store once, as filled (to compare merge bounds)"
+    )
     parser.add_argument("--work", type=Path, help="keep the filled stores here and reuse them (default: removed)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -559,6 +563,8 @@ def main() -> None:
         chunks = 0
         for state, backfill in (("as filled (the daemon's own merges)", "-backfill"), ("compacted", "-backfill-2")):
             if backfill != "-backfill":
+                if args.as_filled_only:
+                    continue
                 compact(claude, data)
             elif args.compacted_only:
                 continue
