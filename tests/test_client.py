@@ -113,3 +113,11 @@ def test_nobody_listening_is_no_answer() -> None:
         port = probe.getsockname()[1]  # free once closed
     with pytest.raises(DaemonUnavailable, match="no answer from"):
         get_json(f"http://127.0.0.1:{port}", "/api/status", timeout=5)
+
+
+def test_a_token_with_a_line_break_sends_nothing() -> None:
+    with answering(http("200 OK", b"{}")) as (url, got):
+        with pytest.raises(DaemonUnavailable, match="line break"):
+            get_json(url, "/api/status", token="t0k\r\nX-Forwarded-For: 10.0.0.1")
+        assert get_json(url, "/api/status") == {}  # the server's one request is still unanswered
+    assert b"X-Forwarded-For" not in got[0]

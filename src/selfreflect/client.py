@@ -90,12 +90,15 @@ def exchange(
 
     Raises:
         OSError: no connection, a timeout, or an answer cut short.
-        ValueError: an answer that is not HTTP.
+        ValueError: an answer that is not HTTP; a request line or header with
+            a line break in it (nothing is sent).
     """
-    name = f"[{host}]" if ":" in host else host
-    lines = [f"{method} {path} HTTP/1.0", f"Host: {name}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    where = f"[{host}]" if ":" in host else host
+    lines = [f"{method} {path} HTTP/1.0", f"Host: {where}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
+    if any("\r" in line or "\n" in line for line in lines):  # a token with a line break would add headers
+        raise ValueError("a line break in the request's path or headers")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
     # the host as bytes (getaddrinfo takes them; typeshed says str): a str
     # goes through the idna codec, another 5 ms of imports
