@@ -149,8 +149,7 @@ def fill(data: Path, size: int, payloads: list[dict[str, Any]], embedder: OnnxEm
     bm25 = qe.Bm25(qe.Bm25Config())  # the store's own BM25 (EdgeStore.upsert)
     started = time.perf_counter()
     base = time.time() - 365 * 86400
-    merge_points = int(os.environ["SELFREFLECT_MERGE_POINTS"]) if os.environ.get("SELFREFLECT_MERGE_POINTS") else None
-    with EdgeStore(data / "store", embedder.name, embedder.dim, merge_points=merge_points).open() as store:
+    with EdgeStore(data / "store", embedder.name, embedder.dim, merge_points=merge_points()).open() as store:
         batch = store.segment_points
         for first in range(0, size, batch):
             count = min(batch, size - first)
@@ -498,13 +497,20 @@ def engine_threads(store: EdgeStore, queries: list[str], vectors: list[list[floa
     )
 
 
+def merge_points() -> int | None:
+    """The merge bound set for this run (``SELFREFLECT_MERGE_POINTS``), else the store's own."""
+    value = os.environ.get("SELFREFLECT_MERGE_POINTS")
+    return int(value) if value else None
+
+
 def split(data: Path, queries: list[str], embedder: OnnxEmbedder) -> tuple[float, float, float]:
     """Median ms of the query embedding, the engine's hybrid query, and the
     rest of ``search`` (relevance, copies, snippets), in-process."""
     embed_ms, engine_ms, total_ms = [], [], []
     vectors: list[list[float]] = []
     started = time.perf_counter()
-    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+    # the daemon's bound: a store opened under another merges its segments to it at once
+    with EdgeStore(data / "store", embedder.name, embedder.dim, merge_points=merge_points()).open() as store:
         opened = time.perf_counter() - started
         print(f"the store alone opens in {opened:.2f} s: {store._shard.info().segments_count} segments")
         for query in queries:
