@@ -36,7 +36,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus" / "real"
+from corpus import smallest
+
 SCRIPT = shutil.which("selfreflect", path=os.path.dirname(sys.executable))
 SELFREFLECT = [SCRIPT] if SCRIPT else [sys.executable, "-m", "selfreflect"]
 
@@ -84,7 +85,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="selfreflect-cli-"))
     claude, data = work / "claude", work / "data"
     (claude / "projects" / "-bench").mkdir(parents=True)
-    for path in sorted(CORPUS.glob("*.jsonl"), key=lambda p: p.stat().st_size)[: args.files]:
+    for path in smallest(args.files):
         shutil.copyfile(path, claude / "projects" / "-bench" / path.name)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "SELFREFLECT_CONFIG")}
     env |= {"CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data), "XDG_CONFIG_HOME": str(work / "config")}

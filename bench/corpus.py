@@ -36,6 +36,12 @@ def corpus_files(kind: str, shared: Path | None = None) -> list[Path]:
     return sorted(files.values(), key=lambda p: p.name)
 
 
+def smallest(count: int | None, kind: str = "real", shared: Path | None = None) -> list[Path]:
+    """The ``count`` smallest of the ``kind`` transcripts (:func:`corpus_files`),
+    for a quicker run; all of them when ``count`` is None."""
+    return sorted(corpus_files(kind, shared), key=lambda p: p.stat().st_size)[:count]
+
+
 def claude_home(folder: Path, kind: str = "real", sources: list[Path] | None = None) -> Path:
     """A Claude home made in ``folder``: ``sources`` (default: the
     repository's ``kind`` transcripts), copied into one project. Returns the home."""

@@ -1,11 +1,13 @@
 """Backfill benchmark: `import` of the whole test corpus against the bare
 embedder on the same chunks, measured in the same run.
 
-    python bench/import_corpus.py [--rounds 1] [--shared FOLDER]
+    python bench/import_corpus.py [--rounds 1] [--files N] [--shared FOLDER]
 
 Prints the import's wall time and chunk rate, the bare embedder's rate on the
 exact texts the import stored (same model, same batching), and their ratio
 (the design's bar: the pipeline keeps >= 85 % of the bare embedder's rate).
+``--files N`` imports only the N smallest real transcripts (and the edge
+cases), for a quicker run.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from selfreflect.state import State
 from selfreflect.store import SearchFilter
 from selfreflect.store.edge import EdgeStore
 
-from corpus import corpus_files, default_shared
+from corpus import corpus_files, default_shared, smallest
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--files", type=int, help="only the N smallest real transcripts (a quicker run)")
     args = parser.parse_args()
     embedder = OnnxEmbedder()
     embedder.load()
@@ -40,7 +43,8 @@ def main() -> None:
             for kind in ("real", "edge-cases"):
                 folder = root / "claude" / "projects" / f"-corpus-{kind}"
                 folder.mkdir(parents=True)
-                for source in corpus_files(kind, args.shared):
+                sources = smallest(args.files, kind, args.shared) if kind == "real" else corpus_files(kind, args.shared)
+                for source in sources:
                     shutil.copyfile(source, folder / source.name)
             empty = root / "config.toml"
             empty.write_text("")

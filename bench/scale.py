@@ -19,7 +19,7 @@ same measures at each size.
 
 Per size it reports: the fill; the daemon's start-up until it answers;
 `/api/search` latency (wall, sequential, the labeled queries) and its split
-(query embedding, engine, the rest) measured in-process on the same store;
+(the model, the engine, the rest: one search timed from the inside) on the same store;
 `selfreflect search` and `status` through the daemon against a bare Python
 start; searches after a second with nothing to do (as Claude's come), against
 this process's model embedding after the same pause; 20 clients at once on
@@ -70,7 +70,7 @@ from selfreflect.store import FusionPlan, RawPoint, SearchFilter  # noqa: E402
 from selfreflect.store.edge import EdgeStore, sparse  # noqa: E402
 from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E402
 
-from corpus import QUERY_SETS, corpus_files, default_shared  # noqa: E402
+from corpus import QUERY_SETS, default_shared, smallest  # noqa: E402
 
 PROJECTS = 40
 PAUSE = 1.0  # seconds with nothing to do before each of the searches after a pause
@@ -123,9 +123,10 @@ class _Standin:
         return self.embed(texts)
 
 
-def copy_corpus(folder: Path) -> None:
+def copy_corpus(folder: Path, files: int | None = None) -> None:
+    """The real transcripts (the ``files`` smallest) copied into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    for source in corpus_files("real", default_shared()):
+    for source in smallest(files, "real", default_shared()):
         shutil.copyfile(source, folder / source.name)
 
 
@@ -351,10 +352,12 @@ def measure_daemon(
     seconds: float,
     backfill: str,
     paused: int,
+    files: int | None,
 ) -> int:
     """The daemon on the filled store: start-up, latency, the CLI, load; the
     chunks it embedded during the backfill under load (of the real
-    transcripts, copied into project folder ``backfill``)."""
+    transcripts, or their ``files`` smallest, copied into project folder
+    ``backfill``)."""
     daemon = Daemon(claude, data)
     try:
         print(f"daemon ready (answering /healthz) {daemon.ready_seconds:.2f} s after start; {daemon.memory()}")
@@ -386,7 +389,7 @@ def measure_daemon(
             f"{percentile(walls, 0.5):.1f} ms, p95 {percentile(walls, 0.95):.1f} ms (baseline, this process "
             f"embedding one query after the same pause: p50 {bare[0]:.1f} ms, without one {bare[1]:.1f} ms)"
         )
-        quiet_backfill(daemon, claude / "projects" / f"{backfill}-quiet")
+        quiet_backfill(daemon, claude / "projects" / f"{backfill}-quiet", files)
         cycle = iter(queries * 1000)
 
         def one() -> None:
@@ -403,7 +406,7 @@ def measure_daemon(
             f"/mcp reflect_on_past, {clients} sessions, {seconds:.0f} s: {rate:.1f}/s, p50 {p50:.0f} ms, "
             f"p95 {p95:.0f} ms, {errors} errors; load average {os.getloadavg()[0]:.1f}; {daemon.memory()}"
         )
-        copy_corpus(claude / "projects" / backfill)
+        copy_corpus(claude / "projects" / backfill, files)
         daemon.wait(lambda h: h["files_pending"], 30)  # the importer has seen them
         before = int(daemon.health()["chunks_indexed"])
         rate, p50, p95, errors = load(one, clients, seconds)
@@ -437,12 +440,12 @@ def compact(claude: Path, data: Path) -> None:
     )
 
 
-def quiet_backfill(daemon: Daemon, folder: Path) -> None:
+def quiet_backfill(daemon: Daemon, folder: Path, files: int | None) -> None:
     """The daemon writing into the big store with no one searching: the real
     transcripts copied in, resident memory sampled every 20 ms until the
     importer is idle again (its merges included)."""
     before = int(daemon.health()["chunks_indexed"])
-    copy_corpus(folder)
+    copy_corpus(folder, files)
     daemon.wait(lambda h: h["files_pending"], 30)
     started = time.perf_counter()
     peak, samples = watch(
@@ -572,6 +575,7 @@ def main() -> None:
     parser.add_argument(
         "--as-filled-only", action="store_true", help="measure the store once, as filled (to compare merge bounds)"
     )
+    parser.add_argument("--files", type=int, help="backfill only the N smallest real transcripts (--quick)")
     parser.add_argument("--work", type=Path, help="keep the filled stores here and reuse them (default: removed)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -609,7 +613,7 @@ def main() -> None:
                 continue
             print(f"-- the store {state}")
             chunks += measure_daemon(
-                claude, data, queries, embedder, python, args.clients, args.seconds, backfill, args.paused
+                claude, data, queries, embedder, python, args.clients, args.seconds, backfill, args.paused, args.files
             )
             embed, engine, rest = split(data, queries, embedder)
             print(f"search, in-process (median): model {embed:.1f} ms, engine {engine:.1f} ms, the rest {rest:.1f} ms")

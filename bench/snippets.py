@@ -1,10 +1,10 @@
 """Snippets placed by meaning: window vectors kept at import against windows
 embedded at search time.
 
-    python bench/snippets.py [--shared FOLDER] [--rounds 3] [--queries N]
+    python bench/snippets.py [--shared FOLDER] [--rounds 3] [--queries N] [--files N]
 
 Indexes the real transcripts of ``tests/corpus/real/`` with the real
-pipeline (as ``bench/retrieval.py`` does), which keeps each chunk's window
+pipeline (as ``bench/retrieval.py`` does; ``--files N``: the N smallest), which keeps each chunk's window
 vectors in its payload (pooled from the model call that embeds the chunk).
 The baseline, in the same run: a copy of the same points without them (what
 a store written by the version before holds), whose snippets search places
@@ -57,7 +57,7 @@ from selfreflect.store import RawPoint
 from selfreflect.store.edge import EdgeStore
 from selfreflect.windows import FIELD, Windows, flatten, pack, tiles, unpack
 
-from corpus import QUERY_SETS, corpus_files, corpus_settings, default_shared
+from corpus import QUERY_SETS, corpus_settings, default_shared, smallest
 
 
 def int8(windows: Windows) -> np.ndarray:
@@ -125,11 +125,12 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
     parser.add_argument("--rounds", type=int, default=3, help="timed searches per query and store")
     parser.add_argument("--queries", type=int, help="only the first N labeled queries (default: all)")
+    parser.add_argument("--files", type=int, help="only the N smallest real transcripts (a quicker run)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     queries = list(dict.fromkeys(q["query"] for path in QUERY_SETS for q in map(json.loads, path.open())))
     queries = queries[: args.queries] if args.queries else queries
-    sources = corpus_files("real", args.shared)
+    sources = smallest(args.files, "real", args.shared)
     embedder = OnnxEmbedder()
     embedder.load()
     started = time.perf_counter()

@@ -24,30 +24,41 @@ import tempfile
 import time
 from pathlib import Path
 
-from corpus import claude_home
+from corpus import claude_home, smallest
 
 BENCH = Path(__file__).resolve().parent
+QUICK_FILES = 10  # of the repository's 13 real transcripts: all but the three over 700 KB
 
 
 def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
     """name -> the commands it runs (arguments after ``python``)."""
     corpus = str(scratch / "corpus")
     export = str(scratch / "export")
+    # --quick: the snippets, the import, the daemon's faces and memory and the scale backfill
+    # over the repository's smallest transcripts (each step embeds what it reads: most of its time)
+    small = str(claude_home(scratch / "small", sources=smallest(QUICK_FILES))) if quick else ""
     return {
         "retrieval": [["retrieval.py", "--quick"] if quick else ["retrieval.py"]],
-        "snippets": [["snippets.py", "--rounds", "1", "--queries", "30"] if quick else ["snippets.py"]],
-        "import": [["import_corpus.py"]],
+        "snippets": [
+            ["snippets.py", "--rounds", "1", "--queries", "30", "--files", str(QUICK_FILES)]
+            if quick
+            else ["snippets.py"]
+        ],
+        "import": [["import_corpus.py", "--files", str(QUICK_FILES)] if quick else ["import_corpus.py"]],
         "freshness": [["freshness.py", "--appends", "30", "--backlog-mb", "10"] if quick else ["freshness.py"]],
         "archive": [["archive.py"]],
-        "faces": [["faces.py"]],
+        "faces": [["faces.py", small] if quick else ["faces.py"]],
         "cli": [["cli.py", "--rounds", "5", "--files", "3"] if quick else ["cli.py"]],
         "secrets": [["secrets.py", "--seeds", "2", "--per-format", "10"] if quick else ["secrets.py"]],
-        "memory": [["memory.py", str(claude_home(scratch))]]
+        "memory": [["memory.py", small]]
         if quick
         else [["generate_corpus.py", corpus, "--mb", "520"], ["memory.py", corpus]],
         "export": [["claude_export.py", export, "--mb", "5"] if quick else ["claude_export.py", export, "--zip"]],
         "scale": [
-            ["scale.py", "--sizes", "5000", "--seconds", "3", "--clients", "4", "--paused", "3", "--compacted-only"]
+            [
+                *("scale.py", "--sizes", "5000", "--seconds", "3", "--clients", "4", "--paused", "3"),
+                *("--compacted-only", "--files", str(QUICK_FILES)),
+            ]
             if quick
             else ["scale.py", "--sizes", "100000", "250000", "1000000"]
         ],
