@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from corpus import smallest
+from served import address, caught_up
 
 SCRIPT = shutil.which("selfreflect", path=os.path.dirname(sys.executable))
 SELFREFLECT = [SCRIPT] if SCRIPT else [sys.executable, "-m", "selfreflect"]
@@ -92,17 +93,8 @@ def main() -> None:
     with open(work / "serve.log", "wb") as log:
         daemon = subprocess.Popen([*SELFREFLECT, "serve", "--port", "0"], env=env, stdout=log, stderr=log)
     try:
-        while not (data / "daemon.json").exists():
-            time.sleep(0.1)
-        url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=10) as answer:
-                    if json.load(answer)["files_pending"] == 0:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.2)
+        url = address(data, daemon)
+        caught_up(url)
         time.sleep(5)  # caught up: let it finish what follows (archiving, handing pages back)
         with urllib.request.urlopen(f"{url}/api/status", timeout=30) as answer:
             chunks = json.load(answer)["chunks"]

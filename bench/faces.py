@@ -33,6 +33,9 @@ from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
+sys.path.append(str(Path(__file__).resolve().parent))
+from served import address, caught_up  # noqa: E402
+
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 
 QUERIES = [
@@ -103,17 +106,8 @@ def main() -> None:
             [sys.executable, "-m", "selfreflect", "serve", "--port", "0"], env=env, stdout=log, stderr=log
         )
     try:
-        while not (data / "daemon.json").exists():
-            time.sleep(0.1)
-        url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
-        while True:
-            try:
-                health = get(url, "/healthz")
-                if health["files_pending"] == 0:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+        url = address(data, daemon)
+        caught_up(url)
         time.sleep(5)  # caught up: it hands back what start-up mapped in
         print(f"corpus: {get(url, '/api/status')['chunks']} chunks; daemon pid {daemon.pid}")
         print(f"daemon, idle:                        {memory(daemon.pid)}")

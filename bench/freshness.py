@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import default_shared  # noqa: E402
 from generate_corpus import generate  # noqa: E402
+from served import address  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +43,7 @@ class Daemon:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        while not (data / "daemon.json").exists():
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
+        self.url = address(data, self.proc)
 
     def get(self, path: str, **params: str) -> dict:
         query = "?" + urllib.parse.urlencode(params) if params else ""

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from proc import memory_mb
 
+from served import address
+
 BARE = """
 from selfreflect.embed import OnnxEmbedder, embed_batched
 m = OnnxEmbedder(); m.load()
@@ -56,9 +58,7 @@ def main() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "selfreflect", "serve", "--port", "0"], env=env, stdout=log, stderr=log
     )
-    while not (data / "daemon.json").exists():
-        time.sleep(0.1)
-    url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
+    url = address(data, proc)
     started = time.monotonic()
     samples: list[tuple[float, int, int, int]] = []  # seconds, chunks, rss MB, anonymous MB
     try:

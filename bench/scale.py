@@ -71,6 +71,7 @@ from selfreflect.store.edge import EdgeStore, sparse  # noqa: E402
 from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E402
 
 from corpus import QUERY_SETS, default_shared, smallest  # noqa: E402
+from served import address  # noqa: E402
 
 PROJECTS = 40
 PAUSE = 1.0  # seconds with nothing to do before each of the searches after a pause
@@ -208,9 +209,7 @@ class Daemon:
             stdout=self.log,
             stderr=self.log,
         )
-        while not (data / "daemon.json").exists():
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{json.loads((data / 'daemon.json').read_text())['port']}"
+        self.url = address(data, self.proc, every=0.01)
         while True:
             try:
                 urllib.request.urlopen(self.url + "/healthz", timeout=10).read()
