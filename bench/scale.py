@@ -511,30 +511,35 @@ class Clock:
 
     def __init__(self) -> None:
         self.ms = 0.0
-        self._depth = 0
+        self.depth = 0
 
     def wrap(self, target: Any) -> Any:
-        clock = self
+        return _Timed(target, self)
 
-        class Timed:
-            def __getattr__(self, name: str) -> Any:
-                value = getattr(target, name)
-                if not callable(value):
-                    return value
 
-                def timed(*args: Any, **kwargs: Any) -> Any:
-                    clock._depth += 1
-                    started = time.perf_counter()
-                    try:
-                        return value(*args, **kwargs)
-                    finally:
-                        clock._depth -= 1
-                        if not clock._depth:
-                            clock.ms += (time.perf_counter() - started) * 1000
+class _Timed:
+    """``target`` with each of its method calls timed on ``clock``."""
 
-                return timed
+    def __init__(self, target: Any, clock: Clock) -> None:
+        self._target, self._clock = target, clock
 
-        return Timed()
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+        clock = self._clock
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            clock.depth += 1
+            started = time.perf_counter()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                clock.depth -= 1
+                if not clock.depth:
+                    clock.ms += (time.perf_counter() - started) * 1000
+
+        return timed
 
 
 def split(data: Path, queries: list[str], embedder: OnnxEmbedder) -> tuple[float, float, float]:
