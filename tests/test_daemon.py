@@ -211,8 +211,10 @@ def test_a_daemon_that_caught_up_hands_back_library_code(tmp_path: Path, home: P
 # what `selfreflect search` and `status` must not import on their way to the
 # daemon: the model, the store, and the slower parts of the standard library
 # (http.client's ssl and email parser, subprocess, the TOML reader without a
-# config file); each was several ms of a call that should take under 100
+# config file, logging unless -v asks for it); each was several ms of a call
+# that should take under 100
 NOT_ON_THE_CLIENT_PATH = (
+    "logging",
     "numpy",
     "onnxruntime",
     "qdrant_edge",
@@ -256,6 +258,9 @@ def test_cli_goes_through_the_running_daemon(tmp_path: Path, home: Path) -> None
         status, imported = cli("status", "--json")
         assert status["daemon"]["pid"] == daemon.proc.pid
         assert "selfreflect.client" in imported and not imported & set(NOT_ON_THE_CLIENT_PATH)
+        assert not imported & {"selfreflect.query", "selfreflect.store"}  # a status has no search to check
+        _, imported = cli("-v", "status", "--json")
+        assert "logging" in imported  # asked for: what the client does is told
         assert daemon.stop() == 0
 
 

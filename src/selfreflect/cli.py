@@ -7,7 +7,6 @@ text or JSON; domain errors become a message and an exit code here.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,10 @@ EXIT_ERROR = 1  # bad input, bad settings, nothing found, an unusable data folde
 EXIT_USAGE = 2  # click: an unknown option or a missing argument
 EXIT_LOCKED = 3  # another process holds the store (an import, a daemon)
 
-log = logging.getLogger("selfreflect")
+# commands a running daemon answers: they start without logging's imports (a
+# tenth of their time) unless -v asks for it; without a daemon, what they log
+# goes to stderr all the same (logging's last resort: warnings, unformatted)
+ASKS_THE_DAEMON = {"search", "status", "show"}
 
 
 class Context:
@@ -146,13 +148,20 @@ def cli(
     Import the transcripts under ~/.claude/projects once with `selfreflect
     import`, then ask: `selfreflect search "docker memory limit"`.
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose or ctx.invoked_subcommand not in ASKS_THE_DAEMON:
+        _log_to_stderr(verbose)
     try:
         settings = Settings.load({"claude_dir": claude_dir, "data_dir": data_dir}, config_file=config_file)
     except SelfReflectError as exc:
         raise Failure(str(exc), EXIT_ERROR) from exc
     ctx.obj = Context(settings)
+
+
+def _log_to_stderr(verbose: int) -> None:
+    import logging
+
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def main() -> None:
@@ -637,6 +646,7 @@ def serve(ctx: Context, port: int | None, if_not_running: bool, started_by: str)
     daemon serves the data dir; waits while an import holds the store.
     """
     import dataclasses
+    import logging
     import time
 
     from selfreflect.daemon import Daemon, DaemonRunning
@@ -664,7 +674,7 @@ def serve(ctx: Context, port: int | None, if_not_running: bool, started_by: str)
             if daemon_won or started_by.startswith("mcp"):
                 raise  # a daemon runs; or an MCP client falls back at once rather than wait
             if not waiting:
-                log.warning("%s: waiting for it to finish", exc)
+                logging.getLogger("selfreflect").warning("%s: waiting for it to finish", exc)
                 waiting = True
             time.sleep(2.0)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from selfreflect.errors import SelfReflectError, TranscriptNotFound
-from selfreflect.query import SearchRequest, SearchResponse
+
+if TYPE_CHECKING:  # searches alone need them: `status` goes without
+    from selfreflect.query import SearchRequest, SearchResponse
 
 
 class DaemonUnavailable(SelfReflectError):
@@ -130,9 +132,13 @@ class DaemonBackend:
         self.token = token
 
     def search(self, request: SearchRequest) -> SearchResponse:
+        from selfreflect.query import SearchResponse
+
         return SearchResponse.from_json(self._get("/api/search", request.params()))
 
     def by_file(self, path: str, limit: int, alternatives: tuple[str, ...] = ()) -> SearchResponse:
+        from selfreflect.query import SearchResponse
+
         params = [("path", p) for p in (path, *alternatives)] + [("limit", str(limit))]
         return SearchResponse.from_json(self._get("/api/by-file", params))
 

@@ -22,7 +22,6 @@ minute.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -33,15 +32,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from selfreflect.client import DaemonBackend, DaemonUnavailable
 from selfreflect.errors import StoreLocked
-from selfreflect.query import SearchRequest, SearchResponse
 from selfreflect.running import DaemonInfo, running_daemon
 from selfreflect.settings import Settings
 from selfreflect.system import detached, is_same_process
 
-if TYPE_CHECKING:  # the local backend loads the model and the store: only when there is no daemon
-    from selfreflect.backend import Backend, LocalBackend
+if TYPE_CHECKING:  # off the path of a client whose daemon answers (the local backend: only without one)
+    import logging
 
-log = logging.getLogger("selfreflect")
+    from selfreflect.backend import Backend, LocalBackend
+    from selfreflect.query import SearchRequest, SearchResponse
 
 START_TIMEOUT = 30.0  # Claude Code gives an MCP server about 30 s to answer
 RETRY_START_AFTER = 60.0
@@ -96,17 +95,17 @@ class Connection:
         try:
             self.resolve()
         except Exception as exc:  # the first call reports it
-            log.info("could not reach the store yet: %s", exc)
+            _log().info("could not reach the store yet: %s", exc)
 
     def _call(self, work: Callable[[Backend], T]) -> T:
         try:
             return work(self.resolve())
         except DaemonUnavailable as exc:
-            log.info("the daemon went away (%s): finding the store again", exc)
+            _log().info("the daemon went away (%s): finding the store again", exc)
         except StoreLocked:
             if running_daemon(self.settings.data_dir) is None:
                 raise
-            log.info("a daemon took the store meanwhile: asking it")
+            _log().info("a daemon took the store meanwhile: asking it")
         return work(self.resolve())
 
     # -- the Backend interface ---------------------------------------------------
@@ -139,7 +138,7 @@ class Connection:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             log_file = open(settings.data_dir / "serve.log", "ab")  # noqa: SIM115 (the child keeps it)
         except OSError as exc:
-            log.warning("cannot start the daemon: %s", exc)
+            _log().warning("cannot start the daemon: %s", exc)
             return None
         argv = [sys.executable, "-m", "selfreflect", "--claude-dir", str(settings.claude_dir)]
         argv += ["--data-dir", str(settings.data_dir)]
@@ -158,14 +157,16 @@ class Connection:
                 return info
             if child.poll() is not None and not _daemon_starting(settings):
                 # not another client's daemon that won the store and is still loading: give up at once
-                log.warning(
+                _log().warning(
                     "the daemon exited at start (code %s, see %s): opening the store here instead",
                     child.returncode,
                     settings.data_dir / "serve.log",
                 )
                 return running_daemon(settings.data_dir)
             time.sleep(0.05)
-        log.warning("the daemon did not start within %.0f s (see %s)", START_TIMEOUT, settings.data_dir / "serve.log")
+        _log().warning(
+            "the daemon did not start within %.0f s (see %s)", START_TIMEOUT, settings.data_dir / "serve.log"
+        )
         return None
 
 
@@ -193,3 +194,11 @@ def _local_backend(settings: Settings, command: str) -> LocalBackend:
             store.close()
 
     return LocalBackend(settings, embedder, briefly)
+
+
+def _log() -> logging.Logger:
+    """The package's logger, imported when there is something to say: logging's
+    imports are a tenth of a ``selfreflect search`` through the daemon."""
+    import logging
+
+    return logging.getLogger("selfreflect")
