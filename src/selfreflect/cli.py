@@ -158,6 +158,7 @@ def cli(
 
 
 def _log_to_stderr(verbose: int) -> None:
+    """Log to stderr: warnings, or with ``-v`` what the process does (``-vv``: in detail)."""
     import logging
 
     level = logging.WARNING - 10 * min(verbose, 2)
