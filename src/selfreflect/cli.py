@@ -657,7 +657,8 @@ def serve(ctx: Context, port: int | None, if_not_running: bool, started_by: str)
     settings = ctx.settings if port is None else dataclasses.replace(ctx.settings, port=port)
     settings.ensure_data_dir()
     level = logging.getLogger().getEffectiveLevel()
-    logging.getLogger("selfreflect").setLevel(min(level, logging.INFO))
+    log = logging.getLogger("selfreflect")
+    log.setLevel(min(level, logging.INFO))
     waiting = False
     while True:
         try:
@@ -668,14 +669,14 @@ def serve(ctx: Context, port: int | None, if_not_running: bool, started_by: str)
             daemon_won = isinstance(exc, DaemonRunning) or (owner is not None and owner.command == "serve")
             if daemon_won and (if_not_running or started_by.startswith("mcp")):
                 # expected when several clients start one at once: not an error, and no error line in serve.log
-                logging.getLogger("selfreflect").info("another daemon won: %s", exc)
+                log.info("another daemon won: %s", exc)
                 if if_not_running:
                     return
                 raise click.exceptions.Exit(EXIT_LOCKED) from exc
             if daemon_won or started_by.startswith("mcp"):
                 raise  # a daemon runs; or an MCP client falls back at once rather than wait
             if not waiting:
-                logging.getLogger("selfreflect").warning("%s: waiting for it to finish", exc)
+                log.warning("%s: waiting for it to finish", exc)
                 waiting = True
             time.sleep(2.0)
 
