@@ -29,7 +29,6 @@ import urllib.request
 from pathlib import Path
 
 from proc import memory_mb
-
 from served import address
 
 BARE = """

@@ -58,8 +58,6 @@ import qdrant_edge as qe
 sys.path.remove(str(Path(__file__).resolve().parent))  # bench/secrets.py would hide the standard library's
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from proc import memory_mb, watch  # noqa: E402
-
 from selfreflect.embed import OnnxEmbedder  # noqa: E402
 from selfreflect.importer import Importer  # noqa: E402
 from selfreflect.lexical import lexical_text  # noqa: E402
@@ -71,6 +69,7 @@ from selfreflect.store.edge import EdgeStore, sparse  # noqa: E402
 from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E402
 
 from corpus import QUERY_SETS, default_shared, smallest  # noqa: E402
+from proc import memory_mb, watch  # noqa: E402
 from served import address  # noqa: E402
 
 PROJECTS = 40

@@ -30,7 +30,6 @@ import qdrant_edge as qe
 sys.path.remove(str(Path(__file__).resolve().parent))  # bench/secrets.py would hide the standard library's
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from proc import memory_mb  # noqa: E402
 from scale import percentile, pool, standin_payload, unit  # noqa: E402
 
 from selfreflect.embed import OnnxEmbedder  # noqa: E402
@@ -39,6 +38,7 @@ from selfreflect.store import FusionPlan, RawPoint, SearchFilter  # noqa: E402
 from selfreflect.store.edge import EdgeStore, sparse  # noqa: E402
 
 from corpus import QUERY_SETS  # noqa: E402
+from proc import memory_mb  # noqa: E402
 
 
 def main() -> None:

@@ -9,6 +9,9 @@ per platform:
   a 100 ms CLI call);
 - detaching a child (the daemon an MCP client starts): a new session on
   POSIX, a new process group without a console on Windows;
+- reading the store's files ahead of its load in a helper process
+  (:mod:`selfreflect.readahead`): not on Windows, where a file the helper
+  holds open could not be deleted by the engine meanwhile;
 - disk use: allocated blocks where the platform reports them, else sizes;
 - where a user's data and config live by default (:func:`user_dirs`);
 - path names: a path recorded on Windows (``C:\\Users\\me\\app``) is named
@@ -28,6 +31,8 @@ from typing import Any
 
 WINDOWS = sys.platform == "win32"
 LINUX = sys.platform.startswith("linux")
+# a file open in another process can be deleted (POSIX), so a helper may read the store's
+READ_AHEAD = not WINDOWS
 
 
 def user_dirs(env: Mapping[str, str] | None = None, platform: str = sys.platform) -> tuple[Path, Path]:
