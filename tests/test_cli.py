@@ -285,6 +285,12 @@ def test_service_install_writes_only_when_asked(tmp_path: Path, platform: str) -
     # another daemon holding the store (exit 3) is not a failure to restart in a loop
     assert ("RestartPreventExitStatus=3" if platform == "linux" else "<string>--if-not-running</string>") in unit.text
     assert str(settings.config_file) in unit.text  # the settings the user chose go along
+    # run in /, not the home folder: a token.py there would stand in for the standard library's
+    in_root = "WorkingDirectory=/\n" if platform == "linux" else "<key>WorkingDirectory</key><string>/</string>"
+    assert in_root in unit.text
+    relative = Settings.load({"data_dir": "rel/data", "claude_dir": "rel/claude"})
+    text = service_file(relative, platform=platform, home=tmp_path / "home").text
+    assert os.path.abspath("rel/data") in text and os.path.abspath("rel/claude") in text
     voyage = Settings.load({"prefer_local_embeddings": False, "voyage_key": "pa-secret-key"})
     unit = service_file(voyage, platform=platform, home=tmp_path / "home")
     assert "PREFER_LOCAL_EMBEDDINGS" in unit.text and "voyage-4-lite" in unit.text and "pa-secret" not in unit.text

@@ -152,6 +152,38 @@ def test_mcp_session_survives_its_daemon_being_killed(tmp_path: Path, home: Path
     anyio.run(scenario)
 
 
+def test_the_daemon_an_mcp_server_starts_in_a_project_folder_runs(tmp_path: Path, home: Path) -> None:
+    """Claude Code runs the MCP server in the project's folder; `python -m`
+    puts the working folder first on sys.path, so a project's ``token.py``
+    or ``secrets.py`` would stand in for the standard library's in the
+    daemon the server starts, and the daemon would not start."""
+    data, project = tmp_path / "data", tmp_path / "project"
+    project.mkdir()
+    for name in ("token.py", "secrets.py", "uuid.py"):
+        (project / name).write_text("raise SystemExit('the project folder was on sys.path')\n")
+    script = shutil.which("selfreflect", path=os.path.dirname(sys.executable))
+    command, args = (script, ["mcp"]) if script else (sys.executable, ["-m", "selfreflect", "mcp"])
+    params = StdioServerParameters(command=command, args=args, env=env_for(home, data), cwd=str(project))
+
+    async def scenario() -> None:
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                with anyio.fail_after(120):
+                    while True:
+                        report, text, error = await call(session, "status")
+                        assert not error, text
+                        daemon = report.get("daemon") or {}
+                        if daemon.get("pid") and report["chunks"] and daemon.get("files_pending") == 0:
+                            break
+                        await anyio.sleep(0.2)
+                found, text, error = await call(session, "reflect_on_past", query="Proactiveness", project="all")
+                assert not error and found["results"], text
+
+    anyio.run(scenario)
+    assert "the project folder was on sys.path" not in (data / "serve.log").read_text()
+
+
 def test_a_stale_daemon_json_is_not_trusted(tmp_path: Path, home: Path, embedder: OnnxEmbedder) -> None:
     """After a kill -9 the pid in daemon.json can belong to another program:
     it is not taken for the daemon, and the CLI opens the store itself."""

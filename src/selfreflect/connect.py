@@ -140,15 +140,24 @@ class Connection:
         except OSError as exc:
             _log().warning("cannot start the daemon: %s", exc)
             return None
-        argv = [sys.executable, "-m", "selfreflect", "--claude-dir", str(settings.claude_dir)]
-        argv += ["--data-dir", str(settings.data_dir)]
+        # run in the data dir, so paths go absolute: `python -m` puts the working folder first on
+        # sys.path, and a project's token.py or secrets.py would stand in for the standard library's
+        argv = [sys.executable, "-m", "selfreflect", "--claude-dir", os.path.abspath(settings.claude_dir)]
+        argv += ["--data-dir", os.path.abspath(settings.data_dir)]
         if settings.config_file is not None:
-            argv += ["--config", str(settings.config_file)]
+            argv += ["--config", os.path.abspath(settings.config_file)]
         argv += ["serve", "--port", "0", "--started-by", f"mcp (pid {os.getpid()})"]
         with log_file:
             import subprocess  # only here: its import is on every CLI command's path otherwise
 
-            child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, **detached())
+            child = subprocess.Popen(
+                argv,
+                cwd=settings.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                **detached(),
+            )
         threading.Thread(target=child.wait, name="reap-daemon", daemon=True).start()  # no zombie
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

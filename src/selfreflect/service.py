@@ -13,6 +13,7 @@ the data folder, the config file.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -39,10 +40,12 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
         SelfReflectError: no service manager we know on this platform.
     """
     home = home or Path.home()
-    argv = [sys.executable, "-m", "selfreflect", "--claude-dir", str(settings.claude_dir)]
-    argv += ["--data-dir", str(settings.data_dir)]
+    # run in /, so paths go absolute: `python -m` puts the working folder first on sys.path, and a
+    # token.py or secrets.py there would stand in for the standard library's
+    argv = [sys.executable, "-m", "selfreflect", "--claude-dir", os.path.abspath(settings.claude_dir)]
+    argv += ["--data-dir", os.path.abspath(settings.data_dir)]
     if settings.config_file is not None:
-        argv += ["--config", str(settings.config_file)]
+        argv += ["--config", os.path.abspath(settings.config_file)]
     argv += ["serve", "--port", str(settings.port), "--started-by", "service"]
     environment = {"MAX_MEMORY_MB": str(settings.max_memory_mb), "WATCH_INTERVAL": str(settings.watch_interval)}
     if not settings.archive:
@@ -58,6 +61,7 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
             "",
             "[Service]",
             f"ExecStart={shlex.join(argv)}",
+            "WorkingDirectory=/",
             *(f"Environment={key}={value}" for key, value in environment.items()),
             "Restart=on-failure",
             "RestartSec=5",
@@ -87,6 +91,7 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
   <key>EnvironmentVariables</key>
   <dict>{env}
   </dict>
+  <key>WorkingDirectory</key><string>/</string>
   <key>RunAtLoad</key><true/>
   <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>
   <key>ThrottleInterval</key><integer>10</integer>
