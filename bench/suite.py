@@ -37,6 +37,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
     # --quick: the snippets, the import, the daemon's faces and memory and the scale backfill
     # over the repository's smallest transcripts (each step embeds what it reads: most of its time)
     small = str(claude_home(scratch / "small", sources=smallest(QUICK_FILES))) if quick else ""
+    kept = str(scratch / "scale")  # the stores scale.py fills, kept for start.py
     return {
         "retrieval": [["retrieval.py", "--quick"] if quick else ["retrieval.py"]],
         "snippets": [
@@ -57,10 +58,13 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         "scale": [
             [
                 *("scale.py", "--sizes", "5000", "--seconds", "3", "--clients", "4", "--paused", "3"),
-                *("--compacted-only", "--files", str(QUICK_FILES)),
+                *("--compacted-only", "--files", str(QUICK_FILES), "--work", kept),
             ]
             if quick
-            else ["scale.py", "--sizes", "100000", "250000", "1000000"]
+            else ["scale.py", "--sizes", "100000", "250000", "1000000", "--work", kept]
+        ],
+        "start": [
+            ["start.py", "--store", f"{kept}/filled-{5000 if quick else 250000}", "--rounds", "1" if quick else "3"]
         ],
     }
 
