@@ -6,7 +6,7 @@ segment (the null indexes: two 1 MB flag files per indexed field, mostly
 holes), one page fault at a time: ~36 ms a segment, 2.2 s of a 62-segment
 store's load. Pages already in the page cache fault in far faster. The
 load holds Python's lock from start to end, so a thread cannot read ahead
-of it; a process can, on another core: :func:`reading_ahead` starts one
+of it; a process can: :func:`reading_ahead` starts one
 (``python -m selfreflect.readahead FOLDER PATTERN``) and stops it when the
 load is done. Plain reads, so it works alike wherever it runs (not on
 Windows: :data:`selfreflect.system.READ_AHEAD`); what cannot be read is

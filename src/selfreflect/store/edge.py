@@ -73,7 +73,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ _FULL_SCAN_KB = 1000
 # sparse 1 MB flag files per indexed field) one fault at a time: ~36 ms a
 # segment. A helper process reads them into the page cache ahead of the
 # load when the store holds more segments than this (at 62 segments, 250k
-# points: the shard loads in 2.0 s instead of 3.6; docs/benchmarks.md).
+# points: the store opens in 2.2 s instead of 3.3; docs/benchmarks.md).
 _NULL_INDEX_FILES = "*/payload_index/*-null/*/flags_a.dat"
 _READ_AHEAD_SEGMENTS = 8
 
@@ -358,9 +358,8 @@ class EdgeStore:
                     merge_below=merge_below,
                 )
                 segments = shard_dir / "segments"
-                if _count_dirs(segments) <= _READ_AHEAD_SEGMENTS:
-                    return qe.EdgeShard.load(str(shard_dir), config)
-                with reading_ahead(segments, _NULL_INDEX_FILES):
+                many = _count_dirs(segments) > _READ_AHEAD_SEGMENTS
+                with reading_ahead(segments, _NULL_INDEX_FILES) if many else nullcontext():
                     return qe.EdgeShard.load(str(shard_dir), config)
             merge_points = MERGE_POINTS if self.merge_points is None else self.merge_points
             config = shard_config(self.dim, self.segment_points, create=True, merge_points=merge_points)
