@@ -24,6 +24,10 @@ from test_store import DIM, MODEL, find_word, records, segments
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="no helper on Windows (system.READ_AHEAD)")
 
 
+def children() -> set[int]:
+    return {child.pid for child in psutil.Process().children()}
+
+
 def odd_folder(root: Path) -> int:
     """Files to read, and what a helper must skip; the bytes it should read."""
     (root / "a").mkdir(parents=True)
@@ -50,7 +54,7 @@ def test_the_helper_reads_in_a_process_of_its_own_and_ends(tmp_path: Path) -> No
     with reading_ahead(tmp_path, "**/*.dat") as helper:
         assert helper is not None and helper.pid != os.getpid()
         assert helper.wait(timeout=60) == 0  # the FIFO and the loop did not hold it up
-    assert not psutil.Process().children()
+    assert helper.pid not in children()
 
 
 @posix_only
@@ -62,7 +66,7 @@ def test_the_helper_is_stopped_when_the_body_ends_first(tmp_path: Path) -> None:
         assert helper is not None
         raise RuntimeError("the load failed")
     assert helper.returncode is not None and helper.returncode != 0  # killed, not finished
-    assert not psutil.Process().children()
+    assert helper.pid not in children()
 
 
 def test_no_folder_no_helper_and_the_body_runs(tmp_path: Path) -> None:
@@ -92,8 +96,8 @@ def test_a_store_of_many_segments_loads_with_the_helper(tmp_path: Path, monkeypa
     with EdgeStore(folder, MODEL, DIM, segment_points=64, merge_points=0) as store:
         assert store.count(SearchFilter()) == 600
         assert find_word(store, 123)[0] == 123
-    assert len(helpers) == 1 and helpers[0] is not None
+    assert len(helpers) == 1 and helpers[0] is not None and helpers[0].returncode is not None
     # what the helper is pointed at holds the engine's null-index flag files
     assert list((folder / "shard" / "segments").glob(edge._NULL_INDEX_FILES))
-    assert not psutil.Process().children()
+    assert helpers[0].pid not in children()
     assert readahead.read_files(folder / "shard" / "segments", edge._NULL_INDEX_FILES) > 0
