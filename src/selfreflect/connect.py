@@ -23,7 +23,6 @@ minute.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from selfreflect.client import DaemonBackend, DaemonUnavailable
 from selfreflect.errors import StoreLocked
-from selfreflect.running import DaemonInfo, running_daemon
+from selfreflect.running import DaemonInfo, running_daemon, serve_command
 from selfreflect.settings import Settings
 from selfreflect.system import detached, is_same_process
 
@@ -140,19 +139,13 @@ class Connection:
         except OSError as exc:
             _log().warning("cannot start the daemon: %s", exc)
             return None
-        # run in the data dir, so paths go absolute: `python -m` puts the working folder first on
-        # sys.path, and a project's token.py or secrets.py would stand in for the standard library's
-        argv = [sys.executable, "-m", "selfreflect", "--claude-dir", os.path.abspath(settings.claude_dir)]
-        argv += ["--data-dir", os.path.abspath(settings.data_dir)]
-        if settings.config_file is not None:
-            argv += ["--config", os.path.abspath(settings.config_file)]
-        argv += ["serve", "--port", "0", "--started-by", f"mcp (pid {os.getpid()})"]
+        argv = serve_command(settings, "--port", "0", "--started-by", f"mcp (pid {os.getpid()})")
         with log_file:
             import subprocess  # only here: its import is on every CLI command's path otherwise
 
             child = subprocess.Popen(
                 argv,
-                cwd=settings.data_dir,
+                cwd=settings.data_dir,  # not the project's folder (serve_command)
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,

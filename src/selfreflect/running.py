@@ -1,15 +1,20 @@
 """Who serves a data dir: ``<data dir>/daemon.json``, read without loading
 the daemon's machinery (a client that only asks the daemon stays quick to
-start)."""
+start); and the command that starts one."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from selfreflect.system import is_same_process
+
+if TYPE_CHECKING:
+    from selfreflect.settings import Settings
 
 INFO_FILE = "daemon.json"
 
@@ -56,3 +61,15 @@ def running_daemon(data_dir: Path) -> DaemonInfo | None:
     if info.pid == os.getpid() or not is_same_process(info.pid, info.process_started):
         return None
     return info
+
+
+def serve_command(settings: Settings, *serve_args: str) -> list[str]:
+    """``selfreflect serve SERVE_ARGS`` on ``settings``' folders, for a process
+    started outside the caller's working folder (`python -m` puts the working
+    folder first on sys.path, and a project's token.py or secrets.py would
+    stand in for the standard library's): so its paths are absolute."""
+    argv = [sys.executable, "-m", "selfreflect", "--claude-dir", os.path.abspath(settings.claude_dir)]
+    argv += ["--data-dir", os.path.abspath(settings.data_dir)]
+    if settings.config_file is not None:
+        argv += ["--config", os.path.abspath(settings.config_file)]
+    return [*argv, "serve", *serve_args]

@@ -13,7 +13,6 @@ the data folder, the config file.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from selfreflect.errors import SelfReflectError
+from selfreflect.running import serve_command
 from selfreflect.settings import Settings
 
 LABEL = "dev.selfreflect.serve"
@@ -40,13 +40,7 @@ def service_file(settings: Settings, platform: str = sys.platform, home: Path | 
         SelfReflectError: no service manager we know on this platform.
     """
     home = home or Path.home()
-    # run in /, so paths go absolute: `python -m` puts the working folder first on sys.path, and a
-    # token.py or secrets.py there would stand in for the standard library's
-    argv = [sys.executable, "-m", "selfreflect", "--claude-dir", os.path.abspath(settings.claude_dir)]
-    argv += ["--data-dir", os.path.abspath(settings.data_dir)]
-    if settings.config_file is not None:
-        argv += ["--config", os.path.abspath(settings.config_file)]
-    argv += ["serve", "--port", str(settings.port), "--started-by", "service"]
+    argv = serve_command(settings, "--port", str(settings.port), "--started-by", "service")  # run in /
     environment = {"MAX_MEMORY_MB": str(settings.max_memory_mb), "WATCH_INTERVAL": str(settings.watch_interval)}
     if not settings.archive:
         environment["SELFREFLECT_ARCHIVE"] = "false"
