@@ -70,7 +70,7 @@ from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E4
 
 from corpus import QUERY_SETS, default_shared, smallest  # noqa: E402
 from proc import memory_mb, watch  # noqa: E402
-from served import address  # noqa: E402
+from served import start  # noqa: E402
 
 PROJECTS = 40
 PAUSE = 1.0  # seconds with nothing to do before each of the searches after a pause
@@ -200,22 +200,8 @@ class Daemon:
     def __init__(self, claude: Path, data: Path) -> None:
         self.env = {**os.environ, "CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data)}
         self.data = data
-        started = time.perf_counter()
         self.log = open(data / "serve.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "selfreflect", "serve", "--port", "0"],
-            env=self.env,
-            stdout=self.log,
-            stderr=self.log,
-        )
-        self.url = address(data, self.proc, every=0.01)
-        while True:
-            try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=10).read()
-                break
-            except OSError:
-                time.sleep(0.01)
-        self.ready_seconds = time.perf_counter() - started
+        self.proc, self.url, self.ready_seconds = start(data, self.env, self.log)
 
     def search(self, query: str) -> tuple[float, dict[str, Any]]:
         started = time.perf_counter()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 
 def address(data: Path, daemon: subprocess.Popen[bytes], every: float = 0.05) -> str:
@@ -28,3 +30,19 @@ def caught_up(url: str) -> None:
         except OSError:  # not answering yet
             pass
         time.sleep(0.2)
+
+
+def start(data: Path, env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str, float]:
+    """Start ``selfreflect serve --port 0`` with ``env`` (which names ``data``),
+    its output to ``log``: the process, its URL, and the seconds until it
+    answered ``/healthz``."""
+    started = time.perf_counter()
+    serve = [sys.executable, "-m", "selfreflect", "serve", "--port", "0"]
+    daemon = subprocess.Popen(serve, env=env, stdout=log, stderr=log)
+    url = address(data, daemon, every=0.01)
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=10).read()
+            return daemon, url, time.perf_counter() - started
+        except OSError:
+            time.sleep(0.01)

@@ -28,12 +28,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from proc import memory_mb
-from served import address
+from served import start
 
 OPEN = """
 import json, sys, time
@@ -64,20 +62,9 @@ def start_daemon(claude: Path, data: Path, env: dict[str, str]) -> tuple[float, 
     """Seconds from ``selfreflect serve`` to an answer on ``/healthz``, and the
     daemon's peak resident MB by then."""
     env = {**env, "CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data)}
-    started = time.perf_counter()
     with open(data / "serve.log", "ab") as log:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "selfreflect", "serve", "--port", "0"], env=env, stdout=log, stderr=log
-        )
+        daemon, _, ready = start(data, env, log)
     try:
-        url = address(data, daemon, every=0.01)
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=10).read()
-                break
-            except OSError:
-                time.sleep(0.01)
-        ready = time.perf_counter() - started
         peak = memory_mb(daemon.pid).get("VmHWM", 0)
     finally:
         daemon.terminate()
