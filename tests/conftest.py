@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +199,22 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     empty.write_text("")
     values = {"claude_dir": tmp_path / "claude", "data_dir": tmp_path / "data", **overrides}
     return Settings.load(values, env={}, config_file=empty)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 200 MB ext4 file system on a loop device: a disk that fills up
+    (tmpfs would not do: it backs the engine's sparse files with memory)."""
+    root_on_linux = sys.platform.startswith("linux") and hasattr(os, "geteuid") and os.geteuid() == 0
+    if not root_on_linux or not shutil.which("mkfs.ext4"):
+        pytest.skip("needs root on Linux and mkfs.ext4 to make a small disk")
+    image, mount = tmp_path / "disk.img", tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["truncate", "-s", "200M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    if subprocess.run(["mount", "-o", "loop", str(image), str(mount)]).returncode != 0:
+        pytest.skip("no loop device to mount a small disk on")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

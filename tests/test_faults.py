@@ -7,9 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,25 +26,6 @@ pytestmark = pytest.mark.timeout(300)
 
 TINY = REAL / "obra__episodic-memory__tiny-conversation.jsonl"
 SHORT = REAL / "marot__spotter__short.jsonl"
-ROOT_ON_LINUX = sys.platform.startswith("linux") and hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 200 MB ext4 file system on a loop device: a disk that fills up
-    (tmpfs would not do: it backs the engine's sparse files with memory)."""
-    if not ROOT_ON_LINUX or not shutil.which("mkfs.ext4"):
-        pytest.skip("needs root on Linux and mkfs.ext4 to make a small disk")
-    image, mount = tmp_path / "disk.img", tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["truncate", "-s", "200M", str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    if subprocess.run(["mount", "-o", "loop", str(image), str(mount)]).returncode != 0:
-        pytest.skip("no loop device to mount a small disk on")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def fill(disk: Path, leave_mb: int) -> Path:

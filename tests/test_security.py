@@ -34,6 +34,7 @@ ROUTES = [
     ("GET", f"/api/conversation?session_id={SESSION}&line=2", None),
     ("POST", "/api/reflections", {"content": "an injected memory", "tags": []}),
     ("POST", "/api/import", {}),
+    ("POST", "/api/compact", {"if_needed": True}),
     ("POST", "/api/forget", {"kind": "session", "value": "nothing-such"}),
     ("POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "ping"}),
     ("GET", "/mcp", None),

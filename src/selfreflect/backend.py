@@ -74,7 +74,8 @@ class LocalBackend:
         state: the read positions the importer in this process uses (the
             daemon's), so a tombstone reaches it at once; else read from disk.
         between_batches: held, no import batch is in flight in this process
-            (what is forgotten cannot be written back by a batch read before).
+            (what is forgotten cannot be written back by a batch read before),
+            and no compaction is copying the store (it refuses at once).
     """
 
     def __init__(
@@ -106,7 +107,7 @@ class LocalBackend:
 
     def store_reflection(self, content: str, tags: list[str], cwd: str | None) -> dict[str, Any]:
         self.embedder.load()
-        with self._store() as store:
+        with self._between_batches, self._store() as store:
             return store_reflection(store, self.embedder, self.settings.data_dir, content, tags, cwd)
 
     def read_conversation(self, target: str, line: int | None, before: int, after: int) -> dict[str, Any]:

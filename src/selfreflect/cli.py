@@ -203,6 +203,7 @@ def import_(ctx: Context, claude_export: Path | None) -> None:
     daemon = ctx.connect("import").daemon()
     if daemon is not None:
         _import_through(daemon, len(files), ctx.settings.token)
+        _compact_through(daemon, ctx.settings.token, if_needed=True)
         _report_held_back(ctx.settings, files)
         return
     with ctx.store("import") as (store, embedder):
@@ -407,16 +408,20 @@ def compact(ctx: Context) -> None:
 
     A search visits every segment: on a store of a quarter of a million
     chunks, searches get about twice as fast. `import` does it by
-    itself when it is worth it; the daemon does not (a merge takes more
-    memory than its cap). Takes minutes on a big store. Stop the daemon
-    first (`selfreflect stop`).
+    itself when it is worth it. Takes minutes on a big store. While the
+    daemon runs, it compacts a copy of the store in another process and
+    swaps it in: searches go on meanwhile, new lines wait, and the disk
+    needs room for the copy.
     """
     from selfreflect.embed import make_embedder
     from selfreflect.store import open_store
 
-    ctx.no_daemon("compact")
     if not ctx.indexed():
         click.echo("Nothing indexed yet: nothing to compact")
+        return
+    daemon = ctx.connect("compact").daemon()
+    if daemon is not None:
+        _compact_through(daemon, ctx.settings.token)
         return
     embedder = make_embedder(ctx.settings)  # its name and dimension: the model is not loaded
     store = open_store(ctx.settings, embedder.name, embedder.dim, "compact")
@@ -433,6 +438,45 @@ def _compact(store: Any) -> None:
     click.echo("Compacting the store (merging its small segments)...", err=True)
     before, after = store.compact()
     click.echo(f"Compacted the store: {before} segments into {after} in {time.monotonic() - started:.1f} s")
+
+
+def _compact_through(daemon: Any, token: str | None, if_needed: bool = False) -> None:
+    """``compact`` while the daemon owns the store: it compacts, we wait and report."""
+    import time
+
+    from selfreflect.client import DaemonUnavailable, get_json, post_json
+
+    started = time.monotonic()
+    try:
+        try:
+            job = post_json(daemon.url, "/api/compact", {"if_needed": if_needed}, token=token)["compaction"]
+        except TranscriptNotFound:  # a 404: a daemon started by a version before it could
+            if if_needed:
+                return
+            raise SelfReflectError(
+                f"the daemon (pid {daemon.pid}) runs selfreflect {daemon.version}, which cannot compact while it "
+                "serves: `selfreflect stop`, then `selfreflect compact`, then start it again"
+            ) from None
+        if job is None:  # if_needed, and it was not
+            return
+        click.echo(
+            f"Compacting the store (the daemon, pid {daemon.pid}, in another process; "
+            "searches go on, new lines wait)...",
+            err=True,
+        )
+        while job["phase"] in ("copying", "compacting", "swapping"):
+            time.sleep(0.5)
+            job = get_json(daemon.url, "/healthz", accept=(503,), token=token)["compaction"]
+            if sys.stderr.isatty():
+                click.echo(f"\r{job['phase']}: {job['segments']} segments ", nl=False, err=True)
+    except DaemonUnavailable as exc:
+        raise SelfReflectError(f"the daemon stopped while compacting ({exc}): the store is as it was") from exc
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    if job["phase"] != "done":
+        raise SelfReflectError(f"the daemon's compaction {job['phase']}: {job['error'] or 'the daemon stopped'}")
+    took = time.monotonic() - started
+    click.echo(f"Compacted the store: {job['segments_before']} segments into {job['segments']} in {took:.1f} s")
 
 
 def _reimport_exports(importer: Any) -> str:

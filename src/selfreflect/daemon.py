@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from selfreflect import __version__
+from selfreflect.compaction import Compaction
 from selfreflect.embed import make_embedder
 from selfreflect.errors import SelfReflectError, StoreLocked
 from selfreflect.importer import Importer
@@ -37,6 +38,7 @@ from selfreflect.running import INFO_FILE, DaemonInfo, running_daemon  # noqa: F
 from selfreflect.settings import Settings
 from selfreflect.state import State
 from selfreflect.store import Store, open_store
+from selfreflect.store.edge import EdgeStore
 from selfreflect.stream import Streamer
 from selfreflect.system import process_started
 
@@ -83,7 +85,9 @@ class Daemon:
         self.streamer: Streamer | None = None
         self.info: DaemonInfo | None = None
         self.workers: list[Worker] = []
+        self.compaction: Compaction | None = None  # the last one asked for
         self._stopping = threading.Event()
+        self._compacting = threading.Lock()
 
     def startup(self) -> socket.socket:
         """Take the store, load the model, bind the port, start streaming.
@@ -207,6 +211,7 @@ class Daemon:
             "started_by": self.info.started_by,
             "version": self.info.version,
             "uptime_seconds": round(time.time() - self.started, 1),
+            "compaction": self.compaction.report() if self.compaction else None,
         }
 
     def catch_up(self) -> dict[str, Any]:
@@ -216,6 +221,35 @@ class Daemon:
         self.streamer.rescan()
         self.streamer.notify(set())
         return self.health()
+
+    def compact(self, if_needed: bool = False) -> dict[str, Any] | None:
+        """Compact the store in another process (:mod:`selfreflect.compaction`),
+        or say how the one under way stands; ``if_needed``: only if the store
+        holds many small segments (None when it does not).
+
+        Raises:
+            SelfReflectError: the store is a Qdrant server's (it merges its own).
+        """
+        assert self.streamer is not None
+        store = self.store
+        if not isinstance(store, EdgeStore):
+            if if_needed:
+                return None
+            raise SelfReflectError("the Qdrant server merges its own segments: there is nothing to compact here")
+        with self._compacting:
+            if self.compaction is None or not self.compaction.running:
+                if if_needed and not store.needs_compaction():
+                    return None
+                streamer = self.streamer
+                self.compaction = Compaction(
+                    store,
+                    self.settings.data_dir,
+                    streamer.between_batches,
+                    lambda: streamer.memory.idle(first=False),
+                    streamer.stop,
+                )
+                streamer.run_job(self.compaction.run)
+            return self.compaction.report()
 
     def metrics(self) -> str:
         """Prometheus text exposition."""

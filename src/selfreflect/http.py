@@ -16,9 +16,11 @@ loopback requires, every request must carry ``Authorization: Bearer
 JSON of ``selfreflect search --json``), ``GET /api/status`` (the JSON of
 ``selfreflect status --json``), the MCP tools' calls (``/api/by-file``,
 ``POST /api/reflections``, ``/api/conversation``), ``POST /api/import``
-(look for new lines now: ``selfreflect import`` while the daemon runs) and
-MCP itself over streamable HTTP at ``/mcp``. Thin: it translates parameters
-and formats results; the core does the work.
+(look for new lines now: ``selfreflect import`` while the daemon runs),
+``POST /api/compact`` (compact the store in another process: ``selfreflect
+compact`` while the daemon runs; ``{"if_needed": true}``: only if it holds
+many small segments) and MCP itself over streamable HTTP at ``/mcp``.
+Thin: it translates parameters and formats results; the core does the work.
 
 The MCP server is built on the first request to ``/mcp``: the SDK and its
 dependencies cost ~35 MB of memory that a daemon nobody talks MCP to over
@@ -144,6 +146,15 @@ def create_app(daemon: Daemon) -> Starlette:
     def api_import(request: Request) -> JSONResponse:
         return JSONResponse(daemon.catch_up())
 
+    async def api_compact(request: Request) -> JSONResponse:
+        try:
+            body = await read_json(request) if int(request.headers.get("content-length") or 0) else {}
+            if not isinstance(body, dict):
+                raise ValueError('expected {} or {"if_needed": true}')
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return await run_in_threadpool(answer, lambda: {"compaction": daemon.compact(bool(body.get("if_needed")))})
+
     def build_mcp() -> tuple[ASGIApp, Any]:
         from mcp.server.transport_security import TransportSecuritySettings
 
@@ -179,6 +190,7 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/api/reflections", api_reflections, methods=["POST"]),
             Route("/api/conversation", api_conversation),
             Route("/api/import", api_import, methods=["POST"]),
+            Route("/api/compact", api_compact, methods=["POST"]),
             Route("/api/forget", api_forget, methods=["POST"]),
             Mount("/", app=mcp_app),  # serves /mcp; last, after the other routes
         ],

@@ -174,11 +174,7 @@ def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
             if report["store"] == "embedded"
             else f"store:       {report['store']}: {report['chunks']} chunks"
         )
-        + (
-            " in many small segments: `selfreflect compact` makes searches faster (stop the daemon first)"
-            if report.get("compact")
-            else ""
-        ),
+        + (" in many small segments: `selfreflect compact` makes searches faster" if report.get("compact") else ""),
         f"transcripts: {report['transcripts']} read, {report['bad_lines']} bad lines, "
         f"{report['oversized_lines']} oversized lines skipped",
         _archive_line(report["archive"]),
@@ -193,6 +189,12 @@ def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
             f"lag {daemon['lag_seconds']:.1f} s, started by {daemon['started_by']}, {daemon['status']}"
         )
         lines += [f"             problem: {problem}" for problem in daemon.get("problems", [])]
+        compaction = daemon.get("compaction") or {}
+        if compaction.get("phase") in ("copying", "compacting", "swapping"):
+            lines.append(
+                f"             compacting the store ({compaction['phase']}: {compaction['segments']} segments, "
+                f"{compaction['segments_before']} before): searches go on, new lines wait"
+            )
     else:
         lines.append("daemon:      not running (`selfreflect serve` keeps the index current)")
     projects = report["projects"]

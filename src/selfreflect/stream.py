@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,40 @@ class StreamStats:
     store_faults: int = 0
 
 
+class Turn:
+    """The importer's turn to write: held while a batch is in flight (or a
+    job such as a compaction runs), so whoever takes it knows nothing is
+    being written meanwhile. While a long job holds it (:meth:`held`),
+    whoever asks is refused at once with the job's reason instead of
+    waiting for it.
+
+    Raises:
+        Unavailable: on entering, while a long job holds it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held_for = ""
+
+    def __enter__(self) -> None:
+        while not self._lock.acquire(timeout=0.1):
+            if self._held_for:
+                raise Unavailable(self._held_for)
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    @contextmanager
+    def held(self, reason: str) -> Iterator[None]:
+        """Hold it for a long job; others are told ``reason``."""
+        with self:
+            self._held_for = reason
+            try:
+                yield
+            finally:
+                self._held_for = ""
+
+
 class Streamer:
     """Keeps the index current with the transcripts on disk.
 
@@ -72,7 +107,8 @@ class Streamer:
         self._queues: dict[str, dict[str, float]] = {tier: {} for tier in TIERS}
         self._changed: set[str] = set()  # changed again while being read
         self._reported: set[tuple[str, str]] = set()  # skipped entries already logged
-        self.between_batches = threading.Lock()  # held while a file is read: taken, no batch is in flight
+        self.between_batches = Turn()  # held while a file is read: taken, no batch is in flight
+        self._jobs: list[Callable[[], None]] = []
 
     # -- events in ---------------------------------------------------------------
 
@@ -142,6 +178,10 @@ class Streamer:
                     log.warning(
                         "scanning %s failed (%s); trying again in %.0f s", self.projects_dir, exc, self.watch_interval
                     )
+            job = self._next_job()
+            if job is not None:
+                job()
+                continue
             path, tier = self._next()
             if path is None:
                 self._update_gauges()
@@ -189,6 +229,17 @@ class Streamer:
             self.memory.after_batch()
             if on_batch:
                 on_batch()
+
+    def run_job(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the importer's thread before its next batch (reading
+        waits for it to end; it handles its own errors)."""
+        with self._lock:
+            self._jobs.append(job)
+        self._wake.set()
+
+    def _next_job(self) -> Callable[[], None] | None:
+        with self._lock:
+            return self._jobs.pop(0) if self._jobs else None
 
     def rescan(self) -> None:
         """Queue every transcript with lines not indexed yet or bytes the archive should take."""

@@ -131,6 +131,8 @@ _FULL_SCAN_KB = 1000
 # points: the store opens in 2.2 s instead of 3.3; docs/benchmarks.md).
 _NULL_INDEX_FILES = "*/payload_index/*-null/*/flags_a.dat"
 _READ_AHEAD_SEGMENTS = 8
+# The shard a swap (:meth:`EdgeStore.swap_in`) replaces, until it is deleted.
+_SWAPPED_OUT = "shard.old"
 
 
 # Below this many points dense lists are searched on the full vectors: a small
@@ -315,6 +317,7 @@ class EdgeStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.check_room()
             self._check_meta()
+            self._finish_swap()
             self._shard = self._load()
             self._touched = True  # loading maps the log and the payload indexes: ~100 MB at 250k points
             schema = self._shard.info().payload_schema
@@ -462,9 +465,10 @@ class EdgeStore:
             info = shard.info()
         return bool(info.segments_count > info.points_count // COMPACT_POINTS + COMPACT_SLACK)
 
-    def compact(self, points: int | None = None) -> tuple[int, int]:
+    def compact(self, points: int | None = None, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Merge the small segments into segments of up to ``points`` points
-        (``COMPACT_POINTS``); returns the segments before and after.
+        (``COMPACT_POINTS``); returns the segments before and after;
+        ``progress`` is told how many segments are left after each step.
 
         In steps: the shard is loaded again with that merge cap, allowed to
         merge ``COMPACT_GROUP`` segments into one (the optimizer merges the
@@ -475,9 +479,11 @@ class EdgeStore:
         segments alone (they are over its cap). Searches and writes go on
         during the merges and wait for the loads (about 1 s each at 250k
         points). A merge of ``points`` points is a memory peak of its own
-        (32,768: 85-110 MB over the store alone): the daemon does not
-        compact on its own. An interrupted compaction loses nothing: the
-        engine swaps a merged segment in only once it is built.
+        (32,768: 85-110 MB over the store alone), and holds Python's lock
+        for its whole length (45 s for a step at 250k points): a daemon
+        compacts a copy in another process instead
+        (:mod:`selfreflect.compaction`). An interrupted compaction loses
+        nothing: the engine swaps a merged segment in only once it is built.
         """
         before = self.segments()
         try:
@@ -491,9 +497,47 @@ class EdgeStore:
                 self.memory.after_peak()
                 if not merged:
                     break
+                if progress:
+                    progress(self.segments())
         finally:
             self._reload(None)
         return before, self.segments()
+
+    def flush(self) -> None:
+        """Write everything the shard holds to its files (a copy of them is then the store)."""
+        with self._use() as shard:
+            shard.flush()
+
+    def swap_in(self, other: Path) -> None:
+        """Replace the shard with the one in the store folder ``other`` (a
+        compacted copy of this one, made while nothing was written here).
+        Searches and writes wait for the load; if it fails, the shard is
+        put back as it was and the error raised."""
+        shard, old = self.folder / "shard", self.folder / _SWAPPED_OUT
+        with self._gate.exclusive():
+            self._shard.close()
+            self._shard = None
+            shard.rename(old)
+            (other / "shard").rename(shard)
+            try:
+                self._shard = self._load()
+            except BaseException:
+                shard.rename(other / "shard")
+                old.rename(shard)
+                self._shard = self._load()
+                raise
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _finish_swap(self) -> None:
+        """A process stopped in :meth:`swap_in`: keep the new shard if it is
+        in place, else put the old one back."""
+        old = self.folder / _SWAPPED_OUT
+        if not old.exists():
+            return
+        if (self.folder / "shard").exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(self.folder / "shard")
 
     def _reload(self, merge_points: int | None, merge_below: int = _MERGE_BELOW) -> None:
         with self._gate.exclusive():

@@ -1,0 +1,253 @@
+"""Compaction while the daemon serves: a copy of the store is compacted by a
+process of its own and swapped in.
+
+A store the daemon filled holds many small segments (62 at 250k chunks),
+and every search visits each. ``selfreflect compact`` merges them, but the
+engine holds Python's lock for the whole of a merge (45 s for one step of
+a 250k store, measured), and a merge maps hundreds of MB of the store's
+files: a daemon merging its own segments would answer nothing meanwhile.
+So :class:`Compaction`, on the importer's thread (no batch is in flight,
+and reading waits for it):
+
+1. refuses other writes (a reflection, ``forget``: told to try again), and
+   flushes the store, so that its files are the whole store;
+2. copies them to ``<data dir>/compacting/store`` (the engine's files are
+   sparse: the holes are skipped, 1.3 GB of blocks at 250k chunks);
+3. runs ``python -m selfreflect.compaction <copy>``, which compacts the
+   copy, and waits; searches go on against the store as it is;
+4. swaps the compacted shard in (searches wait for the load, well under a
+   second for a compacted store), and reading resumes where it stopped.
+
+Nothing is written between the copy and the swap, so the compacted copy
+is the store. A daemon stopped meanwhile kills the process and drops the
+copy; a daemon killed meanwhile leaves a copy that the next compaction
+removes, and the store as it was (a swap cut short is finished or undone
+when the store opens: :meth:`EdgeStore.swap_in`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from selfreflect.errors import DiskFull, SelfReflectError
+from selfreflect.store.edge import MIN_FREE_BYTES, EdgeStore
+from selfreflect.system import disk_bytes
+
+log = logging.getLogger("selfreflect")
+
+WORK_DIR = "compacting"  # under the data dir: the copy, and the compacting process's log
+RUNNING = ("copying", "compacting", "swapping")  # phases; then "done", "failed" or "stopped"
+_BLOCK = 1 << 20
+_ZEROS = bytes(_BLOCK)
+_PROGRESS = "segments "  # the compacting process's lines: segments left after each step
+
+
+def copy_sparse(source: str, target: str) -> None:
+    """Copy a file, leaving a hole where it has one, or where a block holds
+    only zeros (on file systems that make holes; elsewhere zeros are written)."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        for start, end in _data(src.fileno(), size):
+            src.seek(start)
+            dst.seek(start)
+            while start < end:
+                block = src.read(min(_BLOCK, end - start))
+                if not block:
+                    break
+                if block == _ZEROS[: len(block)]:
+                    dst.seek(len(block), os.SEEK_CUR)
+                else:
+                    dst.write(block)
+                start += len(block)
+        dst.truncate(size)
+    shutil.copystat(source, target)
+
+
+def _data(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The ranges of a file that hold data, where the system says
+    (``SEEK_DATA``: Linux, macOS); else the whole file."""
+    if not hasattr(os, "SEEK_DATA"):
+        yield 0, size
+        return
+    at = 0
+    while at < size:
+        try:
+            start = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole from here on
+                return
+            yield at, size  # the file system does not say: read it all
+            return
+        at = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, at
+
+
+def copy_store(source: Path, target: Path, between_files: Callable[[], None] = lambda: None) -> None:
+    """Copy a store folder (sparse files stay sparse); ``between_files`` is
+    called after each file."""
+
+    def copy(src: str, dst: str) -> None:
+        copy_sparse(src, dst)
+        between_files()
+
+    shutil.copytree(source, target, copy_function=copy)
+
+
+class Compaction:
+    """One compaction of the daemon's store (see the module's docstring).
+
+    Args:
+        store: the daemon's store.
+        data_dir: the data folder (the copy goes under it).
+        writing: the importer's turn to write (``Streamer.between_batches``):
+            held for the whole compaction.
+        release: gives back the pages searches mapped (called while waiting).
+        stop: set when the daemon stops.
+    """
+
+    def __init__(
+        self,
+        store: EdgeStore,
+        data_dir: Path,
+        writing: Any,
+        release: Callable[[], None],
+        stop: threading.Event,
+    ) -> None:
+        self.store = store
+        self.work = data_dir / WORK_DIR
+        self.writing = writing
+        self.release = release
+        self.stop = stop
+        self.phase = "copying"
+        self.started = time.time()
+        self.finished: float | None = None
+        self.segments_before = self.segments = 0
+        self.error = ""
+        self._next_release = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.phase in RUNNING
+
+    def report(self) -> dict[str, Any]:
+        """What ``/healthz`` and ``status`` say about it."""
+        return {
+            "phase": self.phase,
+            "started": self.started,
+            "finished": self.finished,
+            "segments_before": self.segments_before,
+            "segments": self.segments,
+            "error": self.error,
+        }
+
+    def run(self) -> None:
+        """Compact (on the importer's thread); the outcome goes to :meth:`report`."""
+        since = time.strftime("%H:%M:%S", time.localtime(self.started))
+        reason = f"the store is being compacted (since {since}): try again in a few minutes"
+        try:
+            with self.writing.held(reason):
+                self._run()
+            self.phase = "done"
+            log.info("compacted the store: %d segments into %d", self.segments_before, self.segments)
+        except _Stopped:
+            self.phase = "stopped"
+        except Exception as exc:
+            self.phase, self.error = "failed", str(exc)
+            log.exception("compacting the store failed; it stays as it was")
+        finally:
+            self.finished = time.time()
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def _run(self) -> None:
+        store = self.store
+        self.segments_before = self.segments = store.segments()
+        store.flush()
+        shutil.rmtree(self.work, ignore_errors=True)  # a copy a killed daemon left
+        self.work.mkdir(parents=True)
+        need = disk_bytes(store.folder) + 2 * MIN_FREE_BYTES
+        free = shutil.disk_usage(self.work).free
+        if free < need:
+            raise DiskFull(
+                f"compacting while the daemon runs needs a copy of the store: {need / 2**20:.0f} MB free, "
+                f"the disk has {free / 2**20:.0f} MB (`selfreflect stop`, then `selfreflect compact` "
+                "compacts it in place)",
+                free=free,
+            )
+        copy = self.work / "store"
+        copy_store(store.folder, copy, self._now_and_then)
+        self.phase = "compacting"
+        output = self.work / "compact.log"
+        with open(output, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "selfreflect.compaction", str(copy)],
+                cwd=self.work,  # not the daemon's folder: nothing there can shadow a module
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                code = self._wait(proc, output)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        if code != 0:
+            said = output.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            raise SelfReflectError(f"the compacting process failed (exit {code}): {said[-1] if said else 'no output'}")
+        self.phase = "swapping"
+        store.swap_in(copy)
+        self.segments = store.segments()
+
+    def _wait(self, proc: subprocess.Popen[bytes], output: Path) -> int:
+        while True:
+            try:
+                return proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            self._now_and_then()
+            for line in reversed(output.read_text(encoding="utf-8", errors="replace").splitlines()):
+                if line.startswith(_PROGRESS):
+                    self.segments = int(line[len(_PROGRESS) :])
+                    break
+
+    def _now_and_then(self) -> None:
+        """While copying and waiting: stop if the daemon stops, and give back
+        the pages searches mapped once a second (the importer, which does it
+        otherwise, is waiting here)."""
+        if self.stop.is_set():
+            raise _Stopped
+        if time.monotonic() >= self._next_release:
+            self.release()
+            self._next_release = time.monotonic() + 1.0
+
+
+class _Stopped(Exception):
+    """The daemon is stopping."""
+
+
+def main(argv: list[str]) -> int:
+    """``python -m selfreflect.compaction STORE_FOLDER``: compact a store
+    folder (a copy the daemon made), saying how many segments are left
+    after each step."""
+    import orjson
+
+    folder = Path(argv[0])
+    meta = orjson.loads((folder / "meta.json").read_bytes())
+    with EdgeStore(folder, meta["model"], meta["dim"], command="compact (for the daemon)") as store:
+        print(f"{_PROGRESS}{store.segments()}", flush=True)
+        store.compact(progress=lambda left: print(f"{_PROGRESS}{left}", flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
