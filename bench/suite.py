@@ -37,7 +37,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
     # --quick: the snippets, the import, the daemon's faces and memory and the scale backfill
     # over the repository's smallest transcripts (each step embeds what it reads: most of its time)
     small = str(claude_home(scratch / "small", sources=smallest(QUICK_FILES))) if quick else ""
-    kept = str(scratch / "scale")  # the stores scale.py fills, kept for start.py
+    kept = str(scratch / "scale")  # the stores scale.py fills, kept for start.py and compact.py
     return {
         "retrieval": [["retrieval.py", "--quick"] if quick else ["retrieval.py"]],
         "snippets": [
@@ -66,6 +66,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         "start": [
             ["start.py", "--store", f"{kept}/filled-{5000 if quick else 250000}", "--rounds", "1" if quick else "3"]
         ],
+        "compact": [["compact.py", "--store", f"{kept}/filled-{5000 if quick else 250000}"]],
     }
 
 
