@@ -174,7 +174,7 @@ class Compaction:
         store.flush()
         shutil.rmtree(self.work, ignore_errors=True)  # a copy a killed daemon left
         self.work.mkdir(parents=True)
-        need = disk_bytes(store.folder) + 2 * MIN_FREE_BYTES
+        need = disk_bytes(store.folder) + store.merge_bytes() + MIN_FREE_BYTES  # the copy, and its merges
         free = shutil.disk_usage(self.work).free
         if free < need:
             raise DiskFull(

@@ -488,6 +488,7 @@ class EdgeStore:
         before = self.segments()
         try:
             while True:
+                self.check_room(self.merge_bytes(points or COMPACT_POINTS))
                 self._reload(points or COMPACT_POINTS, max(1, self.segments() - COMPACT_GROUP + 1))
                 self.memory.before_peak()
                 with self._use() as shard:
@@ -555,20 +556,28 @@ class EdgeStore:
 
     # -- writes --------------------------------------------------------------
 
-    def check_room(self) -> None:
-        """Raise :class:`DiskFull` unless the disk has room for a write.
+    def check_room(self, more: int = 0) -> None:
+        """Raise :class:`DiskFull` unless the disk has room for a write (and
+        ``more`` bytes).
 
         Raises:
-            DiskFull: less than ``MIN_FREE_BYTES`` free.
+            DiskFull: less than ``MIN_FREE_BYTES`` (and ``more``) free.
         """
         free = shutil.disk_usage(self.folder).free
-        if free < MIN_FREE_BYTES:
+        if free < MIN_FREE_BYTES + more:
             raise DiskFull(
                 f"the disk holding {self.folder} has {free / 2**20:.0f} MB free; the store needs "
-                f"{MIN_FREE_BYTES / 2**20:.0f} MB to write safely: free some space and run the command again "
-                "(nothing was lost: reading resumes where it stopped)",
+                f"{(MIN_FREE_BYTES + more) / 2**20:.0f} MB to write safely: free some space and run the command "
+                "again (nothing was lost: reading resumes where it stopped)",
                 free=free,
             )
+
+    def merge_bytes(self, points: int = COMPACT_POINTS) -> int:
+        """About what a merge of ``points`` points writes before the segments
+        it merges are deleted (the store's bytes a point, on disk)."""
+        with self._use() as shard:
+            count = shard.info().points_count
+        return disk_bytes(self.folder) * min(points, count) // max(count, 1)
 
     def _write(self, operation: Any, points: int = 0) -> None:
         """Apply an update: when this returns, it is on disk (in the log).
