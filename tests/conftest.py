@@ -14,12 +14,15 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import filelock
 import orjson
 import pytest
 
+from selfreflect.compaction import copy_store
 from selfreflect.embed import OnnxEmbedder
 from selfreflect.importer import Importer, ImportSummary
 from selfreflect.settings import Settings
@@ -175,14 +178,37 @@ class Corpus:
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory: pytest.TempPathFactory, embedder: OnnxEmbedder) -> Corpus:
-    """The whole shared corpus, imported with the real model into a real store."""
+def corpus(tmp_path_factory: pytest.TempPathFactory, embedder: OnnxEmbedder, worker_id: str) -> Corpus:
+    """The whole shared corpus, imported with the real model into a real store.
+
+    Imported once for all of pytest-xdist's workers (half a minute of the
+    model each): the first builds it, the others wait for it; each worker
+    then reads the same transcripts and gets a copy of the data folder of
+    its own (a store has one owner at a time; tests import into it again).
+    """
+    if worker_id == "master":  # no workers: this process alone
+        root = tmp_path_factory.mktemp("corpus")
+        files = build_claude_home(root / "claude")
+        settings = make_settings(root)
+        with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+            summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
+        return Corpus(settings, files, summary)
+    shared = tmp_path_factory.getbasetemp().parent / "corpus"  # this run's, beside the workers' own
+    with filelock.FileLock(f"{shared}.lock"):
+        if not (shared / "summary.json").exists():
+            files = build_claude_home(shared / "claude")
+            settings = make_settings(shared)
+            with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+                summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
+            made = {"files": {name: str(path) for name, path in files.items()}, "summary": asdict(summary)}
+            (shared / "summary.json").write_bytes(orjson.dumps(made))
+    made = orjson.loads((shared / "summary.json").read_bytes())
     root = tmp_path_factory.mktemp("corpus")
-    files = build_claude_home(root / "claude")
-    settings = make_settings(root)
-    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
-        summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
-    return Corpus(settings, files, summary)
+    copy_store(shared / "data", root / "data")  # sparse: the engine's files are mostly holes
+    settings = make_settings(root, claude_dir=shared / "claude")
+    summary = ImportSummary(**made["summary"])
+    summary.skipped = [(path, why) for path, why in summary.skipped]  # JSON made them lists
+    return Corpus(settings, {name: Path(path) for name, path in made["files"].items()}, summary)
 
 
 @pytest.fixture

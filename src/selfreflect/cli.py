@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -444,7 +444,7 @@ def _compact_through(daemon: Any, token: str | None, if_needed: bool = False) ->
     """``compact`` while the daemon owns the store: it compacts, we wait and report."""
     import time
 
-    from selfreflect.client import DaemonUnavailable, get_json, post_json
+    from selfreflect.client import DaemonUnavailable, post_json
 
     started = time.monotonic()
     try:
@@ -464,15 +464,16 @@ def _compact_through(daemon: Any, token: str | None, if_needed: bool = False) ->
             "searches go on, new lines wait)...",
             err=True,
         )
-        while job["phase"] in ("copying", "compacting", "swapping"):
-            time.sleep(0.5)
-            job = get_json(daemon.url, "/healthz", accept=(503,), token=token)["compaction"]
-            if sys.stderr.isatty():
-                click.echo(f"\r{job['phase']}: {job['segments']} segments ", nl=False, err=True)
+        job = _follow(
+            daemon,
+            token,
+            {"compaction": job},
+            lambda health: health["compaction"]["phase"] in ("copying", "compacting", "swapping"),
+            lambda health: f"{health['compaction']['phase']}: {health['compaction']['segments']} segments",
+            0.5,
+        )["compaction"]
     except DaemonUnavailable as exc:
         raise SelfReflectError(f"the daemon stopped while compacting ({exc}): the store is as it was") from exc
-    if sys.stderr.isatty():
-        click.echo("", err=True)
     if job["phase"] != "done":
         raise SelfReflectError(f"the daemon's compaction {job['phase']}: {job['error'] or 'the daemon stopped'}")
     took = time.monotonic() - started
@@ -539,29 +540,57 @@ def migrate(ctx: Context, to: str | None, from_: str | None) -> None:
     )
 
 
+def _follow(
+    daemon: Any,
+    token: str | None,
+    health: dict[str, Any],
+    going: Callable[[dict[str, Any]], bool],
+    each: Callable[[dict[str, Any]], str],
+    every: float,
+) -> dict[str, Any]:
+    """Ask the daemon for its health every ``every`` seconds while
+    ``going(health)``; on a terminal, ``each`` answer's line is shown in
+    place. Returns the last answer.
+
+    Raises:
+        DaemonUnavailable: the daemon stopped answering.
+    """
+    import time
+
+    from selfreflect.client import get_json
+
+    while going(health):
+        time.sleep(every)
+        health = get_json(daemon.url, "/healthz", accept=(503,), token=token)
+        shown = each(health)
+        if sys.stderr.isatty():
+            click.echo(f"\r{shown} ", nl=False, err=True)
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    return health
+
+
 def _import_through(daemon: Any, files: int, token: str | None) -> None:
     """``import`` while the daemon owns the store: it reads, we wait and report."""
     import time
 
-    from selfreflect.client import DaemonUnavailable, get_json, post_json
+    from selfreflect.client import DaemonUnavailable, post_json
 
     started = time.monotonic()
     click.echo(f"The daemon (pid {daemon.pid}, started by {daemon.started_by}) owns the store: it imports.", err=True)
     try:
         before = post_json(daemon.url, "/api/import", {}, token=token)
-        now, told = before, set[str]()
-        while now["files_pending"]:
-            time.sleep(0.2)
-            now = get_json(daemon.url, "/healthz", accept=(503,), token=token)
-            for problem in set(now["problems"]) - told:  # failing files are skipped and retried later
+        told = set[str]()
+
+        def each(health: dict[str, Any]) -> str:
+            for problem in set(health["problems"]) - told:  # failing files are skipped and retried later
                 click.echo(f"the daemon reports: {problem}", err=True)
                 told.add(problem)
-            if sys.stderr.isatty():
-                click.echo(f"\r{now['files_pending']} transcripts left ", nl=False, err=True)
+            return f"{health['files_pending']} transcripts left"
+
+        now = _follow(daemon, token, before, lambda health: bool(health["files_pending"]), each, 0.2)
     except DaemonUnavailable as exc:
         raise SelfReflectError(f"the daemon stopped while importing ({exc}): run `selfreflect import` again") from exc
-    if sys.stderr.isatty():
-        click.echo("", err=True)
     lines = now["lines_read"] - before["lines_read"]
     chunks = now["chunks_indexed"] - before["chunks_indexed"]
     bad = now["bad_lines"] - before["bad_lines"]

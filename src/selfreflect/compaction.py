@@ -12,7 +12,7 @@ and reading waits for it):
 1. refuses other writes (a reflection, ``forget``: told to try again), and
    flushes the store, so that its files are the whole store;
 2. copies them to ``<data dir>/compacting/store`` (the engine's files are
-   sparse: the holes are skipped, 1.3 GB of blocks at 250k chunks);
+   sparse: the holes are skipped, 1.4 GB of blocks at 250k chunks);
 3. runs ``python -m selfreflect.compaction <copy>``, which compacts the
    copy, and waits; searches go on against the store as it is;
 4. swaps the compacted shard in (searches wait for the load, well under a
@@ -37,11 +37,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfreflect.errors import DiskFull, SelfReflectError
 from selfreflect.store.edge import MIN_FREE_BYTES, EdgeStore
 from selfreflect.system import disk_bytes
+
+if TYPE_CHECKING:
+    from selfreflect.stream import Turn
 
 log = logging.getLogger("selfreflect")
 
@@ -119,7 +122,7 @@ class Compaction:
         self,
         store: EdgeStore,
         data_dir: Path,
-        writing: Any,
+        writing: Turn,
         release: Callable[[], None],
         stop: threading.Event,
     ) -> None:
