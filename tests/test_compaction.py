@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -109,6 +110,7 @@ def test_the_daemon_compacts_while_it_serves_and_loses_nothing(
                     refused = httpx.post(
                         daemon.url + "/api/reflections", json={"content": "cerulean walrus", "tags": []}, timeout=30
                     )
+            time.sleep(0.02)
         out, err = compact.communicate()
         assert compact.returncode == 0, err
         assert "searches go on, new lines wait" in err
