@@ -45,12 +45,7 @@ import psutil  # noqa: E402
 
 from corpus import QUERY_SETS  # noqa: E402
 from proc import memory_mb  # noqa: E402
-from served import start  # noqa: E402
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+from served import percentile, start  # noqa: E402
 
 
 def search(url: str, query: str) -> tuple[float, int]:

@@ -70,15 +70,10 @@ from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E4
 
 from corpus import QUERY_SETS, default_shared, smallest  # noqa: E402
 from proc import memory_mb, watch  # noqa: E402
-from served import start  # noqa: E402
+from served import percentile, start  # noqa: E402
 
 PROJECTS = 40
 PAUSE = 1.0  # seconds with nothing to do before each of the searches after a pause
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else 0.0
 
 
 def pool(root: Path, embedder: OnnxEmbedder) -> list[dict[str, Any]]:

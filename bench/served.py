@@ -46,3 +46,9 @@ def start(data: Path, env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.P
             return daemon, url, time.perf_counter() - started
         except OSError:
             time.sleep(0.01)
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value at ``share`` (0.5: the median) of ``values``; 0 for none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else 0.0

@@ -177,6 +177,15 @@ class Corpus:
         return EdgeStore(self.settings.store_dir, embedder.name, embedder.dim).open()
 
 
+def import_corpus(root: Path, embedder: OnnxEmbedder) -> Corpus:
+    """The whole shared corpus laid out under ``root`` and imported there."""
+    files = build_claude_home(root / "claude")
+    settings = make_settings(root)
+    with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
+        summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
+    return Corpus(settings, files, summary)
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory, embedder: OnnxEmbedder, worker_id: str) -> Corpus:
     """The whole shared corpus, imported with the real model into a real store.
@@ -187,28 +196,20 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, embedder: OnnxEmbedder, wor
     its own (a store has one owner at a time; tests import into it again).
     """
     if worker_id == "master":  # no workers: this process alone
-        root = tmp_path_factory.mktemp("corpus")
-        files = build_claude_home(root / "claude")
-        settings = make_settings(root)
-        with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
-            summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
-        return Corpus(settings, files, summary)
+        return import_corpus(tmp_path_factory.mktemp("corpus"), embedder)
     shared = tmp_path_factory.getbasetemp().parent / "corpus"  # this run's, beside the workers' own
     with filelock.FileLock(f"{shared}.lock"):
         if not (shared / "summary.json").exists():
-            files = build_claude_home(shared / "claude")
-            settings = make_settings(shared)
-            with EdgeStore(settings.store_dir, embedder.name, embedder.dim).open() as store:
-                summary = Importer(settings, store, embedder, State.load(settings.state_file)).run()
-            made = {"files": {name: str(path) for name, path in files.items()}, "summary": asdict(summary)}
-            (shared / "summary.json").write_bytes(orjson.dumps(made))
-    made = orjson.loads((shared / "summary.json").read_bytes())
+            made = import_corpus(shared, embedder)
+            kept = {"files": {name: str(path) for name, path in made.files.items()}, "summary": asdict(made.summary)}
+            (shared / "summary.json").write_bytes(orjson.dumps(kept))
+    kept = orjson.loads((shared / "summary.json").read_bytes())
     root = tmp_path_factory.mktemp("corpus")
     copy_store(shared / "data", root / "data")  # sparse: the engine's files are mostly holes
     settings = make_settings(root, claude_dir=shared / "claude")
-    summary = ImportSummary(**made["summary"])
+    summary = ImportSummary(**kept["summary"])
     summary.skipped = [(path, why) for path, why in summary.skipped]  # JSON made them lists
-    return Corpus(settings, {name: Path(path) for name, path in made["files"].items()}, summary)
+    return Corpus(settings, {name: Path(path) for name, path in kept["files"].items()}, summary)
 
 
 @pytest.fixture

@@ -468,7 +468,7 @@ def _compact_through(daemon: Any, token: str | None, if_needed: bool = False) ->
             daemon,
             token,
             {"compaction": job},
-            lambda health: health["compaction"]["phase"] in ("copying", "compacting", "swapping"),
+            lambda health: health["compaction"]["running"],
             lambda health: f"{health['compaction']['phase']}: {health['compaction']['segments']} segments",
             0.5,
         )["compaction"]

@@ -146,6 +146,7 @@ class Compaction:
         """What ``/healthz`` and ``status`` say about it."""
         return {
             "phase": self.phase,
+            "running": self.running,
             "started": self.started,
             "finished": self.finished,
             "segments_before": self.segments_before,

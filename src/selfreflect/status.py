@@ -190,7 +190,7 @@ def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
         )
         lines += [f"             problem: {problem}" for problem in daemon.get("problems", [])]
         compaction = daemon.get("compaction") or {}
-        if compaction.get("phase") in ("copying", "compacting", "swapping"):
+        if compaction.get("running"):
             lines.append(
                 f"             compacting the store ({compaction['phase']}: {compaction['segments']} segments, "
                 f"{compaction['segments_before']} before): searches go on, new lines wait"
