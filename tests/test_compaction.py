@@ -4,22 +4,26 @@ daemons, the real engine, the real ``selfreflect`` command."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
-import time
+import threading
+import uuid
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from selfreflect.compaction import WORK_DIR, copy_sparse
+from selfreflect.compaction import WORK_DIR, copy_sparse, copy_store
 from selfreflect.embed import OnnxEmbedder
-from selfreflect.errors import SelfReflectError
-from selfreflect.store import SearchFilter, edge
+from selfreflect.errors import SelfReflectError, Unavailable
+from selfreflect.store import Record, SearchFilter, edge
 from selfreflect.store.edge import EdgeStore
+from selfreflect.stream import Turn
 from selfreflect.system import disk_bytes
 
 from conftest import REAL
@@ -72,6 +76,10 @@ def leave(disk: Path, room: int) -> Path:
     return filler
 
 
+def reflected(daemon: DaemonProcess) -> bool:
+    return any(r["text"] == "Reflection: cerulean walrus" for r in daemon.search("cerulean walrus", limit=5))
+
+
 def phase(daemon: DaemonProcess) -> str:
     job = daemon.get("/healthz")["compaction"]
     return str(job["phase"]) if job else ""
@@ -91,55 +99,164 @@ def test_copy_sparse_keeps_the_content_and_the_holes(tmp_path: Path) -> None:
         assert target.stat().st_blocks * 512 < 1 << 20
 
 
-def test_the_daemon_compacts_while_it_serves_and_loses_nothing(
+def everything(store: EdgeStore) -> dict[str, tuple]:
+    """Every point as the store holds it: payload, dense vector (rounded), BM25 vector."""
+    points, after = [], None
+    while True:
+        some, after = store.dump(after, 100)
+        points += some
+        if after is None:
+            break
+    return {
+        p.id: (sorted(p.payload.items()), [round(x, 5) for x in p.dense], sorted(zip(*p.sparse, strict=True)))
+        for p in points
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_what_is_written_during_a_compaction_is_replayed_into_the_copy(tmp_path: Path, seed: int) -> None:
+    """Whatever mix of writes comes after the copy (points written, rewritten,
+    deleted by filter, written again, titles, forgetting, an exchange's tail),
+    the copy brought up to date equals the store."""
+    rnd = random.Random(seed)
+    words = "docker memory limit rrf fusion qdrant segment merge title walrus".split()
+
+    def records(n: int) -> list[Record]:
+        return [
+            Record(
+                str(uuid.UUID(int=rnd.randrange(60))),  # few ids: points are written again
+                [rnd.random() + 0.01 for _ in range(4)],
+                " ".join(rnd.choices(words, k=5)),
+                {
+                    "transcript": f"t{rnd.randrange(4)}",
+                    "session_id": f"s{rnd.randrange(3)}",
+                    "exchange": f"e{rnd.randrange(3)}",
+                    "ordinal": rnd.randrange(6),
+                },
+            )
+            for _ in range(n)
+        ]
+
+    def write(store: EdgeStore) -> None:
+        kind = rnd.randrange(5)
+        if kind <= 1:
+            store.upsert(records(rnd.randrange(1, 8)))
+        elif kind == 2:
+            store.delete_transcript(f"t{rnd.randrange(4)}")
+        elif kind == 3:
+            store.set_title(f"s{rnd.randrange(3)}", rnd.choice(words))
+        else:
+            store.delete_exchange_tail(f"t{rnd.randrange(4)}", f"e{rnd.randrange(3)}", rnd.randrange(6))
+
+    with EdgeStore(tmp_path / "data" / "store", "m", 4, segment_points=8) as store:
+        store.upsert(records(40))
+        for _ in range(10):
+            write(store)
+        store.flush()
+        copy_store(store.folder, tmp_path / "copy" / "store")
+        store.start_journal()
+        for _ in range(30):
+            write(store)
+        if seed % 2:
+            store.delete(SearchFilter(session_id="s1"))  # forget
+        journal = store.stop_journal()
+        assert journal is not None and store.stop_journal() is None
+        with EdgeStore(tmp_path / "copy" / "store", "m", 4) as copy:
+            assert everything(copy) != everything(store)  # the writes since made a difference
+            store.replay(journal, copy)
+            assert everything(copy) == everything(store)
+
+
+def test_the_turn_refuses_others_and_keeps_the_importer_waiting_while_a_job_holds_it() -> None:
+    turn, order = Turn(), []
+
+    def importer() -> None:
+        with turn.waiting():
+            order.append("batch")
+
+    with turn.held("the store is being copied"):
+        with pytest.raises(Unavailable, match="the store is being copied"):
+            with turn:
+                pass
+        waiting = threading.Thread(target=importer)
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive() and not order  # it waits, it is not refused
+        order.append("job")
+    waiting.join(5)
+    assert order == ["job", "batch"]
+    with turn:  # free again
+        pass
+
+
+def test_the_daemon_compacts_on_its_own_while_it_serves_and_reads(
     tmp_path: Path, home: Path, embedder: OnnxEmbedder
 ) -> None:
+    """After its backfill, a store of many small segments is compacted without
+    being asked. Meanwhile searches answer from the store as it is, new lines
+    are read and found, a reflection is stored and a transcript forgotten; all
+    of that is in the compacted store."""
     data = tmp_path / "data"
     appended = home / "projects" / "-work" / "written-meanwhile.jsonl"
+    forgotten = home / "projects" / "-work" / THREE[1]
     with DaemonProcess(home, data, **MANY_SEGMENTS) as daemon:
-        daemon.wait_idle()
-        before = found(daemon, "spotter")
-        assert before
-        compact = compact_command(home, data, "import")  # it compacts: many small segments
-        during, refused = [], None
-        while compact.poll() is None:
-            if phase(daemon) == "compacting":
-                during.append(found(daemon, "spotter"))
-                if refused is None:  # written meanwhile: the importer waits, a reflection is told to retry
-                    shutil.copyfile(REAL / "marot__spotter__short.jsonl", appended)
-                    refused = httpx.post(
-                        daemon.url + "/api/reflections", json={"content": "cerulean walrus", "tags": []}, timeout=30
-                    )
-            time.sleep(0.02)
-        out, err = compact.communicate()
+        eventually(lambda: phase(daemon) == "compacting", timeout=120, every=0.01)
+        (helper,) = psutil.Process(daemon.proc.pid).children()
+        helper.suspend()  # the compaction stays under way while we write
+        try:
+            before = found(daemon, "spotter")
+            assert before
+            shutil.copyfile(REAL / "marot__spotter__short.jsonl", appended)
+            stored = httpx.post(
+                daemon.url + "/api/reflections", json={"content": "cerulean walrus", "tags": []}, timeout=30
+            )
+            assert stored.status_code == 200, stored.text
+            gone = httpx.post(
+                daemon.url + "/api/forget", json={"kind": "transcript", "value": str(forgotten)}, timeout=30
+            )
+            assert gone.status_code == 200, gone.text
+            eventually(lambda: any(hit[0] == str(appended) for hit in found(daemon, "spotter")))
+            during = found(daemon, "spotter")
+            assert not any(hit[0] == str(forgotten) for hit in during)
+            assert reflected(daemon)
+            compact = compact_command(home, data)  # follows the compaction under way
+            assert compact.stderr is not None
+            while "Compacting the store" not in compact.stderr.readline():
+                pass
+            assert phase(daemon) == "compacting"
+        finally:
+            helper.resume()
+        out, err = compact.communicate(timeout=120)
         assert compact.returncode == 0, err
-        assert "searches go on, new lines wait" in err
-        assert out.startswith("Nothing new: 3 transcripts already indexed"), out
-        compacted = re.search(r"^Compacted the store: (\d+) segments into (\d+) in ", out, re.M)
+        compacted = re.search(r"^Compacted the store: (\d+) segments into (\d+) in .*\((\d+) chunks written", out, re.M)
         assert compacted, out
-        segments_before, segments_after = int(compacted[1]), int(compacted[2])
+        segments_before, segments_after, caught_up = (int(n) for n in compacted.groups())
         assert segments_before > edge.COMPACT_SLACK >= segments_after
-        assert during and all(ids == before for ids in during)  # the store as it was answered meanwhile
-        assert refused is not None and refused.status_code == 503
-        assert "the store is being compacted" in refused.json()["error"]
-        assert {hit for hit in found(daemon, "spotter") if hit[0] != str(appended)} == before
-        daemon.wait_idle()  # what was written meanwhile is read once it is done
-        eventually(lambda: any(r["transcript"] == str(appended) for r in daemon.search("spotter", limit=50)))
+        assert caught_up > 0
+        job = daemon.get("/healthz")["compaction"]
+        assert job["automatic"] and job["phase"] == "done" and job["caught_up"] == caught_up
+        assert found(daemon, "spotter") == during
+        assert reflected(daemon)
         assert not (data / WORK_DIR).exists() and not (data / "store" / "shard.old").exists()
         assert daemon.stop() == 0
     with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
         assert store.segments() < segments_before / 2  # the compacted shard, and what was written after it
-    assert snapshot(data, embedder) == clean_import(home, tmp_path / "clean", embedder)
+    indexed = {id: point for id, point in snapshot(data, embedder).items() if point[0].startswith(str(home))}
+    forgotten.unlink()
+    assert indexed == clean_import(home, tmp_path / "clean", embedder)
 
 
 def test_a_daemon_stopped_while_compacting_ends_it_and_keeps_the_store(
     tmp_path: Path, home: Path, embedder: OnnxEmbedder
 ) -> None:
+    """Not on its own (``auto_compact`` off): `import` compacts a store of many
+    small segments, and the daemon stops meanwhile."""
     data = tmp_path / "data"
-    with DaemonProcess(home, data) as daemon:
+    with DaemonProcess(home, data, SELFREFLECT_AUTO_COMPACT="off", **MANY_SEGMENTS) as daemon:
         daemon.wait_idle()
+        assert daemon.get("/healthz")["compaction"] is None
         segments = len([p for p in (data / "store" / "shard" / "segments").iterdir() if p.is_dir()])
-        compact = compact_command(home, data)
+        compact = compact_command(home, data, "import")
         eventually(lambda: phase(daemon) == "compacting", timeout=60, every=0.01)
         (helper,) = psutil.Process(daemon.proc.pid).children()
         assert daemon.stop() == 0
@@ -150,6 +267,28 @@ def test_a_daemon_stopped_while_compacting_ends_it_and_keeps_the_store(
     assert not (data / WORK_DIR).exists()
     with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
         assert store.segments() == segments
+    assert snapshot(data, embedder) == clean_import(home, tmp_path / "clean", embedder)
+
+
+def test_a_daemon_killed_while_compacting_leaves_nothing_behind(
+    tmp_path: Path, home: Path, embedder: OnnxEmbedder
+) -> None:
+    """kill -9 mid-compaction: its process stops by itself, the store is as it
+    was, and the next daemon deletes the copy."""
+    data = tmp_path / "data"
+    with DaemonProcess(home, data, **MANY_SEGMENTS) as daemon:
+        eventually(lambda: phase(daemon) == "compacting", timeout=120, every=0.01)
+        (helper,) = psutil.Process(daemon.proc.pid).children()
+        helper.suspend()  # mid-step
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+        helper.resume()
+        helper.wait(timeout=60)  # on its own, at its next step
+    assert (data / WORK_DIR / "store").is_dir()
+    assert f"the daemon (pid {daemon.proc.pid}) is gone: stopping" in (data / WORK_DIR / "compact.log").read_text()
+    with DaemonProcess(home, data, SELFREFLECT_AUTO_COMPACT="off", **MANY_SEGMENTS) as daemon:
+        daemon.wait_idle()
+        assert not (data / WORK_DIR).exists()
+        assert daemon.stop() == 0
     assert snapshot(data, embedder) == clean_import(home, tmp_path / "clean", embedder)
 
 

@@ -53,7 +53,7 @@ def snapshot(data_dir: Path, embedder: OnnxEmbedder) -> dict[str, tuple]:
     with EdgeStore(data_dir / "store", embedder.name, embedder.dim).open() as store:
         points = store.scroll(SearchFilter(), 1_000_000)
     return {
-        p["id"]: (p["transcript"], p["text"], p["line_start"], p["line_end"], p["exchange"], p["ordinal"])
+        p["id"]: (p["transcript"], p["text"], p["line_start"], p["line_end"], p.get("exchange"), p.get("ordinal"))
         for p in points
     }
 

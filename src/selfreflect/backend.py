@@ -75,7 +75,8 @@ class LocalBackend:
             daemon's), so a tombstone reaches it at once; else read from disk.
         between_batches: held, no import batch is in flight in this process
             (what is forgotten cannot be written back by a batch read before),
-            and no compaction is copying the store (it refuses at once).
+            and no compaction is copying the store or swapping it (it refuses
+            at once).
     """
 
     def __init__(

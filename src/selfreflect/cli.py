@@ -408,10 +408,12 @@ def compact(ctx: Context) -> None:
 
     A search visits every segment: on a store of a quarter of a million
     chunks, searches get about twice as fast. `import` does it by
-    itself when it is worth it. Takes minutes on a big store. While the
-    daemon runs, it compacts a copy of the store in another process and
-    swaps it in: searches go on meanwhile, new lines wait, and the disk
-    needs room for the copy.
+    itself when it is worth it, and so does the daemon once it has caught
+    up (`auto_compact`). Takes minutes on a big store. While the daemon
+    runs, it compacts a copy of the store in another process and swaps it
+    in: searches and reading go on meanwhile (what is written meanwhile is
+    written into the copy before the swap), and the disk needs room for
+    the copy.
     """
     from selfreflect.embed import make_embedder
     from selfreflect.store import open_store
@@ -460,8 +462,7 @@ def _compact_through(daemon: Any, token: str | None, if_needed: bool = False) ->
         if job is None:  # if_needed, and it was not
             return
         click.echo(
-            f"Compacting the store (the daemon, pid {daemon.pid}, in another process; "
-            "searches go on, new lines wait)...",
+            f"Compacting the store (the daemon, pid {daemon.pid}, in another process; searches and reading go on)...",
             err=True,
         )
         job = _follow(
@@ -477,7 +478,10 @@ def _compact_through(daemon: Any, token: str | None, if_needed: bool = False) ->
     if job["phase"] != "done":
         raise SelfReflectError(f"the daemon's compaction {job['phase']}: {job['error'] or 'the daemon stopped'}")
     took = time.monotonic() - started
-    click.echo(f"Compacted the store: {job['segments_before']} segments into {job['segments']} in {took:.1f} s")
+    click.echo(
+        f"Compacted the store: {job['segments_before']} segments into {job['segments']} in {took:.1f} s"
+        f" ({job.get('caught_up', 0)} chunks written meanwhile)"
+    )
 
 
 def _reimport_exports(importer: Any) -> str:

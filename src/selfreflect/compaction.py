@@ -6,23 +6,31 @@ and every search visits each. ``selfreflect compact`` merges them, but the
 engine holds Python's lock for the whole of a merge (45 s for one step of
 a 250k store, measured), and a merge maps hundreds of MB of the store's
 files: a daemon merging its own segments would answer nothing meanwhile.
-So :class:`Compaction`, on the importer's thread (no batch is in flight,
-and reading waits for it):
+So :class:`Compaction`, on a thread of its own:
 
-1. refuses other writes (a reflection, ``forget``: told to try again), and
-   flushes the store, so that its files are the whole store;
-2. copies them to ``<data dir>/compacting/store`` (the engine's files are
-   sparse: the holes are skipped, 1.4 GB of blocks at 250k chunks);
-3. runs ``python -m selfreflect.compaction <copy>``, which compacts the
-   copy, and waits; searches go on against the store as it is;
-4. swaps the compacted shard in (searches wait for the load, well under a
-   second for a compacted store), and reading resumes where it stopped.
+1. takes the turn to write (the batch in flight ends first; a reflection
+   or ``forget`` is told to try again), flushes the store, so that its
+   files are the whole store, and copies them to
+   ``<data dir>/compacting/store`` (the engine's files are sparse: the
+   holes are skipped, 1.4 GB of blocks at 250k chunks). From then on the
+   store notes what is written to it (:class:`Journal`), and the turn is
+   given back: the importer goes on reading, reflections are stored;
+2. runs ``python -m selfreflect.compaction <copy> <pid>``, which compacts
+   the copy (and stops if the daemon is gone), and waits; searches go on
+   against the store as it is, new lines are searchable as soon as they
+   are read;
+3. takes the turn again, writes into the copy what was written since the
+   copy was taken (:meth:`EdgeStore.replay`), and swaps the copy in
+   (searches wait for the load, well under a second for a compacted
+   store); the old shard is deleted after the turn is given back.
 
-Nothing is written between the copy and the swap, so the compacted copy
-is the store. A daemon stopped meanwhile kills the process and drops the
-copy; a daemon killed meanwhile leaves a copy that the next compaction
-removes, and the store as it was (a swap cut short is finished or undone
-when the store opens: :meth:`EdgeStore.swap_in`).
+A daemon stopped meanwhile kills the process and drops the copy; a daemon
+killed meanwhile leaves the store as it was and a copy that it deletes at
+its next start (a swap cut short is finished or undone when the store
+opens: :meth:`EdgeStore.swap_in`).
+
+The daemon starts one on its own when reading has caught up and the store
+holds many small segments (``auto_compact``), as after a backfill.
 """
 
 from __future__ import annotations
@@ -112,31 +120,27 @@ class Compaction:
     Args:
         store: the daemon's store.
         data_dir: the data folder (the copy goes under it).
-        writing: the importer's turn to write (``Streamer.between_batches``):
-            held for the whole compaction.
-        release: gives back the pages searches mapped (called while waiting).
+        writing: the turn to write (``Streamer.between_batches``): held
+            while the store is copied and while the copy is swapped in.
         stop: set when the daemon stops.
+        automatic: the daemon started it on its own (else it was asked).
     """
 
     def __init__(
-        self,
-        store: EdgeStore,
-        data_dir: Path,
-        writing: Turn,
-        release: Callable[[], None],
-        stop: threading.Event,
+        self, store: EdgeStore, data_dir: Path, writing: Turn, stop: threading.Event, automatic: bool = False
     ) -> None:
         self.store = store
         self.work = data_dir / WORK_DIR
         self.writing = writing
-        self.release = release
         self.stop = stop
+        self.automatic = automatic
         self.phase = "copying"
         self.started = time.time()
         self.finished: float | None = None
         self.segments_before = self.segments = 0
+        self.caught_up = 0  # points written while the copy was compacted, then written into it
         self.error = ""
-        self._next_release = 0.0
+        self.thread = threading.Thread(target=self.run, name="compaction", daemon=True)
 
     @property
     def running(self) -> bool:
@@ -151,49 +155,60 @@ class Compaction:
             "finished": self.finished,
             "segments_before": self.segments_before,
             "segments": self.segments,
+            "caught_up": self.caught_up,
+            "automatic": self.automatic,
             "error": self.error,
         }
 
     def run(self) -> None:
-        """Compact (on the importer's thread); the outcome goes to :meth:`report`."""
-        since = time.strftime("%H:%M:%S", time.localtime(self.started))
-        reason = f"the store is being compacted (since {since}): try again in a few minutes"
+        """Compact (:attr:`thread`); the outcome goes to :meth:`report`, once
+        the copy is deleted."""
         try:
-            with self.writing.held(reason):
-                self._run()
-            self.phase = "done"
-            log.info("compacted the store: %d segments into %d", self.segments_before, self.segments)
+            self._run()
+            phase, error = "done", ""
         except _Stopped:
-            self.phase = "stopped"
+            phase, error = "stopped", ""
         except Exception as exc:
-            self.phase, self.error = "failed", str(exc)
+            phase, error = "failed", str(exc)
             log.exception("compacting the store failed; it stays as it was")
         finally:
-            self.finished = time.time()
-            shutil.rmtree(self.work, ignore_errors=True)
+            self.store.stop_journal()
+            shutil.rmtree(self.work, ignore_errors=True)  # and the shard swapped out
+        self.finished = time.time()
+        self.phase, self.error = phase, error
+        if phase == "done":
+            log.info(
+                "compacted the store: %d segments into %d (%d points written meanwhile)",
+                self.segments_before,
+                self.segments,
+                self.caught_up,
+            )
 
     def _run(self) -> None:
         store = self.store
-        self.segments_before = self.segments = store.segments()
-        store.flush()
-        shutil.rmtree(self.work, ignore_errors=True)  # a copy a killed daemon left
-        self.work.mkdir(parents=True)
-        need = disk_bytes(store.folder) + store.merge_bytes() + MIN_FREE_BYTES  # the copy, and its merges
-        free = shutil.disk_usage(self.work).free
-        if free < need:
-            raise DiskFull(
-                f"compacting while the daemon runs needs a copy of the store: {need / 2**20:.0f} MB free, "
-                f"the disk has {free / 2**20:.0f} MB (`selfreflect stop`, then `selfreflect compact` "
-                "compacts it in place)",
-                free=free,
-            )
         copy = self.work / "store"
-        copy_store(store.folder, copy, self._now_and_then)
+        since = time.strftime("%H:%M:%S", time.localtime(self.started))
+        with self.writing.held(f"the store is being copied to compact it (since {since}): try again in a minute"):
+            self.segments_before = self.segments = store.segments()
+            store.flush()
+            shutil.rmtree(self.work, ignore_errors=True)  # a copy a killed daemon left
+            self.work.mkdir(parents=True)
+            need = disk_bytes(store.folder) + store.merge_bytes() + MIN_FREE_BYTES  # the copy, and its merges
+            free = shutil.disk_usage(self.work).free
+            if free < need:
+                raise DiskFull(
+                    f"compacting while the daemon runs needs a copy of the store: {need / 2**20:.0f} MB free, "
+                    f"the disk has {free / 2**20:.0f} MB (`selfreflect stop`, then `selfreflect compact` "
+                    "compacts it in place)",
+                    free=free,
+                )
+            copy_store(store.folder, copy, self._check_stop)
+            store.start_journal()
         self.phase = "compacting"
         output = self.work / "compact.log"
         with open(output, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "selfreflect.compaction", str(copy)],
+                [sys.executable, "-m", "selfreflect.compaction", str(copy), str(os.getpid())],
                 cwd=self.work,  # not the daemon's folder: nothing there can shadow a module
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -209,8 +224,23 @@ class Compaction:
             said = output.read_text(encoding="utf-8", errors="replace").strip().splitlines()
             raise SelfReflectError(f"the compacting process failed (exit {code}): {said[-1] if said else 'no output'}")
         self.phase = "swapping"
-        store.swap_in(copy)
-        self.segments = store.segments()
+        with self.writing.held(f"the compacted store is being swapped in (since {since}): try again in a moment"):
+            journal = store.stop_journal()
+            if journal and (journal.ids or journal.operations):  # else the copy is the store already
+                with EdgeStore(
+                    copy,
+                    store.model,
+                    store.dim,
+                    segment_points=store.segment_points,
+                    command="compaction (catching up)",
+                    machine=store.machine,
+                    merge_points=store.merge_points,
+                ) as target:
+                    self.caught_up = store.replay(journal, target)
+                    target.flush()
+            self._check_stop()
+            store.swap_in(copy)
+            self.segments = store.segments()
 
     def _wait(self, proc: subprocess.Popen[bytes], output: Path) -> int:
         while True:
@@ -218,21 +248,15 @@ class Compaction:
                 return proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 pass
-            self._now_and_then()
+            self._check_stop()
             for line in reversed(output.read_text(encoding="utf-8", errors="replace").splitlines()):
                 if line.startswith(_PROGRESS):
                     self.segments = int(line[len(_PROGRESS) :])
                     break
 
-    def _now_and_then(self) -> None:
-        """While copying and waiting: stop if the daemon stops, and give back
-        the pages searches mapped once a second (the importer, which does it
-        otherwise, is waiting here)."""
+    def _check_stop(self) -> None:
         if self.stop.is_set():
             raise _Stopped
-        if time.monotonic() >= self._next_release:
-            self.release()
-            self._next_release = time.monotonic() + 1.0
 
 
 class _Stopped(Exception):
@@ -240,16 +264,24 @@ class _Stopped(Exception):
 
 
 def main(argv: list[str]) -> int:
-    """``python -m selfreflect.compaction STORE_FOLDER``: compact a store
-    folder (a copy the daemon made), saying how many segments are left
-    after each step."""
+    """``python -m selfreflect.compaction STORE_FOLDER DAEMON_PID``: compact a
+    store folder (a copy the daemon made), saying how many segments are left
+    after each step; between steps, stop if the daemon is gone (killed: no
+    one would swap the copy in, and its next start deletes it)."""
     import orjson
+    import psutil
 
-    folder = Path(argv[0])
+    folder, daemon = Path(argv[0]), int(argv[1])
+
+    def step(left: int) -> None:
+        if os.getppid() != daemon or not psutil.pid_exists(daemon):
+            raise SystemExit(f"the daemon (pid {daemon}) is gone: stopping")
+        print(f"{_PROGRESS}{left}", flush=True)
+
     meta = orjson.loads((folder / "meta.json").read_bytes())
     with EdgeStore(folder, meta["model"], meta["dim"], command="compact (for the daemon)") as store:
-        print(f"{_PROGRESS}{store.segments()}", flush=True)
-        store.compact(progress=lambda left: print(f"{_PROGRESS}{left}", flush=True))
+        step(store.segments())
+        store.compact(progress=step)
     return 0
 
 

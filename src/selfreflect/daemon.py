@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -29,9 +30,10 @@ from typing import Any
 import orjson
 
 from selfreflect import __version__
+from selfreflect.compaction import WORK_DIR as COMPACTION_DIR
 from selfreflect.compaction import Compaction
 from selfreflect.embed import make_embedder
-from selfreflect.errors import SelfReflectError, StoreLocked
+from selfreflect.errors import SelfReflectError, StoreLocked, Unavailable
 from selfreflect.importer import Importer
 from selfreflect.memory import MemoryPolicy, limit_malloc_arenas
 from selfreflect.running import INFO_FILE, DaemonInfo, running_daemon  # noqa: F401  (their home before)
@@ -55,6 +57,8 @@ class PortInUse(SelfReflectError):
 
 FAILING_READS = 3  # files failing in a row before /healthz says indexing is failing
 MAX_RESTART_PAUSE = 60.0
+AUTO_COMPACT_LOOK = 60.0  # seconds between looks at whether the store needs compacting
+AUTO_COMPACT_RETRY = 3600.0  # seconds before compacting on its own again after that failed
 
 
 @dataclass
@@ -88,6 +92,7 @@ class Daemon:
         self.compaction: Compaction | None = None  # the last one asked for
         self._stopping = threading.Event()
         self._compacting = threading.Lock()
+        self._next_look = 0.0  # when to look again whether the store needs compacting
 
     def startup(self) -> socket.socket:
         """Take the store, load the model, bind the port, start streaming.
@@ -115,6 +120,8 @@ class Daemon:
             self.embedder.load()
             importer = Importer(settings, self.store, self.embedder, State.load(settings.state_file))
             self.streamer = Streamer(importer, settings.projects_dir, settings.watch_interval, memory)
+            self.streamer.on_caught_up = self._compact_on_its_own
+            shutil.rmtree(settings.data_dir / COMPACTION_DIR, ignore_errors=True)  # what a killed daemon left
         except BaseException:
             self.store.close()
             raise
@@ -169,6 +176,9 @@ class Daemon:
         for worker in self.workers:
             if worker.thread is not None:
                 worker.thread.join(timeout=60)
+        with self._compacting:
+            if self.compaction is not None and self.compaction.thread.ident is not None:
+                self.compaction.thread.join(timeout=60)  # its process is killed within a second
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -222,10 +232,11 @@ class Daemon:
         self.streamer.notify(set())
         return self.health()
 
-    def compact(self, if_needed: bool = False) -> dict[str, Any] | None:
+    def compact(self, if_needed: bool = False, automatic: bool = False) -> dict[str, Any] | None:
         """Compact the store in another process (:mod:`selfreflect.compaction`),
         or say how the one under way stands; ``if_needed``: only if the store
-        holds many small segments (None when it does not).
+        holds many small segments (None when it does not); ``automatic``:
+        the daemon's own idea.
 
         Raises:
             SelfReflectError: the store is a Qdrant server's (it merges its own).
@@ -237,19 +248,34 @@ class Daemon:
                 return None
             raise SelfReflectError("the Qdrant server merges its own segments: there is nothing to compact here")
         with self._compacting:
+            if self._stopping.is_set():
+                raise Unavailable("the daemon is stopping")
             if self.compaction is None or not self.compaction.running:
                 if if_needed and not store.needs_compaction():
                     return None
                 streamer = self.streamer
                 self.compaction = Compaction(
-                    store,
-                    self.settings.data_dir,
-                    streamer.between_batches,
-                    lambda: streamer.memory.idle(first=False),
-                    streamer.stop,
+                    store, self.settings.data_dir, streamer.between_batches, streamer.stop, automatic
                 )
-                streamer.run_job(self.compaction.run)
+                self.compaction.thread.start()
             return self.compaction.report()
+
+    def _compact_on_its_own(self) -> None:
+        """Reading has caught up: compact if the store holds many small
+        segments (``auto_compact``), looked at once a minute at most, and
+        not within an hour of a compaction of its own that failed."""
+        now = time.monotonic()
+        if not self.settings.auto_compact or now < self._next_look:
+            return
+        self._next_look = now + AUTO_COMPACT_LOOK
+        last = self.compaction
+        if last is not None:
+            failed_lately = last.automatic and last.phase == "failed"
+            failed_lately &= time.time() - (last.finished or 0) < AUTO_COMPACT_RETRY
+            if last.running or failed_lately:
+                return
+        if self.compact(if_needed=True, automatic=True):
+            log.info("the store holds many small segments: compacting it")
 
     def metrics(self) -> str:
         """Prometheus text exposition."""

@@ -48,6 +48,7 @@ ENV = {
     "group_repositories": "SELFREFLECT_GROUP_REPOSITORIES",
     "index_history": "SELFREFLECT_INDEX_HISTORY",
     "archive": "SELFREFLECT_ARCHIVE",
+    "auto_compact": "SELFREFLECT_AUTO_COMPACT",
 }
 # other names a setting is read from when its own is unset: the official Voyage client's
 ENV_ALSO = {"voyage_key": ("VOYAGE_API_KEY",)}
@@ -55,6 +56,14 @@ ENV_ALSO = {"voyage_key": ("VOYAGE_API_KEY",)}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 DEFAULT_PORT = 7718
+_SWITCHES = (  # the settings that are on or off
+    "prefer_local_embeddings",
+    "group_repositories",
+    "qdrant_on_disk",
+    "index_history",
+    "archive",
+    "auto_compact",
+)
 _MADE_PRIVATE: set[Path] = set()
 
 
@@ -117,6 +126,11 @@ class Settings:
         archive: keep a compressed copy of every transcript read, in
             ``<data dir>/archive/`` (SELFREFLECT_ARCHIVE; on): what Claude
             Code's clean-up deletes stays readable (:mod:`selfreflect.archive`).
+        auto_compact: the daemon compacts the store on its own once reading
+            has caught up and the store holds many small segments, as after
+            a backfill (SELFREFLECT_AUTO_COMPACT; on): a copy is compacted by
+            a process of its own while the daemon serves and reads
+            (:mod:`selfreflect.compaction`).
     """
 
     claude_dir: Path
@@ -151,6 +165,7 @@ class Settings:
     group_repositories: bool = True
     index_history: bool = True
     archive: bool = True
+    auto_compact: bool = True
 
     @property
     def projects_dir(self) -> Path:
@@ -302,7 +317,7 @@ def _convert(name: str, raw: Any) -> Any:
         if str(raw).lower() not in ("none", "int8"):
             raise ValueError("must be none or int8")
         return str(raw).lower()
-    if name in ("prefer_local_embeddings", "group_repositories", "qdrant_on_disk", "index_history", "archive"):
+    if name in _SWITCHES:
         if isinstance(raw, bool):
             return raw
         return str(raw).strip().lower() in ("1", "true", "yes", "on")

@@ -192,8 +192,9 @@ def status_text(report: dict[str, Any], max_projects: int | None = None) -> str:
         compaction = daemon.get("compaction") or {}
         if compaction.get("running"):
             lines.append(
-                f"             compacting the store ({compaction['phase']}: {compaction['segments']} segments, "
-                f"{compaction['segments_before']} before): searches go on, new lines wait"
+                f"             compacting the store{' on its own' if compaction.get('automatic') else ''} "
+                f"({compaction['phase']}: {compaction['segments']} segments, "
+                f"{compaction['segments_before']} before): searches and reading go on"
             )
     else:
         lines.append("daemon:      not running (`selfreflect serve` keeps the index current)")

@@ -51,11 +51,13 @@ class StreamStats:
 
 
 class Turn:
-    """The importer's turn to write: held while a batch is in flight (or a
-    job such as a compaction runs), so whoever takes it knows nothing is
-    being written meanwhile. While a long job holds it (:meth:`held`),
-    whoever asks is refused at once with the job's reason instead of
-    waiting for it.
+    """The turn to write into the store: the importer takes it for each
+    batch, a reflection or ``forget`` for its write, a compaction to copy
+    the store and to swap the copy in, so whoever holds it knows nothing
+    else is being written meanwhile. While a long job holds it
+    (:meth:`held`), whoever asks (``with turn:``) is refused at once with
+    the job's reason instead of waiting; the importer waits
+    (:meth:`waiting`): it has nothing else to do.
 
     Raises:
         Unavailable: on entering, while a long job holds it.
@@ -74,9 +76,16 @@ class Turn:
         self._lock.release()
 
     @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Take it, however long a job holds it."""
+        with self._lock:
+            yield
+
+    @contextmanager
     def held(self, reason: str) -> Iterator[None]:
-        """Hold it for a long job; others are told ``reason``."""
-        with self:
+        """Hold it for a long job (waiting for the batch in flight); others
+        are told ``reason``."""
+        with self.waiting():
             self._held_for = reason
             try:
                 yield
@@ -108,7 +117,7 @@ class Streamer:
         self._changed: set[str] = set()  # changed again while being read
         self._reported: set[tuple[str, str]] = set()  # skipped entries already logged
         self.between_batches = Turn()  # held while a file is read: taken, no batch is in flight
-        self._jobs: list[Callable[[], None]] = []
+        self.on_caught_up: Callable[[], None] | None = None  # called when reading has caught up
 
     # -- events in ---------------------------------------------------------------
 
@@ -178,14 +187,15 @@ class Streamer:
                     log.warning(
                         "scanning %s failed (%s); trying again in %.0f s", self.projects_dir, exc, self.watch_interval
                     )
-            job = self._next_job()
-            if job is not None:
-                job()
-                continue
             path, tier = self._next()
             if path is None:
                 self._update_gauges()
                 self.memory.idle(first=not caught_up)
+                if not caught_up and self.on_caught_up is not None:
+                    try:
+                        self.on_caught_up()
+                    except Exception:
+                        log.exception("after catching up")
                 caught_up = True
                 self._wake.wait(timeout=max(0.0, min(next_scan - time.monotonic(), 1.0)))
                 self._wake.clear()
@@ -196,7 +206,7 @@ class Streamer:
             with self._lock:
                 self._changed.discard(path)
             try:
-                with self.between_batches:
+                with self.between_batches.waiting():
                     more = self._read(path, tier)
                 self.stats.failing_reads = 0
                 self.stats.store_fault, fault_pause = "", 1.0
@@ -229,17 +239,6 @@ class Streamer:
             self.memory.after_batch()
             if on_batch:
                 on_batch()
-
-    def run_job(self, job: Callable[[], None]) -> None:
-        """Run ``job`` on the importer's thread before its next batch (reading
-        waits for it to end; it handles its own errors)."""
-        with self._lock:
-            self._jobs.append(job)
-        self._wake.set()
-
-    def _next_job(self) -> Callable[[], None] | None:
-        with self._lock:
-            return self._jobs.pop(0) if self._jobs else None
 
     def rescan(self) -> None:
         """Queue every transcript with lines not indexed yet or bytes the archive should take."""

@@ -74,6 +74,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,31 @@ class _Gate:
                 self._cond.notify_all()
 
 
+@dataclass
+class Journal:
+    """What was written to a store since a copy of it was taken (while the
+    copy is compacted elsewhere): the operations over a filter (forgetting,
+    titles, an exchange re-chunked shorter), in order, and the ids of the
+    points written or deleted by id. Only ids are kept for those, not the
+    points: :meth:`EdgeStore.replay` reads them from the store at the end.
+
+    Replaying the filter operations on the copy and then taking each noted
+    point as the store holds it then (or deleting it) makes the copy equal
+    the store: a point nobody wrote by id went through the same filter
+    operations in both, from the same payload, and a noted point is taken
+    whole.
+    """
+
+    operations: list[Any] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+
+    def note(self, operation: Any, ids: Sequence[str] | None) -> None:
+        if ids is None:
+            self.operations.append(operation)
+        else:
+            self.ids.update(ids)
+
+
 class EdgeStore:
     """A Qdrant Edge shard with a dense and a BM25 vector per point.
 
@@ -300,6 +326,7 @@ class EdgeStore:
         self._dense_params: Any = _FULL_VECTORS  # how dense lists are searched (see QUANTIZED_FROM)
         self._touched = False  # pages may have been mapped since the last release
         self._logged = True  # the shard has a write-ahead log
+        self._journal: Journal | None = None  # what is written while a copy is compacted
         self.memory = memory or MemoryPolicy()  # the process's policy (none given: one of its own, no cap)
         self.memory.hold(self.release_memory)
 
@@ -511,9 +538,10 @@ class EdgeStore:
 
     def swap_in(self, other: Path) -> None:
         """Replace the shard with the one in the store folder ``other`` (a
-        compacted copy of this one, made while nothing was written here).
-        Searches and writes wait for the load; if it fails, the shard is
-        put back as it was and the error raised."""
+        compacted copy of this one, brought up to date). Searches and writes
+        wait for the load; if it fails, the shard is put back as it was and
+        the error raised. The old shard is moved into ``other``, for the
+        caller to delete (at 250k points that takes seconds)."""
         shard, old = self.folder / "shard", self.folder / _SWAPPED_OUT
         with self._gate.exclusive():
             self._shard.close()
@@ -527,7 +555,7 @@ class EdgeStore:
                 old.rename(shard)
                 self._shard = self._load()
                 raise
-        shutil.rmtree(old, ignore_errors=True)
+        old.rename(other / _SWAPPED_OUT)
 
     def _finish_swap(self) -> None:
         """A process stopped in :meth:`swap_in`: keep the new shard if it is
@@ -545,6 +573,29 @@ class EdgeStore:
             self._shard.close()
             self._shard = None
             self._shard = self._load(merge_points, merge_below)
+
+    def start_journal(self) -> None:
+        """Note what is written from now on (a copy of the store was just
+        taken): :meth:`replay` brings the copy up to date."""
+        self._journal = Journal()
+
+    def stop_journal(self) -> Journal | None:
+        """Stop noting; what was noted (None: nothing was being noted)."""
+        journal, self._journal = self._journal, None
+        return journal
+
+    def replay(self, journal: Journal, into: EdgeStore, batch: int = 256) -> int:
+        """Write into ``into`` (a copy of this store taken when ``journal``
+        started) what was written here since; returns how many points were
+        copied or deleted. Nothing may be written here meanwhile."""
+        for operation in journal.operations:
+            into._write(operation)
+        ids = sorted(journal.ids)
+        for start in range(0, len(ids), batch):
+            some: list[Any] = ids[start : start + batch]
+            into._write(qe.UpdateOperation.delete_points(some), ids=some)  # then those still here, as they are
+            into.load(self.get(some))
+        return len(ids)
 
     def release_memory(self) -> None:
         """Unmap the store's file pages that reads and writes left resident."""
@@ -579,8 +630,10 @@ class EdgeStore:
             count = shard.info().points_count
         return disk_bytes(self.folder) * min(points, count) // max(count, 1)
 
-    def _write(self, operation: Any, points: int = 0) -> None:
+    def _write(self, operation: Any, points: int = 0, ids: Sequence[str] | None = None) -> None:
         """Apply an update: when this returns, it is on disk (in the log).
+        ``ids``: the points it writes or deletes, when it names them (else
+        it is an operation over a filter).
 
         Raises:
             DiskFull: no room on the disk (nothing was written).
@@ -591,6 +644,8 @@ class EdgeStore:
             if not self._logged:
                 shard.flush()
             self.writes += 1  # after: an answer computed meanwhile is not kept as the new one
+            if self._journal is not None:
+                self._journal.note(operation, ids)
         self._written += points
         if self._written >= self.segment_points:
             self._compact()
@@ -613,7 +668,7 @@ class EdgeStore:
             for p in points
         ]
         if written:
-            self._write(qe.UpdateOperation.upsert_points(written), len(written))
+            self._write(qe.UpdateOperation.upsert_points(written), len(written), [p.id for p in points])
 
     def key(self, id: str) -> str:
         return id
