@@ -135,23 +135,56 @@ def release_code_pages() -> int:
     ``MADV_DONTNEED`` would put the file's content back in its place. A
     read-only mapping cannot be written later without ``mprotect``, which
     the dynamic loader only does while loading, before the mapping is
-    read-only. Returns the number of mappings released.
+    read-only. So which mappings are clean is asked of ``smaps`` only when
+    one appeared that was not seen before: reading ``smaps`` walks the page
+    tables of every mapping, the store's thousands included (60 ms at 250k
+    chunks in 62 segments, against 8 ms for ``maps``). Returns the number
+    of mappings released.
     """
     if _MADVISE is None:
         return 0
-    clean: list[tuple[int, int]] = []
-    current = False  # the last mapping read is the last of ``clean``
+    code = [key for line in _proc_lines("maps") if _read_only_private(line) and (key := _code(line)) is not None]
+    if any(key not in _CLEAN_CODE for key in code):
+        _CLEAN_CODE.clear()
+        _CLEAN_CODE.update(_clean_code())
+    return sum(
+        _MADVISE(start, end - start, MADV_DONTNEED) == 0
+        for start, end, path in code
+        if _CLEAN_CODE.get((start, end, path))
+    )
+
+
+# (start, end, path) of each read-only private file mapping in ``smaps`` when last read: whether it holds only the
+# file's content
+_CLEAN_CODE: dict[tuple[int, int, str], bool] = {}
+
+
+def _read_only_private(line: str) -> bool:  # a quick test before parsing (5,700 lines at 250k chunks)
+    return " r--p " in line or " r-xp " in line
+
+
+def _code(line: str) -> tuple[int, int, str] | None:
+    """(start, end, path) of a read-only private file mapping's line in
+    ``maps`` or ``smaps``; None for other lines."""
+    mapping = _mapping(line)
+    if mapping is None:
+        return None
+    start, end, perms, path = mapping
+    return (start, end, path) if path.startswith("/") and perms[1] == "-" and perms[3] == "p" else None
+
+
+def _clean_code() -> dict[tuple[int, int, str], bool]:
+    """Each read-only private file mapping in ``smaps``: whether none of its pages was written."""
+    clean: dict[tuple[int, int, str], bool] = {}
+    current = None  # the mapping the lines read belong to, if it is one of those
     for line in _proc_lines("smaps"):
-        mapping = _mapping(line)
-        if mapping is not None:
-            start, end, perms, path = mapping
-            current = path.startswith("/") and perms[1] == "-" and perms[3] == "p"
-            if current:
-                clean.append((start, end))
-        elif current and line.startswith("Anonymous:") and line.split()[1] != "0":
-            clean.pop()
-            current = False
-    return sum(_MADVISE(start, end - start, MADV_DONTNEED) == 0 for start, end in clean)
+        if _mapping(line) is not None:  # a mapping's first line
+            current = _code(line)
+            if current is not None:
+                clean[current] = True
+        elif current is not None and line.startswith("Anonymous:") and line.split()[1] != "0":
+            clean[current] = False
+    return clean
 
 
 class MemoryPolicy:
