@@ -12,11 +12,17 @@ segments, as the daemon's own merges leave 250k chunks). It is copied
   other, on the store as it is (each query searched once before, so both
   sides read pages already in the page cache);
 - ``POST /api/compact``, and while the daemon compacts: the same searches
-  in a loop (wall time, errors, and how long the longest took), the
+  in a loop (wall time, errors, and how long the longest took); a line
+  appended to a live transcript every second or so, each timed until a
+  search finds it (the baseline: the same before the compaction); the
   daemon's resident memory and the compacting process's, read every
-  0.1 s, and how long each phase took;
+  0.1 s; and how long each phase took;
 - the same searches on the compacted store, and a restart of the daemon
   until ``/healthz`` answers, against its first start on the store as it was.
+
+The daemons run with ``SELFREFLECT_AUTO_COMPACT=false``, so that the store
+is measured as it was before it is compacted (the daemon would start the
+same compaction on its own).
 
 Linux (memory from ``/proc``).
 """
@@ -60,6 +66,39 @@ def search(url: str, query: str) -> tuple[float, int]:
     return (time.perf_counter() - started) * 1000, status
 
 
+def fresh(url: str, live: Path, n: int) -> float:
+    """Append a user line with a word of its own to ``live``: seconds until a search finds it."""
+    word = f"compactioncodeword{n:05d}"
+    record = {
+        "type": "user",
+        "uuid": f"compaction-{n}",
+        "sessionId": "live",
+        "cwd": "/home/dev/live",
+        "timestamp": "2026-11-27T10:00:00Z",
+        "message": {"role": "user", "content": f"remember {word}: the deploy failed on step {n}"},
+    }
+    started = time.perf_counter()
+    with open(live, "ab") as handle:
+        handle.write(json.dumps(record).encode() + b"\n")
+    query = urllib.parse.urlencode({"q": word, "limit": 10})
+    while time.perf_counter() - started < 300:
+        with urllib.request.urlopen(f"{url}/api/search?{query}", timeout=120) as answer:
+            results = json.load(answer)["results"]
+        if any(word in result["text"] for result in results):
+            return time.perf_counter() - started
+        time.sleep(0.05)  # a search at 250k holds Python's lock for ~20 ms: polling harder slows the importer
+    print(f"  not found in 300 s: {word}; {[r['text'][:60] for r in results]}; {health(url)}", flush=True)
+    return float("inf")
+
+
+def spread(seconds: list[float]) -> str:
+    lost = sum(s == float("inf") for s in seconds)
+    return (
+        f"{len(seconds)} lines ({lost} not found in 300 s), p50 {percentile(seconds, 0.5) * 1000:.0f} ms, "
+        f"p95 {percentile(seconds, 0.95) * 1000:.0f} ms, longest {max(seconds, default=0) * 1000:.0f} ms"
+    )
+
+
 def health(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{url}/healthz", timeout=120) as answer:
         return dict(json.load(answer))
@@ -79,11 +118,13 @@ def main() -> None:
     queries = [json.loads(line)["query"] for path in QUERY_SETS for line in path.open()]
     work = Path(tempfile.mkdtemp(prefix="selfreflect-compact-"))
     claude, data = work / "claude", work / "data"
-    (claude / "projects").mkdir(parents=True)
+    (claude / "projects" / "-live").mkdir(parents=True)
+    live = claude / "projects" / "-live" / "live.jsonl"
     data.mkdir()
     subprocess.run(["cp", "-a", "--sparse=always", str(args.store), str(data / "store")], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "SELFREFLECT_CONFIG")}
     env.update(CLAUDE_CONFIG_DIR=str(claude), SELFREFLECT_HOME=str(data), XDG_CONFIG_HOME=str(work / "config"))
+    env["SELFREFLECT_AUTO_COMPACT"] = "false"
     log = open(data / "serve.log", "ab")  # noqa: SIM115  (open for both daemons)
     daemon, _, _ = start(data, env, log)  # the first start replays what the engine's log holds
     daemon.terminate()
@@ -95,6 +136,7 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.1f}; {len(queries)} labeled queries")
         print(f"  daemon ready on the store as it was: {ready:.2f} s")
         print(f"  /api/search before: {sequential(url, queries)}")
+        print(f"  a new line until found, before: {spread([fresh(url, live, n) for n in range(10)])}")
 
         walls: list[float] = []
         errors = 0
@@ -125,7 +167,16 @@ def main() -> None:
                     peaks["compacting process"] = max(peaks["compacting process"], rss)
                 time.sleep(0.1)
 
-        threads = [threading.Thread(target=searching), threading.Thread(target=sampling)]
+        lines: list[float] = []
+
+        def writing() -> None:
+            n = 10
+            while not done.is_set():
+                lines.append(fresh(url, live, n))
+                n += 1
+                done.wait(1.0)
+
+        threads = [threading.Thread(target=f) for f in (searching, sampling, writing)]
         request = urllib.request.Request(
             f"{url}/api/compact", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
         )
@@ -150,8 +201,10 @@ def main() -> None:
             raise SystemExit(f"the compaction {job['phase']}: {job['error']}")
         print(
             f"  compaction through the daemon: {job['segments_before']} segments into {job['segments']} in "
-            f"{took:.1f} s ({', '.join(f'{name} {seconds:.1f} s' for name, seconds in phases.items())})"
+            f"{took:.1f} s ({', '.join(f'{name} {seconds:.1f} s' for name, seconds in phases.items())}); "
+            f"{job['caught_up']} chunks written meanwhile, then into the copy"
         )
+        print(f"  a new line until found, meanwhile: {spread(lines)}")
         print(
             f"  searches meanwhile: {len(walls)}, {errors} errors, p50 {percentile(walls, 0.5):.1f} ms, "
             f"p95 {percentile(walls, 0.95):.1f} ms, longest {max(walls, default=0):.0f} ms"

@@ -194,6 +194,7 @@ def standin_payload(payloads: list[dict[str, Any]], i: int, size: int, base: flo
 class Daemon:
     def __init__(self, claude: Path, data: Path) -> None:
         self.env = {**os.environ, "CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data)}
+        self.env["SELFREFLECT_AUTO_COMPACT"] = "false"  # each state measured as it is (compacted: `compact`)
         self.data = data
         self.log = open(data / "serve.log", "ab")
         self.proc, self.url, self.ready_seconds = start(data, self.env, self.log)

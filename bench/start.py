@@ -62,6 +62,7 @@ def start_daemon(claude: Path, data: Path, env: dict[str, str]) -> tuple[float, 
     """Seconds from ``selfreflect serve`` to an answer on ``/healthz``, and the
     daemon's peak resident MB by then."""
     env = {**env, "CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data)}
+    env["SELFREFLECT_AUTO_COMPACT"] = "false"  # started again on the store as it was
     with open(data / "serve.log", "ab") as log:
         daemon, _, ready = start(data, env, log)
     try:
