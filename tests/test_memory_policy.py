@@ -63,8 +63,25 @@ def test_near_the_cap_because_of_mapped_pages_batches_stay_whole(tmp_path: Path)
         assert mapped[size - 1] == 1  # and read again
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="file pages are told apart on Linux only")
+def test_over_the_cap_by_file_pages_a_search_keeps_mapped_intake_does_not_pause(tmp_path: Path) -> None:
+    """Searches running map the store's pages again as soon as they are
+    given back: a pause would hold back new lines and bring nothing back."""
+    size = 96 * MB
+    path = tmp_path / "segment.dat"
+    path.write_bytes(b"\1" * size)
+    with path.open("rb") as file, mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+        assert sum(mapped[i] for i in range(0, size, mmap.PAGESIZE)) == size // mmap.PAGESIZE  # mapped, kept
+        policy = MemoryPolicy(int((MemoryPolicy().own() + size // 2) / MB))  # over it only with the mapped pages
+        assert policy.rss() > policy.cap  # type: ignore[operator]
+        stop = threading.Event()
+        stop.set()  # a pause would end at once: what is asserted is whether there was one
+        assert policy.guard(stop) is False
+        assert policy.batch_limit == 1  # near the cap all the same: the smallest batches
+
+
 def test_over_the_cap_intake_pauses_once_and_then_goes_on_with_the_smallest_batches() -> None:
-    policy = MemoryPolicy(max(1, int(MemoryPolicy().rss() / 3 / MB)))  # the process alone is over it
+    policy = MemoryPolicy(max(1, int(MemoryPolicy().own() / 3 / MB)))  # the process alone is over it
     stop = threading.Event()
     stop.set()  # a pause ends at once when the daemon stops
     assert policy.guard(stop) is True

@@ -210,6 +210,12 @@ class MemoryPolicy:
         """Resident memory of the process, in bytes."""
         return int(self._process.memory_info().rss)
 
+    def own(self) -> int:
+        """Resident memory of the process but file pages (Linux: the
+        anonymous part; elsewhere all of it), in bytes."""
+        info = self._process.memory_info()
+        return int(info.rss - getattr(info, "shared", 0))
+
     def _release(self, *, heap: bool = True, code: bool = False, collect: bool = False) -> None:
         if collect:
             gc.collect()
@@ -242,10 +248,14 @@ class MemoryPolicy:
         """Before a batch. Near the cap: memory given back first (mapped
         pages that searches left count in resident memory, and go at once);
         still near it: smaller batches (:attr:`batch_limit`); over it: pause
-        until back under (at most ``PAUSE_SECONDS``, or until ``stop``). A
-        pause that brings nothing back (the model and the store alone are
-        over the cap) is not repeated for a minute: intake goes on with the
-        smallest batches rather than stall. Returns whether it paused."""
+        until back under (at most ``PAUSE_SECONDS``, or until ``stop``),
+        unless the process's own memory (:meth:`own`) is under the cap: the
+        rest are file pages that searches map as they run (given back a
+        moment ago), and a pause would hold back new lines and bring none
+        back. A pause that brings nothing back (the model and the store
+        alone are over the cap) is not repeated for a minute: intake goes on
+        with the smallest batches rather than stall. Returns whether it
+        paused."""
         if self.cap is None:
             return False
         rss = self.rss()
@@ -257,6 +267,8 @@ class MemoryPolicy:
             return False
         self.batch_limit = 1
         if rss <= self.cap or time.monotonic() < self._no_pause_until:
+            return False
+        if self.own() <= self.cap:
             return False
         log.warning("memory %.0f MB over the %.0f MB cap: pausing intake", rss / 2**20, self.cap / 2**20)
         deadline = time.monotonic() + PAUSE_SECONDS
