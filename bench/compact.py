@@ -48,6 +48,7 @@ sys.path.remove(str(Path(__file__).resolve().parent))  # bench/secrets.py would 
 sys.path.append(str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
+from freshness import code_line  # noqa: E402
 
 from corpus import QUERY_SETS  # noqa: E402
 from proc import memory_mb  # noqa: E402
@@ -68,18 +69,10 @@ def search(url: str, query: str) -> tuple[float, int]:
 
 def fresh(url: str, live: Path, n: int) -> float:
     """Append a user line with a word of its own to ``live``: seconds until a search finds it."""
-    word = f"compactioncodeword{n:05d}"
-    record = {
-        "type": "user",
-        "uuid": f"compaction-{n}",
-        "sessionId": "live",
-        "cwd": "/home/dev/live",
-        "timestamp": "2026-11-27T10:00:00Z",
-        "message": {"role": "user", "content": f"remember {word}: the deploy failed on step {n}"},
-    }
+    word, line = code_line("compaction", n)
     started = time.perf_counter()
     with open(live, "ab") as handle:
-        handle.write(json.dumps(record).encode() + b"\n")
+        handle.write(line)
     query = urllib.parse.urlencode({"q": word, "limit": 10})
     while time.perf_counter() - started < 300:
         with urllib.request.urlopen(f"{url}/api/search?{query}", timeout=120) as answer:

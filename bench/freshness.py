@@ -54,21 +54,27 @@ class Daemon:
         self.proc.wait(timeout=120)
 
 
+def code_line(label: str, i: int) -> tuple[str, bytes]:
+    """A user line of a live session with a code word of its own: (the word, the line)."""
+    word = f"{label}codeword{i:04d}"
+    record = {
+        "type": "user",
+        "uuid": f"{label}-{i}",
+        "sessionId": "live",
+        "cwd": "/home/dev/live",
+        "timestamp": "2026-11-27T10:00:00Z",
+        "message": {"role": "user", "content": f"remember {word}: the deploy failed on step {i}"},
+    }
+    return word, json.dumps(record).encode() + b"\n"
+
+
 def append_and_time(daemon: Daemon, live: Path, n: int, label: str) -> list[float]:
     latencies = []
     for i in range(n):
-        word = f"{label}codeword{i:04d}"
-        record = {
-            "type": "user",
-            "uuid": f"{label}-{i}",
-            "sessionId": "live",
-            "cwd": "/home/dev/live",
-            "timestamp": "2026-11-27T10:00:00Z",
-            "message": {"role": "user", "content": f"remember {word}: the deploy failed on step {i}"},
-        }
+        word, line = code_line(label, i)
         started = time.perf_counter()
         with open(live, "ab") as handle:
-            handle.write(json.dumps(record).encode() + b"\n")
+            handle.write(line)
         while True:
             results = daemon.get("/api/search", q=word, limit="1")["results"]
             if results and word in results[0]["text"]:
