@@ -219,6 +219,9 @@ def test_the_daemon_compacts_on_its_own_while_it_serves_and_reads(
             during = found(daemon, "spotter")
             assert not any(hit[0] == str(forgotten) for hit in during)
             assert reflected(daemon)
+            status = run_cli(home, data, "status")
+            assert "compacting the store on its own (compacting: " in status.stdout, status.stdout
+            assert "searches and reading go on" in status.stdout
             compact = compact_command(home, data)  # follows the compaction under way
             assert compact.stderr is not None
             while "Compacting the store" not in compact.stderr.readline():

@@ -644,8 +644,9 @@ class EdgeStore:
             if not self._logged:
                 shard.flush()
             self.writes += 1  # after: an answer computed meanwhile is not kept as the new one
-            if self._journal is not None:
-                self._journal.note(operation, ids)
+            journal = self._journal  # once: a failed compaction drops it from its own thread
+            if journal is not None:
+                journal.note(operation, ids)
         self._written += points
         if self._written >= self.segment_points:
             self._compact()
