@@ -224,9 +224,8 @@ def test_the_daemon_compacts_on_its_own_while_it_serves_and_reads(
             assert "searches and reading go on" in status.stdout
             compact = compact_command(home, data)  # follows the compaction under way
             assert compact.stderr is not None
-            while "Compacting the store" not in compact.stderr.readline():
-                pass
-            assert phase(daemon) == "compacting"
+            said = next((line for line in compact.stderr if "Compacting the store" in line), "")
+            assert said and phase(daemon) == "compacting", said
         finally:
             helper.resume()
         out, err = compact.communicate(timeout=120)
