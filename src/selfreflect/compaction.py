@@ -146,6 +146,9 @@ class Compaction:
     def running(self) -> bool:
         return self.phase in RUNNING
 
+    def finished_within(self, seconds: float) -> bool:
+        return self.finished is not None and time.time() - self.finished < seconds
+
     def report(self) -> dict[str, Any]:
         """What ``/healthz`` and ``status`` say about it."""
         return {

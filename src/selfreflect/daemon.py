@@ -176,9 +176,10 @@ class Daemon:
         for worker in self.workers:
             if worker.thread is not None:
                 worker.thread.join(timeout=60)
-        with self._compacting:
-            if self.compaction is not None and self.compaction.thread.ident is not None:
-                self.compaction.thread.join(timeout=60)  # its process is killed within a second
+        with self._compacting:  # none starts once stopping is set
+            compaction = self.compaction
+        if compaction is not None and compaction.thread.ident is not None:
+            compaction.thread.join(timeout=60)  # its process is killed within a second
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -269,11 +270,9 @@ class Daemon:
             return
         self._next_look = now + AUTO_COMPACT_LOOK
         last = self.compaction
-        if last is not None:
-            failed_lately = last.automatic and last.phase == "failed"
-            failed_lately &= time.time() - (last.finished or 0) < AUTO_COMPACT_RETRY
-            if last.running or failed_lately:
-                return
+        failed_lately = last and last.automatic and last.phase == "failed" and last.finished_within(AUTO_COMPACT_RETRY)
+        if failed_lately or (last and last.running):
+            return
         if self.compact(if_needed=True, automatic=True):
             log.info("the store holds many small segments: compacting it")
 

@@ -143,7 +143,7 @@ def release_code_pages() -> int:
     """
     if _MADVISE is None:
         return 0
-    code = [key for line in _proc_lines("maps") if _read_only_private(line) and (key := _code(line)) is not None]
+    code = [key for line in _proc_lines("maps") if _read_only_private(line) and (key := _code(_mapping(line)))]
     if any(key not in _CLEAN_CODE for key in code):
         _CLEAN_CODE.clear()
         _CLEAN_CODE.update(_clean_code())
@@ -163,10 +163,8 @@ def _read_only_private(line: str) -> bool:  # a quick test before parsing (5,700
     return " r--p " in line or " r-xp " in line
 
 
-def _code(line: str) -> tuple[int, int, str] | None:
-    """(start, end, path) of a read-only private file mapping's line in
-    ``maps`` or ``smaps``; None for other lines."""
-    mapping = _mapping(line)
+def _code(mapping: tuple[int, int, str, str] | None) -> tuple[int, int, str] | None:
+    """(start, end, path) of a read-only private file mapping (:func:`_mapping`); None for others."""
     if mapping is None:
         return None
     start, end, perms, path = mapping
@@ -178,8 +176,9 @@ def _clean_code() -> dict[tuple[int, int, str], bool]:
     clean: dict[tuple[int, int, str], bool] = {}
     current = None  # the mapping the lines read belong to, if it is one of those
     for line in _proc_lines("smaps"):
-        if _mapping(line) is not None:  # a mapping's first line
-            current = _code(line)
+        mapping = _mapping(line)
+        if mapping is not None:  # a mapping's first line
+            current = _code(mapping)
             if current is not None:
                 clean[current] = True
         elif current is not None and line.startswith("Anonymous:") and line.split()[1] != "0":
