@@ -26,7 +26,7 @@ from selfreflect.store.edge import EdgeStore
 from selfreflect.stream import Turn
 from selfreflect.system import disk_bytes
 
-from conftest import REAL
+from conftest import REAL, make_settings
 from daemon_process import DaemonProcess, eventually, run_cli
 from test_daemon import clean_import, snapshot
 
@@ -364,3 +364,49 @@ def test_compact_in_place_without_room_for_a_merge_is_a_message(
     done = run_cli(home, data, "compact")
     assert done.returncode == 0 and done.stdout.startswith("Compacted the store: "), done.stderr
     assert snapshot(data, embedder) == points
+
+
+def test_the_daemon_looks_once_a_minute_and_tries_again_an_hour_after_it_failed(
+    tmp_path: Path, home: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An automatic compaction that failed (no room for the copy) is not
+    tried again within the hour, room or not; and the daemon looks at most
+    once a minute. A daemon in this process, so the test can set the clock's
+    two spans and the time of the last look."""
+    from selfreflect import daemon as daemon_module
+
+    data = small_disk / "data"
+    with DaemonProcess(home, data, SELFREFLECT_AUTO_COMPACT="off", **MANY_SEGMENTS) as first:
+        first.wait_idle()
+        assert first.stop() == 0
+    filler = leave(small_disk, edge.MIN_FREE_BYTES + disk_bytes(data / "store") // 2)  # not for a copy
+    settings = make_settings(
+        tmp_path, claude_dir=home, data_dir=data, port=0, segment_points=2, merge_points=0, chunk_size=2
+    )
+    assert settings.auto_compact
+    monkeypatch.setattr(daemon_module, "AUTO_COMPACT_LOOK", 0.0)
+    daemon = daemon_module.Daemon(settings)
+    sock = daemon.startup()
+    try:
+        # caught up at once (nothing new): it tries on its own, and fails
+        failed = eventually(lambda: (job := daemon.compaction) is not None and job.phase == "failed" and job)
+        assert failed.automatic and "needs a copy of the store" in failed.error
+        daemon._compact_on_its_own()
+        assert daemon.compaction is failed  # within the hour
+        filler.unlink()
+        monkeypatch.setattr(daemon_module, "AUTO_COMPACT_LOOK", 60.0)
+        daemon._compact_on_its_own()
+        assert daemon.compaction is failed  # within the hour, with room now
+        monkeypatch.setattr(daemon_module, "AUTO_COMPACT_RETRY", 0.0)  # the hour is over
+        daemon._compact_on_its_own()
+        assert daemon.compaction is failed  # but it looked a moment ago
+        daemon._next_look = 0.0  # a minute later
+        daemon._compact_on_its_own()
+        again = daemon.compaction
+        assert again is not failed and again.automatic
+        eventually(lambda: not again.running, timeout=120)
+        assert again.phase == "done", again.error
+        assert again.segments_before > edge.COMPACT_SLACK >= again.segments
+    finally:
+        daemon.shutdown()
+        sock.close()
