@@ -167,6 +167,41 @@ def test_what_is_written_during_a_compaction_is_replayed_into_the_copy(tmp_path:
             assert everything(copy) == everything(store)
 
 
+def test_the_compacting_process_copies_the_store_then_compacts_the_copy(
+    tmp_path: Path, home: Path, embedder: OnnxEmbedder
+) -> None:
+    """``python -m selfreflect.compaction STORE COPY PID``, as the daemon runs
+    it: the copy is made there (it says when), then compacted; the store is
+    left as it was. Started by a process that is not the daemon it names, it
+    stops before it says the copy is made."""
+    data = tmp_path / "data"
+    with DaemonProcess(home, data, SELFREFLECT_AUTO_COMPACT="off", **MANY_SEGMENTS) as daemon:
+        daemon.wait_idle()
+        assert daemon.stop() == 0
+    points = snapshot(data, embedder)
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        segments = store.segments()
+    assert segments > edge.COMPACT_SLACK
+
+    def helper(copy: Path, pid: int) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "selfreflect.compaction", str(data / "store"), str(copy), str(pid)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    done = helper(tmp_path / "copy" / "store", os.getpid())
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.splitlines()
+    assert said[0] == "copied" and said[1] == f"segments {segments}", said
+    assert int(said[-1].split()[1]) <= edge.COMPACT_SLACK
+    assert snapshot(tmp_path / "copy", embedder) == points
+    assert snapshot(data, embedder) == points
+    with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
+        assert store.segments() == segments
+
+    stranger = helper(tmp_path / "other" / "store", os.getppid())  # not its parent: a daemon gone, a pid reused
+    assert stranger.returncode == 1 and "is gone: stopping" in stranger.stderr, stranger.stderr
+    assert "copied" not in stranger.stdout
+
+
 def test_the_turn_refuses_others_and_keeps_the_importer_waiting_while_a_job_holds_it() -> None:
     turn, order = Turn(), []
 

@@ -10,15 +10,19 @@ So :class:`Compaction`, on a thread of its own:
 
 1. takes the turn to write (the batch in flight ends first; a reflection
    or ``forget`` is told to try again), flushes the store, so that its
-   files are the whole store, and copies them to
+   files are the whole store, and runs ``python -m selfreflect.compaction
+   <store> <copy> <pid>``, which copies them to
    ``<data dir>/compacting/store`` (the engine's files are sparse: the
-   holes are skipped, 1.4 GB of blocks at 250k chunks). From then on the
-   store notes what is written to it (:class:`Journal`), and the turn is
-   given back: the importer goes on reading, reflections are stored;
-2. runs ``python -m selfreflect.compaction <copy> <pid>``, which compacts
-   the copy (and stops if the daemon is gone), and waits; searches go on
-   against the store as it is, new lines are searchable as soon as they
-   are read;
+   holes are skipped, 1.4 GB of blocks at 250k chunks) and says so. The
+   copy is made there, not in the daemon: each of its thousands of file
+   operations would wait here for Python's lock, which the engine holds
+   through every search (a 250k store: 5 s alone, 6 minutes beside
+   searches back to back, measured). From then on the store notes what is
+   written to it (:class:`Journal`), and the turn is given back: the
+   importer goes on reading, reflections are stored;
+2. that process goes on to compact the copy (and stops if the daemon is
+   gone), and the daemon waits; searches go on against the store as it
+   is, new lines are searchable as soon as they are read;
 3. takes the turn again, writes into the copy what was written since the
    copy was taken (:meth:`EdgeStore.replay`), and swaps the copy in
    (searches wait for the load, well under a second for a compacted
@@ -61,6 +65,7 @@ RUNNING = ("copying", "compacting", "swapping")  # phases; then "done", "failed"
 _BLOCK = 1 << 20
 _ZEROS = bytes(_BLOCK)
 _PROGRESS = "segments "  # the compacting process's lines: segments left after each step
+_COPIED = "copied"  # its line once the copy is whole
 
 
 def copy_sparse(source: str, target: str) -> None:
@@ -190,42 +195,41 @@ class Compaction:
     def _run(self) -> None:
         store = self.store
         copy = self.work / "store"
-        since = time.strftime("%H:%M:%S", time.localtime(self.started))
-        with self.writing.held(f"the store is being copied to compact it (since {since}): try again in a minute"):
-            self.segments_before = self.segments = store.segments()
-            store.flush()
-            shutil.rmtree(self.work, ignore_errors=True)  # a copy a killed daemon left
-            self.work.mkdir(parents=True)
-            need = disk_bytes(store.folder) + store.merge_bytes() + MIN_FREE_BYTES  # the copy, and its merges
-            free = shutil.disk_usage(self.work).free
-            if free < need:
-                raise DiskFull(
-                    f"compacting while the daemon runs needs a copy of the store: {need / 2**20:.0f} MB free, "
-                    f"the disk has {free / 2**20:.0f} MB (`selfreflect stop`, then `selfreflect compact` "
-                    "compacts it in place)",
-                    free=free,
-                )
-            copy_store(store.folder, copy, self._check_stop)
-            store.start_journal()
-        self.phase = "compacting"
         output = self.work / "compact.log"
-        with open(output, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "selfreflect.compaction", str(copy), str(os.getpid())],
-                cwd=self.work,  # not the daemon's folder: nothing there can shadow a module
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                code = self._wait(proc, output)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        if code != 0:
-            said = output.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            raise SelfReflectError(f"the compacting process failed (exit {code}): {said[-1] if said else 'no output'}")
+        since = time.strftime("%H:%M:%S", time.localtime(self.started))
+        proc = None
+        try:
+            with self.writing.held(f"the store is being copied to compact it (since {since}): try again in a minute"):
+                self.segments_before = self.segments = store.segments()
+                store.flush()
+                shutil.rmtree(self.work, ignore_errors=True)  # a copy a killed daemon left
+                self.work.mkdir(parents=True)
+                need = disk_bytes(store.folder) + store.merge_bytes() + MIN_FREE_BYTES  # the copy, and its merges
+                free = shutil.disk_usage(self.work).free
+                if free < need:
+                    raise DiskFull(
+                        f"compacting while the daemon runs needs a copy of the store: {need / 2**20:.0f} MB free, "
+                        f"the disk has {free / 2**20:.0f} MB (`selfreflect stop`, then `selfreflect compact` "
+                        "compacts it in place)",
+                        free=free,
+                    )
+                helper = (sys.executable, "-m", "selfreflect.compaction", store.folder, copy, os.getpid())
+                with open(output, "wb") as out:
+                    proc = subprocess.Popen(
+                        [str(arg) for arg in helper],
+                        cwd=self.work,  # not the daemon's folder: nothing there can shadow a module
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                self._wait(proc, output, copied=True)
+                store.start_journal()
+            self.phase = "compacting"
+            self._wait(proc, output)
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
         self.phase = "swapping"
         with self.writing.held(f"the compacted store is being swapped in (since {since}): try again in a moment"):
             journal = store.stop_journal()
@@ -245,17 +249,31 @@ class Compaction:
             store.swap_in(copy)
             self.segments = store.segments()
 
-    def _wait(self, proc: subprocess.Popen[bytes], output: Path) -> int:
+    def _wait(self, proc: subprocess.Popen[bytes], output: Path, copied: bool = False) -> None:
+        """Until the compacting process has compacted the copy, or with
+        ``copied`` until it has copied the store (new lines wait meanwhile:
+        looked at often).
+
+        Raises:
+            SelfReflectError: it failed (its last line says why).
+        """
         while True:
             try:
-                return proc.wait(timeout=1.0)
+                code: int | None = proc.wait(timeout=0.02 if copied else 1.0)
             except subprocess.TimeoutExpired:
-                pass
+                code = None
+            said = output.read_text(encoding="utf-8", errors="replace").splitlines()
+            if copied and _COPIED in said:
+                return
+            if code is not None:
+                if code == 0 and not copied:
+                    return
+                last = said[-1] if said else "no output"
+                raise SelfReflectError(f"the compacting process failed (exit {code}): {last}")
             self._check_stop()
-            for line in reversed(output.read_text(encoding="utf-8", errors="replace").splitlines()):
-                if line.startswith(_PROGRESS):
-                    self.segments = int(line[len(_PROGRESS) :])
-                    break
+            progress = [line for line in said if line.startswith(_PROGRESS)]
+            if progress:
+                self.segments = int(progress[-1][len(_PROGRESS) :])
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -267,20 +285,30 @@ class _Stopped(Exception):
 
 
 def main(argv: list[str]) -> int:
-    """``python -m selfreflect.compaction STORE_FOLDER DAEMON_PID``: compact a
-    store folder (a copy the daemon made), saying how many segments are left
-    after each step; between steps, stop if the daemon is gone (killed: no
-    one would swap the copy in, and its next start deletes it)."""
+    """``python -m selfreflect.compaction STORE COPY DAEMON_PID``: copy the
+    daemon's store folder (flushed; the daemon holds its turn to write until
+    this says it is copied) and compact the copy, saying how many segments
+    are left after each step; between files and steps, stop if the daemon
+    is gone (killed: no one would swap the copy in, and its next start
+    deletes it)."""
     import orjson
     import psutil
 
-    folder, daemon = Path(argv[0]), int(argv[1])
+    source, folder, daemon = Path(argv[0]), Path(argv[1]), int(argv[2])
 
-    def step(left: int) -> None:
+    def check() -> None:
         if os.getppid() != daemon or not psutil.pid_exists(daemon):
             raise SystemExit(f"the daemon (pid {daemon}) is gone: stopping")
+
+    def step(left: int) -> None:
+        check()
         print(f"{_PROGRESS}{left}", flush=True)
 
+    try:
+        copy_store(source, folder, check)
+    except OSError as exc:
+        raise SystemExit(f"copying the store failed: {exc}") from exc
+    print(_COPIED, flush=True)
     meta = orjson.loads((folder / "meta.json").read_bytes())
     with EdgeStore(folder, meta["model"], meta["dim"], command="compact (for the daemon)") as store:
         step(store.segments())
