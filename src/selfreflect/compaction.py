@@ -16,10 +16,11 @@ So :class:`Compaction`, on a thread of its own:
    holes are skipped, 1.4 GB of blocks at 250k chunks) and says so. The
    copy is made there, not in the daemon: each of its thousands of file
    operations would wait here for Python's lock, which the engine holds
-   through every search (a 250k store: 5 s alone, 6 minutes beside
-   searches back to back, measured). From then on the store notes what is
-   written to it (:class:`Journal`), and the turn is given back: the
-   importer goes on reading, reflections are stored;
+   through every search (at 250k chunks: 5 s alone; beside searches back
+   to back, 33-37 s in the daemon, 10-12 s in that process; measured).
+   From then on the store notes what is written to it (:class:`Journal`),
+   and the turn is given back: the importer goes on reading, reflections
+   are stored;
 2. that process goes on to compact the copy (and stops if the daemon is
    gone), and the daemon waits; searches go on against the store as it
    is, new lines are searchable as soon as they are read;
