@@ -76,6 +76,14 @@ def leave(disk: Path, room: int) -> Path:
     return filler
 
 
+def many_segments(home: Path, data: Path) -> None:
+    """Fill ``data`` with a store of many small segments, as a daemon that
+    does not compact on its own leaves it after reading ``home``."""
+    with DaemonProcess(home, data, SELFREFLECT_AUTO_COMPACT="off", **MANY_SEGMENTS) as daemon:
+        daemon.wait_idle()
+        assert daemon.stop() == 0
+
+
 def reflected(daemon: DaemonProcess) -> bool:
     return any(r["text"] == "Reflection: cerulean walrus" for r in daemon.search("cerulean walrus", limit=5))
 
@@ -175,9 +183,7 @@ def test_the_compacting_process_copies_the_store_then_compacts_the_copy(
     left as it was. Started by a process that is not the daemon it names, it
     stops before it says the copy is made."""
     data = tmp_path / "data"
-    with DaemonProcess(home, data, SELFREFLECT_AUTO_COMPACT="off", **MANY_SEGMENTS) as daemon:
-        daemon.wait_idle()
-        assert daemon.stop() == 0
+    many_segments(home, data)
     points = snapshot(data, embedder)
     with EdgeStore(data / "store", embedder.name, embedder.dim).open() as store:
         segments = store.segments()
@@ -411,9 +417,7 @@ def test_the_daemon_looks_once_a_minute_and_tries_again_an_hour_after_it_failed(
     from selfreflect import daemon as daemon_module
 
     data = small_disk / "data"
-    with DaemonProcess(home, data, SELFREFLECT_AUTO_COMPACT="off", **MANY_SEGMENTS) as first:
-        first.wait_idle()
-        assert first.stop() == 0
+    many_segments(home, data)
     filler = leave(small_disk, edge.MIN_FREE_BYTES + disk_bytes(data / "store") // 2)  # not for a copy
     settings = make_settings(
         tmp_path, claude_dir=home, data_dir=data, port=0, segment_points=2, merge_points=0, chunk_size=2
