@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from selfreflect.store import FusionPlan, Record, SearchFilter, edge, remembered
 from selfreflect.store.edge import DENSE, LEXICAL, SCHEMA, EdgeStore
 
 from conftest import resident_kb
+from daemon_process import eventually
 
 DIM = 384
 MODEL = "test-model"
@@ -315,6 +318,75 @@ def test_an_answer_is_remembered_until_the_store_is_written(tmp_path: Path) -> N
         assert remembered(store, "lagging", projects, stale_for=3600) == ["p"]
         store.delete(SearchFilter(projects=("q",)))  # forgetting is never lagged
         assert remembered(store, "lagging", projects, stale_for=3600) == ["p"] and len(asked) == 6
+
+
+def test_a_lagging_answer_past_its_time_is_given_while_it_is_computed_again(tmp_path: Path) -> None:
+    """An answer that may lag (the status's per-project table), older than
+    ``stale_for`` with the store written since: the old one is given at
+    once and the new one computed in the background, once however many ask
+    meanwhile, and given from then on. Much older, it is computed now. An
+    answer a forget overtook while it was computed is dropped."""
+    asked: list[int] = []
+    hold = threading.Event()
+
+    def projects() -> list[str]:
+        asked.append(1)
+        if len(asked) > 1:
+            hold.wait(10)
+        return sorted(str(v) for v, _ in store.facet("project", SearchFilter(), 100, exact=False))
+
+    def write(project: str, n: int) -> None:
+        point = records(n, 1)[0]
+        store.upsert([Record(point.id, point.vector, point.lexical, {**point.payload, "project": project})])
+
+    def computing() -> bool:
+        return any(t.name == "refresh-lagging" for t in threading.enumerate())
+
+    with EdgeStore(tmp_path / "store", MODEL, DIM).open() as store:
+        store.upsert(records(0, 3))
+        assert remembered(store, "lagging", projects, stale_for=0.5) == ["p"] and len(asked) == 1
+        write("q", 3)
+        time.sleep(0.6)
+        assert remembered(store, "lagging", projects, stale_for=0.5) == ["p"]  # at once: computed meanwhile
+        assert remembered(store, "lagging", projects, stale_for=0.5) == ["p"]
+        assert eventually(lambda: len(asked) == 2) and computing()  # once
+        hold.set()
+        eventually(lambda: remembered(store, "lagging", projects, stale_for=0.5) == ["p", "q"])
+        assert len(asked) == 2 and not computing()
+        # much older than stale_for: computed now
+        write("r", 4)
+        time.sleep(0.6)
+        assert remembered(store, "lagging", projects, stale_for=0.05) == ["p", "q", "r"] and len(asked) == 3
+        # forgotten while it was computed again: what that gave is dropped
+        hold.clear()
+        write("s", 5)
+        time.sleep(0.6)
+        assert remembered(store, "lagging", projects, stale_for=0.5) == ["p", "q", "r"]
+        eventually(lambda: len(asked) == 4)
+        store.delete(SearchFilter(projects=("s",)))
+        hold.set()
+        eventually(lambda: not computing())
+        assert "lagging" not in store.remembered
+        assert remembered(store, "lagging", projects, stale_for=0.5) == ["p", "q", "r"] and len(asked) == 5
+
+
+def test_the_unfiltered_count_is_every_point_once(tmp_path: Path) -> None:
+    """The count of everything is the segments' own tally (no point read):
+    each point once, through overwrites across sealed segments, merges and
+    deletes, as reading every id gives."""
+
+    def ids() -> int:
+        return len({row["id"] for row in store.scroll(SearchFilter(), 100_000)})
+
+    with EdgeStore(tmp_path / "store", MODEL, DIM, segment_points=64, merge_points=256) as store:
+        for start in range(0, 640, 64):
+            store.upsert(records(start, 64))
+        store.upsert(records(0, 200))  # written again: the copies in sealed segments go
+        assert store.segments() > 1 and store.count(SearchFilter()) == ids() == 640
+        store.delete(SearchFilter(transcript="/t/3.jsonl"))
+        store.upsert(records(600, 100))
+        kept = {i for i in range(640) if i % 7 != 3} | set(range(600, 700))
+        assert store.count(SearchFilter()) == ids() == len(kept)
 
 
 def test_nothing_is_remembered_of_a_store_others_write_to(tmp_path: Path) -> None:

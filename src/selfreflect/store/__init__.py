@@ -11,6 +11,7 @@ that wrote it (``host``).
 
 from __future__ import annotations
 
+import _thread
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -263,17 +264,58 @@ def remembered(store: Store, name: str, compute: Callable[[], T], stale_for: flo
     """``compute()``, or what it gave the last time if the store was not
     written to since, or, with ``stale_for``, if that was less than
     ``stale_for`` seconds ago (an answer that may lag the writes by that
-    much). Computed every time where others write to the store too."""
+    much). Computed every time where others write to the store too.
+
+    With ``stale_for``, an answer up to ``REFRESH_WITHIN`` times older is
+    still given at once, and computed again in the background (one at a
+    time) for the next ask: who asks often (the status of a daemon that is
+    writing) does not wait for it. Older than that, it is computed now."""
     if store.writes is None:
         return compute()
-    kept = store.remembered.get(name)
-    now = time.monotonic()
-    if kept is not None and (kept[0] == store.writes or now - kept[1] < stale_for):
+    kept_in = store.remembered  # a forget puts a new one in its place: what is computed for the old one is dropped
+    kept = kept_in.get(name)
+    age = time.monotonic() - kept[1] if kept is not None else 0.0
+    if kept is not None and (kept[0] == store.writes or age < stale_for):
         return kept[2]  # type: ignore[no-any-return]
+    if kept is not None and age < stale_for * REFRESH_WITHIN:
+        _refresh(store, kept_in, name, compute)
+        return kept[2]  # type: ignore[no-any-return]
+    return _compute(store, kept_in, name, compute)
+
+
+REFRESH_WITHIN = 6
+_refreshing: set[tuple[int, str]] = set()  # (id of the answers' dict, name) being computed in the background
+_refreshing_lock = _thread.allocate_lock()  # not threading's: the CLI's way to the daemon imports this module
+
+
+def _compute(store: Store, kept_in: dict[str, tuple[int, float, Any]], name: str, compute: Callable[[], T]) -> T:
     writes = store.writes  # before computing: a write meanwhile makes it stale
+    now = time.monotonic()
     answer = compute()
-    store.remembered[name] = (writes, now, answer)
+    kept_in[name] = (writes or 0, now, answer)
     return answer
+
+
+def _refresh(store: Store, kept_in: dict[str, tuple[int, float, Any]], name: str, compute: Callable[[], Any]) -> None:
+    key = (id(kept_in), name)
+    with _refreshing_lock:
+        if key in _refreshing:
+            return
+        _refreshing.add(key)
+
+    import logging
+    import threading
+
+    def run() -> None:
+        try:
+            _compute(store, kept_in, name, compute)
+        except Exception as exc:  # the store closed meanwhile, a server that went away: the next ask tries again
+            logging.getLogger("selfreflect").debug("computing %s again failed: %s", name, exc)
+        finally:
+            with _refreshing_lock:
+                _refreshing.discard(key)
+
+    threading.Thread(target=run, name=f"refresh-{name}", daemon=True).start()
 
 
 def open_store(
