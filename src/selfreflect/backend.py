@@ -130,7 +130,7 @@ class LocalBackend:
 
     def status(self) -> dict[str, Any]:
         with self._store() as store:
-            report = status_report(self.settings, store)
+            report = status_report(self.settings, store, self._state)
         if self._extra_status:
             report["daemon"] = self._extra_status()
         return report
