@@ -17,12 +17,14 @@ the daemon (`selfreflect serve`), the bundled model embedding every query,
 HTTP and MCP clients. Baselines in the same run: a bare Python start, the
 same measures at each size.
 
-Per size it reports: the fill; the daemon's start-up until it answers;
+Per size it reports: the fill; the daemon's start-up until it answers, and
+its first search and first status after a second with nothing to do;
 `/api/search` latency (wall, sequential, the labeled queries) and its split
 (the model, the engine, the rest: one search timed from the inside) on the same store;
 `selfreflect search` and `status` through the daemon against a bare Python
 start; searches after a second with nothing to do (as Claude's come), against
-this process's model embedding after the same pause; 20 clients at once on
+this process's model embedding after the same pause; `status` (HTTP and the
+CLI) while the daemon writes, against the same idle; 20 clients at once on
 `/api/search` and on `/mcp`; the same load while the daemon backfills the
 real transcripts (embedding them for real); resident memory (now and peak);
 bytes on disk per chunk. All of it twice: on the store as filled, merged by the
@@ -207,6 +209,12 @@ class Daemon:
         answer = json.loads(body.read())
         return (time.perf_counter() - started) * 1000, answer
 
+    def timed(self, path: str) -> float:
+        """Wall ms of one GET of ``path``."""
+        started = time.perf_counter()
+        urllib.request.urlopen(self.url + path, timeout=60).read()
+        return (time.perf_counter() - started) * 1000
+
     def memory(self) -> dict[str, int]:
         return memory_mb(self.proc.pid)
 
@@ -343,6 +351,12 @@ def measure_daemon(
         print(f"daemon ready (answering /healthz) {daemon.ready_seconds:.2f} s after start; {daemon.memory()}")
         idle = daemon.wait(lambda h: not h["files_pending"], 600)  # what an earlier round left to read
         print(f"the importer idle {idle:.1f} s later")
+        time.sleep(PAUSE)
+        first = daemon.search("how did we fix the flaky login test")[0]  # none of the measured queries
+        print(
+            f"a fresh daemon, after {PAUSE:.0f} s with nothing to do: its first search {first:.0f} ms, "
+            f"its first status {daemon.timed('/api/status'):.0f} ms"
+        )
         for query in ("warm up", "the daemon's first searches", "load the pages", "docker", "memory"):
             daemon.search(query)  # not the measured queries: their snippet windows would be kept
         for label in ("first time", "again (their pages read before)"):
@@ -370,6 +384,7 @@ def measure_daemon(
             f"embedding one query after the same pause: p50 {bare[0]:.1f} ms, without one {bare[1]:.1f} ms)"
         )
         quiet_backfill(daemon, claude / "projects" / f"{backfill}-quiet", files)
+        status_while_writing(daemon, claude / "projects" / f"{backfill}-status", files)
         cycle = iter(queries * 1000)
 
         def one() -> None:
@@ -437,6 +452,34 @@ def quiet_backfill(daemon: Daemon, folder: Path, files: int | None) -> None:
         f"{time.perf_counter() - started:.0f} s; resident memory peak {peak['VmRSS']} MB all in "
         f"({peak['RssAnon']} MB anonymous), median {statistics.median(samples or [0]):.0f} MB; "
         f"load average {os.getloadavg()[0]:.1f}"
+    )
+
+
+def status_while_writing(daemon: Daemon, folder: Path, files: int | None) -> None:
+    """`status` while the daemon writes (the real transcripts copied in):
+    ``/api/status`` and ``selfreflect status``, one after the other once a
+    second until the importer is idle; then the same five times, idle."""
+    env = {k: v for k, v in daemon.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+    def cli() -> float:
+        started = time.perf_counter()
+        subprocess.run([*SELFREFLECT, "status"], env=env, capture_output=True, check=False)
+        return (time.perf_counter() - started) * 1000
+
+    copy_corpus(folder, files)
+    daemon.wait(lambda h: h["files_pending"], 30)
+    api, shell = [], []
+    while daemon.health()["files_pending"]:
+        api.append(daemon.timed("/api/status"))
+        shell.append(cli())
+        time.sleep(1.0)
+    idle_api = [daemon.timed("/api/status") for _ in range(5)]
+    idle_shell = [cli() for _ in range(5)]
+    print(
+        f"status while the daemon writes ({len(api)} times): /api/status p50 {percentile(api, 0.5):.0f} ms, "
+        f"max {max(api, default=0):.0f} ms; `selfreflect status` p50 {percentile(shell, 0.5):.0f} ms, "
+        f"max {max(shell, default=0):.0f} ms; idle: {percentile(idle_api, 0.5):.0f} and "
+        f"{percentile(idle_shell, 0.5):.0f} ms; load average {os.getloadavg()[0]:.1f}"
     )
 
 
