@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from selfreflect.discover import describe, discover
+from selfreflect.discover import _named_path, describe, discover, named
 from selfreflect.errors import ClaudeDirMissing
 
 NOW = 1_750_000_000.0
@@ -106,3 +108,21 @@ def test_missing_projects_dir_raises(tmp_path: Path, make: str) -> None:
         projects.write_text("not a folder")
     with pytest.raises(ClaudeDirMissing):
         discover(projects, now=NOW)
+
+
+@given(
+    st.lists(
+        st.sampled_from(["p", "-home-dev-app", "subagents", "agent-x", "s", "..", ".", "", "a.b", "run-7"]),
+        max_size=4,
+    ),
+    st.sampled_from(
+        ["s.jsonl", "agent-af1.jsonl", "agent-.jsonl", ".jsonl", "x.jsonl.bak", "history.jsonl", "a.b.jsonl", "n"]
+    ),
+)
+def test_a_key_is_read_by_its_strings_as_a_path_would_read_it(folders: list[str], name: str) -> None:
+    """The walk names thousands of transcripts by string operations (pathlib
+    was most of its time): for any key, what :func:`named` makes of it is
+    what reading the key as a path makes of it."""
+    key = "/".join([*folders, name])
+    projects = Path("/claude/projects")
+    assert named(projects, key, 1.0, 2) == _named_path(projects, key, 1.0, 2, False)

@@ -199,11 +199,13 @@ class Archive:
         """The key of every archived transcript."""
         if not self.root.is_dir():
             return
+        top = os.path.join(self.root, "")
         for folder, dirs, files in os.walk(self.root):
             dirs.sort()
+            under = os.path.join(folder, "")[len(top) :].replace(os.sep, "/")  # strings: pathlib was most of the time
             for name in sorted(files):
                 if name.endswith(".jsonl" + SUFFIX):
-                    yield Path(folder, name).relative_to(self.root).as_posix()[: -len(SUFFIX)]
+                    yield under + name[: -len(SUFFIX)]
 
     def gone(self) -> Iterator[TranscriptFile]:
         """The archived transcripts whose file is no longer in ``projects/``."""
@@ -214,10 +216,10 @@ class Archive:
 
     def archived(self, key: str) -> TranscriptFile | None:
         """The transcript at ``key`` if only the archive holds it (its file is gone)."""
-        if (self.projects_dir / key).exists():
+        if os.path.exists(os.path.join(self.projects_dir, key)):
             return None
         try:
-            st = self.path(key).stat()
+            st = os.stat(os.path.join(self.root, key + SUFFIX))
         except OSError:
             return None
         return named(self.projects_dir, key, st.st_mtime, st.st_size, archived=True)

@@ -119,6 +119,24 @@ def named(projects_dir: Path, key: str, mtime: float, size: int, archived: bool 
     """The :class:`TranscriptFile` at ``key`` (its path under the projects
     folder), or ``None`` if no transcript is named so; the file itself is
     not looked at."""
+    parts = key.split("/")
+    if "" in parts or "." in parts or "\\" in key:  # not as the walk writes keys: as a path reads it
+        return _named_path(projects_dir, key, mtime, size, archived)
+    name = parts[-1]  # strings, not paths: a walk of 3,000 transcripts took 56 ms, most of it in pathlib
+    stem = name[: -len(".jsonl")]
+    if not name.endswith(".jsonl") or not stem or name in NOT_TRANSCRIPTS or len(parts) < 2 or ".." in parts:
+        return None
+    agent_id = stem[len("agent-") :] if stem.startswith("agent-") else None
+    if len(parts) == 2:
+        session = stem
+    elif "subagents" in parts[2:-1] and agent_id:
+        session = parts[1]
+    else:
+        return None
+    return TranscriptFile(projects_dir / key, key, session, agent_id, mtime, size, archived)
+
+
+def _named_path(projects_dir: Path, key: str, mtime: float, size: int, archived: bool) -> TranscriptFile | None:
     rel = Path(key)
     if rel.suffix != ".jsonl" or rel.name in NOT_TRANSCRIPTS or len(rel.parts) < 2 or ".." in rel.parts:
         return None
@@ -137,6 +155,7 @@ class _Walk:
 
     def __init__(self, projects_dir: Path, report: Report) -> None:
         self.root = projects_dir
+        self.prefix = os.path.join(projects_dir, "")  # what every path the walk finds starts with
         self.report = report
 
     def transcripts(self) -> Iterator[TranscriptFile]:
@@ -186,7 +205,9 @@ class _Walk:
         if not stat.S_ISREG(st.st_mode):
             self.report(path, "not a regular file (a FIFO, a socket, a device or a folder)")
             return None
-        return describe(self.root, Path(path), st)
+        if not path.startswith(self.prefix):
+            return describe(self.root, Path(path), st)
+        return named(self.root, path[len(self.prefix) :].replace(os.sep, "/"), st.st_mtime, st.st_size)
 
     def _entries(self, folder: Path) -> list[os.DirEntry[str]]:
         try:

@@ -3,6 +3,7 @@ the archive holds, and what Claude Code's clean-up will delete soon."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -99,19 +100,19 @@ def project_table(store: Store) -> list[dict[str, Any]]:
 def archive_report(settings: Settings, state: State) -> dict[str, Any]:
     """What the archive holds: its bytes on disk, the transcript bytes they
     hold, and how many transcripts only the archive still has."""
-    from selfreflect.archive import Archive
+    from selfreflect.archive import SUFFIX, Archive
 
     archive = Archive.of(settings)
     files = packed = held = gone = 0
-    for key in archive.keys():
+    for key in archive.keys():  # os.path, not pathlib: 3,000 of them in 50 ms with it
         try:
-            packed += archive.path(key).stat().st_size
+            packed += os.stat(os.path.join(archive.root, key + SUFFIX)).st_size
         except OSError:
             continue
         files += 1
         entry = state.archive.get(key)
         held += entry.archived if entry else 0
-        gone += not (settings.projects_dir / key).exists()
+        gone += not os.path.exists(os.path.join(settings.projects_dir, key))
     return {
         "enabled": settings.archive,
         "dir": str(settings.archive_dir),
