@@ -148,7 +148,7 @@ class Daemon:
         """Once, as the daemon starts: a query through the engine, and the
         status if nothing is waiting to be read. The engine's first query on
         a store loads what the later ones reuse (at 250k chunks, a fresh
-        daemon's first search took 260-300 ms, 80-110 ms after this), and
+        daemon's first search took 260-280 ms, 110-120 ms after this), and
         the status's per-project table is ready before anyone asks (375 ms
         at 250k); with a backlog it would be out of date at once. The model
         is not asked: its first call costs a few ms, and it may be a paid

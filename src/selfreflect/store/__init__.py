@@ -260,6 +260,11 @@ class Store(Protocol):
 T = TypeVar("T")
 
 
+REFRESH_WITHIN = 6  # an answer this many times older than it may lag is computed in the request
+_refreshing: set[tuple[int, str]] = set()  # (id of the answers' dict, name) being computed in the background
+_refreshing_lock = _thread.allocate_lock()  # not threading's: the CLI's way to the daemon imports this module
+
+
 def remembered(store: Store, name: str, compute: Callable[[], T], stale_for: float = 0.0) -> T:
     """``compute()``, or what it gave the last time if the store was not
     written to since, or, with ``stale_for``, if that was less than
@@ -281,11 +286,6 @@ def remembered(store: Store, name: str, compute: Callable[[], T], stale_for: flo
         _refresh(store, kept_in, name, compute)
         return kept[2]  # type: ignore[no-any-return]
     return _compute(store, kept_in, name, compute)
-
-
-REFRESH_WITHIN = 6
-_refreshing: set[tuple[int, str]] = set()  # (id of the answers' dict, name) being computed in the background
-_refreshing_lock = _thread.allocate_lock()  # not threading's: the CLI's way to the daemon imports this module
 
 
 def _compute(store: Store, kept_in: dict[str, tuple[int, float, Any]], name: str, compute: Callable[[], T]) -> T:
