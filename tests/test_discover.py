@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from selfreflect.discover import _named_path, describe, discover, named
+from selfreflect.discover import NOT_TRANSCRIPTS as NOT_NAMES
+from selfreflect.discover import TranscriptFile, describe, discover, named
 from selfreflect.errors import ClaudeDirMissing
 
 NOW = 1_750_000_000.0
@@ -125,4 +126,19 @@ def test_a_key_is_read_by_its_strings_as_a_path_would_read_it(folders: list[str]
     what reading the key as a path makes of it."""
     key = "/".join([*folders, name])
     projects = Path("/claude/projects")
-    assert named(projects, key, 1.0, 2) == _named_path(projects, key, 1.0, 2, False)
+    assert named(projects, key, 1.0, 2) == read_as_a_path(projects, key)
+
+
+def read_as_a_path(projects: Path, key: str) -> TranscriptFile | None:
+    """What :func:`named` made of a key when it read it with pathlib."""
+    rel = Path(key)
+    if rel.suffix != ".jsonl" or rel.name in NOT_NAMES or len(rel.parts) < 2 or ".." in rel.parts:
+        return None
+    agent_id = rel.stem[len("agent-") :] if rel.stem.startswith("agent-") else None
+    if len(rel.parts) == 2:
+        session = rel.stem
+    elif "subagents" in rel.parts[2:-1] and agent_id:
+        session = rel.parts[1]
+    else:
+        return None
+    return TranscriptFile(projects / rel, rel.as_posix(), session, agent_id, 1.0, 2, False)

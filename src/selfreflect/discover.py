@@ -119,10 +119,11 @@ def named(projects_dir: Path, key: str, mtime: float, size: int, archived: bool 
     """The :class:`TranscriptFile` at ``key`` (its path under the projects
     folder), or ``None`` if no transcript is named so; the file itself is
     not looked at."""
-    parts = key.split("/")
+    parts = key.split("/")  # strings, not paths: a walk of 3,000 transcripts took 56 ms, most of it in pathlib
     if "" in parts or "." in parts or "\\" in key:  # not as the walk writes keys: as a path reads it
-        return _named_path(projects_dir, key, mtime, size, archived)
-    name = parts[-1]  # strings, not paths: a walk of 3,000 transcripts took 56 ms, most of it in pathlib
+        key = Path(key).as_posix()
+        parts = key.split("/")
+    name = parts[-1]
     stem = name[: -len(".jsonl")]
     if not name.endswith(".jsonl") or not stem or name in NOT_TRANSCRIPTS or len(parts) < 2 or ".." in parts:
         return None
@@ -134,20 +135,6 @@ def named(projects_dir: Path, key: str, mtime: float, size: int, archived: bool 
     else:
         return None
     return TranscriptFile(projects_dir / key, key, session, agent_id, mtime, size, archived)
-
-
-def _named_path(projects_dir: Path, key: str, mtime: float, size: int, archived: bool) -> TranscriptFile | None:
-    rel = Path(key)
-    if rel.suffix != ".jsonl" or rel.name in NOT_TRANSCRIPTS or len(rel.parts) < 2 or ".." in rel.parts:
-        return None
-    agent_id = rel.stem[len("agent-") :] if rel.stem.startswith("agent-") else None
-    if len(rel.parts) == 2:
-        session = rel.stem
-    elif "subagents" in rel.parts[2:-1] and agent_id:
-        session = rel.parts[1]
-    else:
-        return None
-    return TranscriptFile(projects_dir / rel, rel.as_posix(), session, agent_id, mtime, size, archived)
 
 
 class _Walk:
