@@ -302,12 +302,13 @@ _SCRIPT = shutil.which("selfreflect", path=os.path.dirname(sys.executable))
 SELFREFLECT = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "selfreflect"]
 
 
-def cli_wall(env: dict[str, str], args: list[str], runs: int = 10) -> float:
+def cli_wall(env: dict[str, str], args: list[str], runs: int = 10, first: bool = True) -> float:
     """Median wall ms of ``args`` over ``runs``, after one run that is not
-    counted: it writes the bytecode an installed package has (pip compiles
-    it at install), which ``PYTHONDONTWRITEBYTECODE`` would leave unwritten."""
+    counted (``first``): it writes the bytecode an installed package has (pip
+    compiles it at install), which ``PYTHONDONTWRITEBYTECODE`` would leave unwritten."""
     env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run(args, env=env, capture_output=True, check=False)
+    if first:
+        subprocess.run(args, env=env, capture_output=True, check=False)
     took = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -459,22 +460,16 @@ def status_while_writing(daemon: Daemon, folder: Path, files: int | None) -> Non
     """`status` while the daemon writes (the real transcripts copied in):
     ``/api/status`` and ``selfreflect status``, one after the other once a
     second until the importer is idle; then the same five times, idle."""
-    env = {k: v for k, v in daemon.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-    def cli() -> float:
-        started = time.perf_counter()
-        subprocess.run([*SELFREFLECT, "status"], env=env, capture_output=True, check=False)
-        return (time.perf_counter() - started) * 1000
-
+    status = [*SELFREFLECT, "status"]
     copy_corpus(folder, files)
     daemon.wait(lambda h: h["files_pending"], 30)
     api, shell = [], []
     while daemon.health()["files_pending"]:
         api.append(daemon.timed("/api/status"))
-        shell.append(cli())
+        shell.append(cli_wall(daemon.env, status, runs=1, first=False))
         time.sleep(1.0)
     idle_api = [daemon.timed("/api/status") for _ in range(5)]
-    idle_shell = [cli() for _ in range(5)]
+    idle_shell = [cli_wall(daemon.env, status, runs=1, first=False) for _ in range(5)]
     print(
         f"status while the daemon writes ({len(api)} times): /api/status p50 {percentile(api, 0.5):.0f} ms, "
         f"max {max(api, default=0):.0f} ms; `selfreflect status` p50 {percentile(shell, 0.5):.0f} ms, "
