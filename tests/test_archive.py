@@ -310,6 +310,51 @@ def test_the_daemon_archives_and_reads_deleted_transcripts(tmp_path: Path) -> No
         assert daemon.stop() == 0
 
 
+def test_the_daemons_status_follows_the_file_events_between_its_scans(tmp_path: Path) -> None:
+    """A daemon's status reads the transcripts as its importer knows them (no
+    walk a call): a deletion and a new transcript show before the next full
+    scan (an hour away here), and the archive's size, as the state records
+    it, is the archive files' on disk."""
+    from daemon_process import DaemonProcess, eventually
+
+    home = tmp_path / "claude"
+    folder = home / "projects" / "-p"
+    folder.mkdir(parents=True)
+    for name, age in [("kept.jsonl", 3600), ("due.jsonl", 28 * 86400)]:  # deleted in 2 days (30 by default)
+        shutil.copyfile(TINY, folder / name)
+        os.utime(folder / name, (time.time() - age, time.time() - age))
+    on_disk = tmp_path / "data" / "archive"
+
+    def status() -> dict[str, Any]:
+        report = daemon.get("/api/status")
+        archives = list(on_disk.rglob("*.zst"))
+        assert report["archive"]["transcripts"] == len(archives)
+        assert report["archive"]["bytes"] == sum(a.stat().st_size for a in archives)
+        return report
+
+    def scans() -> int:
+        return int(daemon.get("/metrics").split("\nselfreflect_rescans_total ")[1].split()[0])
+
+    with DaemonProcess(home, tmp_path / "data", WATCH_INTERVAL="3600") as daemon:
+        daemon.wait_idle()
+        eventually(lambda: scans() >= 2)  # at start, and when the watcher watches: from then on, its events
+        first = status()
+        assert (first["archive"]["transcripts"], first["archive"]["only_in_archive"]) == (2, 0)
+        assert [Path(t["transcript"]).name for t in first["cleanup"]["transcripts"]] == ["due.jsonl"]
+        (folder / "due.jsonl").unlink()  # Claude Code's clean-up
+        eventually(lambda: status()["archive"]["only_in_archive"] == 1)
+        assert status()["cleanup"]["due"] == 0
+        late = tmp_path / "late.jsonl"  # a session last written 27 days ago, moved in
+        shutil.copyfile(TINY, late)
+        os.utime(late, (time.time() - 27 * 86400, time.time() - 27 * 86400))
+        late.rename(folder / late.name)
+        eventually(lambda: status()["archive"]["transcripts"] == 3)
+        cleanup = status()["cleanup"]
+        assert [(Path(t["transcript"]).name, t["archived"]) for t in cleanup["transcripts"]] == [("late.jsonl", True)]
+        assert scans() == 2
+        assert daemon.stop() == 0
+
+
 def test_status_tells_what_the_clean_up_will_delete_and_if_it_is_archived(tmp_path: Path) -> None:
     """``cleanupPeriodDays`` from Claude Code's settings.json (read, never
     written): transcripts past it within 7 days, and whether each is archived."""

@@ -43,7 +43,8 @@ from typing import Any
 import orjson
 import zstandard
 
-from selfreflect.discover import TranscriptFile, named
+from selfreflect.discover import Report, TranscriptFile, discover, named
+from selfreflect.errors import ClaudeDirMissing
 from selfreflect.settings import Settings
 from selfreflect.state import ArchiveEntry, State
 from selfreflect.system import sync_folder
@@ -206,6 +207,20 @@ class Archive:
             for name in sorted(files):
                 if name.endswith(".jsonl" + SUFFIX):
                     yield under + name[: -len(SUFFIX)]
+
+    def transcripts(self, report: Report | None = None) -> list[TranscriptFile]:
+        """Every transcript on disk (see :func:`discover`), then those only the archive still holds.
+
+        Raises:
+            ClaudeDirMissing: there is no projects folder, and nothing in the archive.
+        """
+        gone = list(self.gone())
+        try:
+            return discover(self.projects_dir, report=report) + gone
+        except ClaudeDirMissing:
+            if not gone:
+                raise
+            return gone
 
     def gone(self) -> Iterator[TranscriptFile]:
         """The archived transcripts whose file is no longer in ``projects/``."""

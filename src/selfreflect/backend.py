@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from selfreflect.archive import Archive
 from selfreflect.client import DaemonBackend  # noqa: F401  (its home before)
 from selfreflect.conversation import find_transcript, read_conversation
+from selfreflect.discover import TranscriptFile
 from selfreflect.embed import Embedder
 from selfreflect.errors import ConfigError
 from selfreflect.query import Decay, SearchRequest, SearchResponse, parse_when
@@ -73,6 +74,9 @@ class LocalBackend:
         extra_status: merged into :meth:`status` as ``daemon`` (the daemon's health).
         state: the read positions the importer in this process uses (the
             daemon's), so a tombstone reaches it at once; else read from disk.
+        transcripts: the transcripts as that importer knows them (its last
+            scan and the files read since; ``None``: not scanned yet), for
+            :meth:`status`; else walked at each call.
         between_batches: held, no import batch is in flight in this process
             (what is forgotten cannot be written back by a batch read before),
             and no compaction is copying the store or swapping it (it refuses
@@ -87,6 +91,7 @@ class LocalBackend:
         extra_status: Callable[[], dict[str, Any]] | None = None,
         state: State | None = None,
         between_batches: AbstractContextManager[Any] | None = None,
+        transcripts: Callable[[], list[TranscriptFile] | None] | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -95,6 +100,7 @@ class LocalBackend:
         self._extra_status = extra_status
         self._state = state
         self._between_batches = between_batches or nullcontext()
+        self._transcripts = transcripts or (lambda: None)
 
     def search(self, request: SearchRequest) -> SearchResponse:
         query = request.query(self.decay)  # a bad value fails before any I/O
@@ -130,7 +136,7 @@ class LocalBackend:
 
     def status(self) -> dict[str, Any]:
         with self._store() as store:
-            report = status_report(self.settings, store, self._state)
+            report = status_report(self.settings, store, self._state, self._transcripts())
         if self._extra_status:
             report["daemon"] = self._extra_status()
         return report

@@ -159,7 +159,7 @@ class Daemon:
         try:
             store.hybrid([1.0] + [0.0] * (store.dim - 1), "warm up", SearchFilter(), 1, FusionPlan())
             if not streamer.stats.files_pending:
-                status_report(self.settings, store, streamer.importer.state)
+                status_report(self.settings, store, streamer.importer.state, streamer.transcripts())
         except Exception as exc:  # stopped meanwhile, a server that is away: the first ask pays, as without this
             log.debug("warming up failed: %s", exc)
 

@@ -94,6 +94,7 @@ def create_app(daemon: Daemon) -> Starlette:
         daemon.health,
         streamer.importer.state,
         streamer.between_batches,
+        streamer.transcripts,
     )
 
     def healthz(request: Request) -> JSONResponse:

@@ -35,9 +35,8 @@ from typing import Any
 from selfreflect.archive import Archive, agent_meta, due
 from selfreflect.assemble import Assembler, Exchange, Part, prompt_digest, prompt_key, title_of
 from selfreflect.chunk import Chunk, chunk_exchange, seal
-from selfreflect.discover import ACTIVE_SECONDS, TranscriptFile, describe, discover
+from selfreflect.discover import ACTIVE_SECONDS, TranscriptFile, describe
 from selfreflect.embed import Embedder, embed_with_windows
-from selfreflect.errors import ClaudeDirMissing
 from selfreflect.export import SOURCE, Export
 from selfreflect.history import FILE as HISTORY_FILE
 from selfreflect.history import HistoryEntry, parse_entry
@@ -133,18 +132,8 @@ class Importer:
         self.archive = Archive.of(settings)
 
     def transcripts(self, report: Callable[[str, str], None] | None = None) -> list[TranscriptFile]:
-        """Every transcript on disk (see :func:`discover`), then those only the archive still holds.
-
-        Raises:
-            ClaudeDirMissing: there is no projects folder, and nothing in the archive.
-        """
-        gone = list(self.archive.gone())
-        try:
-            return discover(self.settings.projects_dir, report=report) + gone
-        except ClaudeDirMissing:
-            if not gone:
-                raise
-            return gone
+        """Every transcript on disk, then those only the archive still holds (:meth:`Archive.transcripts`)."""
+        return self.archive.transcripts(report)
 
     def locate(self, path: str) -> TranscriptFile | None:
         """The transcript at ``path``: on disk, else in the archive, else ``None``."""

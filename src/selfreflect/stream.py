@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selfreflect.discover import TranscriptFile
 from selfreflect.errors import ClaudeDirMissing, Unavailable
 from selfreflect.importer import Importer, ImportSummary
 from selfreflect.memory import MemoryPolicy
@@ -116,6 +117,7 @@ class Streamer:
         self._queues: dict[str, dict[str, float]] = {tier: {} for tier in TIERS}
         self._changed: set[str] = set()  # changed again while being read
         self._reported: set[tuple[str, str]] = set()  # skipped entries already logged
+        self._seen: dict[str, TranscriptFile] | None = None  # path -> as last scanned or read; None: not scanned yet
         self.between_batches = Turn()  # held while a file is read: taken, no batch is in flight
         self.on_caught_up: Callable[[], None] | None = None  # called when reading has caught up
 
@@ -246,6 +248,8 @@ class Streamer:
         try:
             files = self.importer.transcripts(report=lambda path, why: skipped.append((path, why)))
         except ClaudeDirMissing:
+            with self._lock:
+                self._seen = {}
             return
         for path, why in set(skipped) - self._reported:  # logged once, not at every rescan
             log.warning("%s: skipped: %s", path, why)
@@ -253,6 +257,7 @@ class Streamer:
         self.stats.skipped_entries = len(skipped)
         now = time.time()
         with self._lock:
+            self._seen = {str(transcript.path): transcript for transcript in files}
             for transcript in files:
                 path = str(transcript.path)
                 changed = self.importer.needs_reading(transcript, now)
@@ -264,6 +269,21 @@ class Streamer:
             self.stats.rescans += 1
         self._update_gauges()
 
+    def transcripts(self) -> list[TranscriptFile] | None:
+        """Every transcript as the last scan found it, or as it was when read
+        since (on disk, then those only the archive holds); ``None`` before
+        the first scan."""
+        with self._lock:
+            return None if self._seen is None else list(self._seen.values())
+
+    def _saw(self, path: str, transcript: TranscriptFile | None) -> None:
+        with self._lock:
+            if self._seen is None:
+                return
+            self._seen.pop(path, None)
+            if transcript is not None:
+                self._seen[str(transcript.path)] = transcript
+
     def _next(self) -> tuple[str | None, str]:
         with self._lock:
             for tier in TIERS:
@@ -273,9 +293,12 @@ class Streamer:
 
     def _read(self, path: str, tier: str) -> bool:
         history = path == str(self.importer.settings.history_file)
-        transcript = None if history else self.importer.locate(path)
-        if transcript is None and not history:
-            return False  # deleted and not archived (what was indexed stays), or not a transcript
+        transcript = None
+        if not history:
+            transcript = self.importer.locate(path)
+            self._saw(path, transcript)  # what status tells of it: as it is now
+            if transcript is None:
+                return False  # deleted and not archived (what was indexed stays), or not a transcript
         summary = ImportSummary()
         started = time.perf_counter()
         events = self._queues["event"]
