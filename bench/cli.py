@@ -4,8 +4,10 @@
     python bench/cli.py [--rounds 20] [--files N] [--against OTHER/src]
 
 Makes a Claude home of the repository's transcripts (``tests/corpus/real``;
-the N smallest with ``--files``),
-starts ``selfreflect serve --port 0`` on a fresh data dir and waits until
+the N smallest with ``--files``; with ``--many N``, N more of one line each
+over 60 projects, last written 1 to 30 days ago: a heavy user's thousands
+of files, archived, some due for Claude Code's clean-up, with nothing to
+embed), starts ``selfreflect serve --port 0`` on a fresh data dir and waits until
 it has read them. Then, in rounds, runs each command once, interleaved so
 that a busy moment of the machine falls on all of them alike:
 
@@ -14,7 +16,8 @@ that a busy moment of the machine falls on all of them alike:
 - ``selfreflect search "docker memory limit"`` and ``selfreflect status``,
   through the script pip installed beside this Python, as users run them;
 - with ``--against``, the same two commands with another checkout's
-  ``src`` folder first on ``PYTHONPATH`` (a version before a change).
+  ``src`` folder first on ``PYTHONPATH`` (a version before a change),
+  through a daemon of that version (on a data dir of its own).
 
 Prints each one's median and lowest wall time, and the median CPU time of
 the process (user + system; it leaves out the daemon's share and most of
@@ -77,27 +80,53 @@ def biggest_imports(env: dict[str, str], count: int = 10) -> list[tuple[float, s
     return sorted(found, reverse=True)[:count]
 
 
+def serve(data: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``selfreflect serve`` on ``data``, its output to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([*SELFREFLECT, "serve", "--port", "0"], env=env, stdout=out, stderr=out)
+
+
+def many(projects: Path, count: int) -> None:
+    """``count`` transcripts of one line (a session's title) over 60
+    projects, last written 1 to 30 days ago."""
+    now = time.time()
+    for n in range(count):
+        path = projects / f"-home-user-project{n % 60}" / f"{n:08d}-0000-4000-8000-000000000000.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        record = {"type": "summary", "summary": f"Session {n}", "leafUuid": f"{n:08d}-1111-4000-8000-000000000000"}
+        path.write_text(json.dumps(record) + "\n")
+        then = now - (1 + n % 30) * 86400  # Claude Code deletes them after 30 (its default)
+        os.utime(path, (then, then))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--files", type=int, help="only the N smallest transcripts (a quicker start)")
     parser.add_argument("--against", type=Path, help="another checkout's src folder, timed the same way")
+    parser.add_argument("--many", type=int, default=0, help="N more transcripts of one line each (a heavy user's)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="selfreflect-cli-"))
     claude, data = work / "claude", work / "data"
     (claude / "projects" / "-bench").mkdir(parents=True)
     for path in smallest(args.files):
         shutil.copyfile(path, claude / "projects" / "-bench" / path.name)
+    many(claude / "projects", args.many)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "SELFREFLECT_CONFIG")}
     env |= {"CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data), "XDG_CONFIG_HOME": str(work / "config")}
-    with open(work / "serve.log", "wb") as log:
-        daemon = subprocess.Popen([*SELFREFLECT, "serve", "--port", "0"], env=env, stdout=log, stderr=log)
+    daemons = [serve(data, env, work / "serve.log")]
+    if args.against:  # the version before, client and daemon, on a data dir of its own
+        before = {**env, "PYTHONPATH": str(args.against.resolve()), "SELFREFLECT_HOME": str(work / "data-against")}
+        daemons.append(serve(work / "data-against", before, work / "serve-against.log"))
     try:
-        url = address(data, daemon)
+        url = address(data, daemons[0])
         caught_up(url)
+        if args.against:
+            caught_up(address(work / "data-against", daemons[1]))
         time.sleep(5)  # caught up: let it finish what follows (archiving, handing pages back)
         with urllib.request.urlopen(f"{url}/api/status", timeout=30) as answer:
-            chunks = json.load(answer)["chunks"]
+            report = json.load(answer)
+        chunks, transcripts = report["chunks"], report["transcripts"]
         commands = {
             "python -c pass": ([sys.executable, "-c", "pass"], env),
             "import click": ([sys.executable, "-c", "import click"], env),
@@ -105,7 +134,6 @@ def main() -> None:
             "selfreflect status": ([*SELFREFLECT, "status"], env),
         }
         if args.against:
-            before = {**env, "PYTHONPATH": str(args.against.resolve())}
             commands["search, --against"] = ([*SELFREFLECT, "search", "docker memory limit"], before)
             commands["status, --against"] = ([*SELFREFLECT, "status"], before)
         for argv, command_env in commands.values():  # once untimed: write the bytecode an install has
@@ -118,7 +146,11 @@ def main() -> None:
                 walls[name].append(wall)
                 if cpu is not None:
                     cpus[name].append(cpu)
-        print(f"daemon on {chunks} chunks; {args.rounds} rounds, interleaved; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"daemon on {chunks} chunks, {transcripts} transcripts ({report['archive']['transcripts']} archived,"
+            f" {report['cleanup']['due']} due for the clean-up); {args.rounds} rounds, interleaved;"
+            f" load average {os.getloadavg()[0]:.1f}"
+        )
         print(f"{'':22} {'wall p50':>9} {'wall min':>9} {'CPU p50':>9}   (ms)")
         for name in commands:
             cpu_p50 = f"{statistics.median(cpus[name]):9.0f}" if cpus[name] else f"{'-':>9}"
@@ -127,8 +159,9 @@ def main() -> None:
         for took, name in biggest_imports(env):
             print(f"  {took:6.1f}  {name}")
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=120)
+        for daemon in daemons:
+            daemon.terminate()
+            daemon.wait(timeout=120)
         shutil.rmtree(work, ignore_errors=True)
 
 

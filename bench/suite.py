@@ -49,7 +49,9 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         "freshness": [["freshness.py", "--appends", "30", "--backlog-mb", "10"] if quick else ["freshness.py"]],
         "archive": [["archive.py"]],
         "faces": [["faces.py", small] if quick else ["faces.py"]],
-        "cli": [["cli.py", "--rounds", "5", "--files", "3"] if quick else ["cli.py"]],
+        "cli": [
+            ["cli.py", "--rounds", "5", "--files", "3", "--many", "1000"] if quick else ["cli.py", "--many", "3000"]
+        ],
         "secrets": [["secrets.py", "--seeds", "2", "--per-format", "10"] if quick else ["secrets.py"]],
         "memory": [["memory.py", small]]
         if quick
