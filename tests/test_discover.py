@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from selfreflect.discover import NOT_TRANSCRIPTS as NOT_NAMES
@@ -120,6 +120,8 @@ def test_missing_projects_dir_raises(tmp_path: Path, make: str) -> None:
         ["s.jsonl", "agent-af1.jsonl", "agent-.jsonl", ".jsonl", "x.jsonl.bak", "history.jsonl", "a.b.jsonl", "n"]
     ),
 )
+@example(["", ""], "s.jsonl")  # "//s.jsonl": a path's anchor on POSIX, not a key under the projects folder
+@example([""], "s.jsonl")
 def test_a_key_is_read_by_its_strings_as_a_path_would_read_it(folders: list[str], name: str) -> None:
     """The walk names thousands of transcripts by string operations (pathlib
     was most of its time): for any key, what :func:`named` makes of it is
@@ -132,7 +134,7 @@ def test_a_key_is_read_by_its_strings_as_a_path_would_read_it(folders: list[str]
 def read_as_a_path(projects: Path, key: str) -> TranscriptFile | None:
     """What :func:`named` made of a key when it read it with pathlib."""
     rel = Path(key)
-    if rel.suffix != ".jsonl" or rel.name in NOT_NAMES or len(rel.parts) < 2 or ".." in rel.parts:
+    if rel.anchor or rel.suffix != ".jsonl" or rel.name in NOT_NAMES or len(rel.parts) < 2 or ".." in rel.parts:
         return None
     agent_id = rel.stem[len("agent-") :] if rel.stem.startswith("agent-") else None
     if len(rel.parts) == 2:

@@ -121,7 +121,10 @@ def named(projects_dir: Path, key: str, mtime: float, size: int, archived: bool 
     not looked at."""
     parts = key.split("/")  # strings, not paths: a walk of 3,000 transcripts took 56 ms, most of it in pathlib
     if "" in parts or "." in parts or "\\" in key:  # not as the walk writes keys: as a path reads it
-        key = Path(key).as_posix()
+        relative = Path(key)
+        if relative.anchor:  # "/x.jsonl", "//x.jsonl", a drive on Windows: not under the projects folder
+            return None
+        key = relative.as_posix()
         parts = key.split("/")
     name = parts[-1]
     stem = name[: -len(".jsonl")]
