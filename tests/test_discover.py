@@ -143,4 +143,4 @@ def read_as_a_path(projects: Path, key: str) -> TranscriptFile | None:
         session = rel.parts[1]
     else:
         return None
-    return TranscriptFile(projects / rel, rel.as_posix(), session, agent_id, 1.0, 2, False)
+    return TranscriptFile(projects, rel.as_posix(), session, agent_id, 1.0, 2, False)

@@ -117,7 +117,7 @@ class Streamer:
         self._queues: dict[str, dict[str, float]] = {tier: {} for tier in TIERS}
         self._changed: set[str] = set()  # changed again while being read
         self._reported: set[tuple[str, str]] = set()  # skipped entries already logged
-        self._seen: dict[str, TranscriptFile] | None = None  # path -> as last scanned or read; None: not scanned yet
+        self._seen: dict[str, TranscriptFile] | None = None  # key -> as last scanned or read; None: not scanned yet
         self.between_batches = Turn()  # held while a file is read: taken, no batch is in flight
         self.on_caught_up: Callable[[], None] | None = None  # called when reading has caught up
 
@@ -257,7 +257,7 @@ class Streamer:
         self.stats.skipped_entries = len(skipped)
         now = time.time()
         with self._lock:
-            self._seen = {str(transcript.path): transcript for transcript in files}
+            self._seen = {transcript.key: transcript for transcript in files}
             for transcript in files:
                 path = str(transcript.path)
                 changed = self.importer.needs_reading(transcript, now)
@@ -277,12 +277,14 @@ class Streamer:
             return None if self._seen is None else list(self._seen.values())
 
     def _saw(self, path: str, transcript: TranscriptFile | None) -> None:
+        key = transcript.key if transcript else self.importer.archive.key_of(Path(path))
         with self._lock:
-            if self._seen is None:
+            if self._seen is None or key is None:
                 return
-            self._seen.pop(path, None)
-            if transcript is not None:
-                self._seen[str(transcript.path)] = transcript
+            if transcript is None:
+                self._seen.pop(key, None)
+            else:
+                self._seen[key] = transcript
 
     def _next(self) -> tuple[str | None, str]:
         with self._lock:
