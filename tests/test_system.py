@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from selfreflect.settings import Settings
-from selfreflect.system import disk_bytes, is_same_process, path_name, process_started, user_dirs
+from selfreflect.system import (
+    disk_bytes,
+    is_same_process,
+    listening_socket,
+    path_name,
+    process_started,
+    user_dirs,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "selfreflect"
 POSIX_ONLY = {"fcntl", "resource", "pwd", "grp", "termios", "posix", "tty", "pty"}
@@ -121,3 +128,40 @@ def test_settings_default_to_the_user_folders(tmp_path: Path) -> None:
     settings = Settings.load({}, env=env)
     assert settings.data_dir == user_dirs(env)[0] == tmp_path / "data/selfreflect"
     assert settings.config_file == tmp_path / "config/selfreflect/config.toml" and settings.chunk_size == 7
+
+
+def test_the_daemons_socket_turns_nagle_off_on_what_it_accepts() -> None:
+    """asyncio (uvicorn's loop) turns Nagle's algorithm off on an accepted
+    connection only when the listening socket names its protocol. Without
+    it, each request after the first on a kept-alive connection (MCP
+    clients keep theirs) waited for the client's delayed ACK: 40 ms."""
+    import asyncio
+    import socket
+
+    async def accepted() -> int:
+        sock = listening_socket("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future[int] = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                got.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await loop.create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        try:
+            return await asyncio.wait_for(got, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted()) != 0
+
+
+def test_a_port_in_use_is_refused() -> None:
+    first = listening_socket("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError):
+            listening_socket("127.0.0.1", first.getsockname()[1])
+    finally:
+        first.close()

@@ -43,7 +43,7 @@ from selfreflect.status import status_report
 from selfreflect.store import FusionPlan, SearchFilter, Store, open_store
 from selfreflect.store.edge import EdgeStore
 from selfreflect.stream import Streamer
-from selfreflect.system import process_started
+from selfreflect.system import listening_socket, process_started
 
 log = logging.getLogger("selfreflect")
 
@@ -355,15 +355,10 @@ class Daemon:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = listening_socket(host, port)
     except OSError as exc:
-        sock.close()
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror} (use --port or SELFREFLECT_PORT)") from exc
-    sock.listen(128)
     sock.set_inheritable(True)
     return sock
 
