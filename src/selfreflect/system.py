@@ -14,8 +14,8 @@ per platform:
   holds open could not be deleted by the engine meanwhile;
 - disk use: allocated blocks where the platform reports them, else sizes;
 - where a user's data and config live by default (:func:`user_dirs`);
-- the daemon's listening socket: ``SO_REUSEADDR`` on POSIX, exclusive use
-  of the port on Windows (:func:`listening_socket`);
+- the daemon's listening socket: ``SO_REUSEADDR`` on POSIX only
+  (:func:`listening_socket`);
 - path names: a path recorded on Windows (``C:\\Users\\me\\app``) is named
   by Windows rules wherever it is read.
 
@@ -171,17 +171,15 @@ def listening_socket(host: str, port: int) -> socket.socket:
     algorithm off only on sockets that say so, and without that every
     request after the first on a kept-alive connection waited for the
     client's delayed ACK (40 ms on Linux). On POSIX ``SO_REUSEADDR`` lets a
-    restarted daemon bind the port its last one left in ``TIME_WAIT``; on
-    Windows that option would let another process bind the same port and
-    take its connections, so the port is taken for exclusive use instead."""
+    restarted daemon bind the port its last one left in ``TIME_WAIT``. Not
+    on Windows, where it would let another process bind the same port and
+    take its connections (Python's own servers leave it off there too)."""
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        if WINDOWS:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined,unused-ignore]
-        else:
+        if not WINDOWS:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(128)
