@@ -73,6 +73,22 @@ def test_tool_results_are_named_after_their_tool_use(path: Path) -> None:
         assert part.role == ("error" if block.get("is_error") else "result")
 
 
+@pytest.mark.parametrize("path", [MAIN, PERMISSIONS], ids=lambda p: p.name)
+def test_an_excerpt_of_one_line_names_its_results_after_calls_made_long_before(path: Path) -> None:
+    """An excerpt parses only the lines before its window that hold a tool
+    call (the rest of a long transcript is read, not parsed): each result
+    in a one-line window is still named after its call, however far back."""
+    from selfreflect.conversation import excerpt
+
+    rows = records(path)
+    tool_names = {b["id"]: b["name"] for _, _, r in rows for b in blocks(r) if b.get("type") == "tool_use"}
+    results = [(n, b) for n, _, r in rows for b in blocks(r) if b.get("type") == "tool_result" and b.get("content")]
+    for line, block in results:
+        (shown,) = excerpt(path, line, before=0, after=0)
+        label = "error" if block.get("is_error") else "output"
+        assert shown.text.startswith(f"[{tool_names[block['tool_use_id']]} {label}]"), (line, shown.text[:80])
+
+
 def test_a_refused_tool_call_is_an_error_part() -> None:
     errors = [p for e in assemble(PERMISSIONS) for p in e.parts if p.role == "error"]
     assert [p.tool for p in errors] == ["Write"]
