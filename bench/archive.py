@@ -9,6 +9,12 @@ and prints each file's size, its archive's, the time and the process's peak
 resident memory. Then, for the same bytes cut at line ends into frames of a
 given size (a live session archived as it grows), the ratio each frame size
 gives.
+
+With ``--long MB``, reading a window of a long transcript (the corpus's
+transcripts one after another until it is that big), as ``show`` and
+``read_conversation`` do: five lines around its first, middle and last
+line, from the file and from its archive, against reading every line of it
+without parsing any (the floor: a window's lines are found by counting).
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zstandard
 
-from selfreflect.archive import LEVEL, Archive
+from selfreflect.archive import LEVEL, Archive, transcript_lines
 from selfreflect.discover import discover
 
 from corpus import claude_home
@@ -44,6 +51,7 @@ def framed(data: bytes, size: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("claude_dir", type=Path, nargs="?")
+    parser.add_argument("--long", type=int, default=0, metavar="MB", help="also time windows of a transcript this big")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="selfreflect-archive-"))
     claude = args.claude_dir
@@ -68,7 +76,50 @@ def main() -> None:
     for name, size in FRAMES.items():
         small = sum(framed(t.path.read_bytes(), size) for t in files)
         print(f"frames of {name}: {raw / small:.1f}x smaller")
+    if args.long:
+        windows(scratch, [t.path for t in files], args.long)
     shutil.rmtree(scratch)
+
+
+def windows(scratch: Path, sources: list[Path], megabytes: int) -> None:
+    """Time excerpts of a long transcript made of ``sources``, on disk and archived."""
+    from selfreflect.conversation import excerpt
+    from selfreflect.discover import describe
+    from selfreflect.tail import read_lines
+
+    projects = scratch / "long" / "projects"
+    path = projects / "-long" / "long.jsonl"
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as out:
+        while out.tell() < megabytes << 20:
+            for source in sources:
+                out.write(source.read_bytes())
+    transcript = describe(projects, path)
+    assert transcript is not None
+    archive = Archive(scratch / "long" / "archive", projects)
+    archive.append(transcript, None, transcript.size)
+    lines = sum(1 for _ in read_lines(path, final=True))
+    print(f"a long transcript: {transcript.size / 2**20:.0f} MB, {lines:,} lines (best of 3, ms)")
+    moved = path.with_suffix(".gone")
+
+    def best(read: Callable[[], object]) -> float:
+        took = []
+        for _ in range(3):
+            started = time.perf_counter()
+            read()
+            took.append((time.perf_counter() - started) * 1000)
+        return min(took)
+
+    for where in ("the file", "its archive"):
+        if where == "its archive":
+            path.rename(moved)  # gone from disk: read from the archive
+        every = best(lambda: sum(1 for _ in transcript_lines(path, archive)))
+        shown = [best(lambda n=n: excerpt(path, n, 2, 2, archive=archive)) for n in (3, lines // 2, lines - 2)]
+        print(
+            f"  from {where}: every line unparsed {every:.0f}; five around the first / middle / last"
+            f" {shown[0]:.0f} / {shown[1]:.0f} / {shown[2]:.0f}"
+        )
+    moved.rename(path)
 
 
 if __name__ == "__main__":
