@@ -277,6 +277,26 @@ class Assembler:
             part.offset = offset
         return parts
 
+    def note_calls(self, record: dict[str, Any]) -> None:
+        """Remember the tool calls one record makes, so a later result is
+        named after its call, without making its parts (an excerpt's lines
+        before its window)."""
+        message = record.get("message")
+        if record.get("type") in ("user", "assistant") and isinstance(message, dict):
+            for block in _as_blocks(message.get("content")):
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    self._call(block)
+
+    def _call(self, block: dict[str, Any]) -> tuple[str, str | None]:
+        """A tool call's name and id, remembered (the last ``TOOL_NAMES``)."""
+        name = _str(block.get("name")) or "tool"
+        tool_id = _str(block.get("id"))
+        if tool_id:
+            self._tool_names[tool_id] = name
+            if len(self._tool_names) > TOOL_NAMES:
+                del self._tool_names[next(iter(self._tool_names))]
+        return name, tool_id
+
     def _parts(self, kind: str, line: int, record: dict[str, Any], message: dict[str, Any]) -> Iterator[Part]:
         content = message.get("content")
         blocks = _as_blocks(content)
@@ -310,12 +330,7 @@ class Assembler:
                 if text:
                     yield Part("thinking", text, line, line, message_id)
             elif btype == "tool_use":
-                name = _str(block.get("name")) or "tool"
-                tool_id = _str(block.get("id"))
-                if tool_id:
-                    self._tool_names[tool_id] = name
-                    if len(self._tool_names) > TOOL_NAMES:
-                        del self._tool_names[next(iter(self._tool_names))]
+                name, tool_id = self._call(block)
                 text, files = describe_tool_use(name, block.get("input"))
                 prompt = block.get("input", {}).get("prompt") if isinstance(block.get("input"), dict) else None
                 if name in ("Task", "Agent") and tool_id and isinstance(prompt, str) and not record.get("isSidechain"):

@@ -160,13 +160,15 @@ def excerpt(
             break
         count = entry.number
         if entry.number < first and records and CALL not in entry.data:
-            continue  # nothing in it names a result: not parsed (a late line of 100 MB took 1.1 s, 0.3 s so)
+            continue  # nothing in it names a result: counted, not parsed
         record = None if entry.oversized else parse_line(entry.data)
         records = records or _is_record(record)
-        # Every record goes through the assembler, so results are named after their calls.
+        if entry.number < first:  # only its calls, so the results in the window are named after them
+            if isinstance(record, dict):
+                assembler.note_calls(record)
+            continue
         parts = assembler.parts_of(entry.number, record) if isinstance(record, dict) else []
-        if entry.number >= first:
-            lines.append(_render(entry.number, record, parts, entry.oversized, path.parent))
+        lines.append(_render(entry.number, record, parts, entry.oversized, path.parent))
     if count and not records:
         raise TranscriptNotFound(f"{path} is not a Claude Code transcript (no line of it is a transcript record)")
     if line > count:
