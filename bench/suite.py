@@ -47,7 +47,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         ],
         "import": [["import_corpus.py", "--files", str(QUICK_FILES)] if quick else ["import_corpus.py"]],
         "freshness": [["freshness.py", "--appends", "30", "--backlog-mb", "10"] if quick else ["freshness.py"]],
-        "archive": [["archive.py"]],
+        "archive": [["archive.py", "--long", "20" if quick else "100"]],
         "faces": [["faces.py", small] if quick else ["faces.py"]],
         "cli": [
             ["cli.py", "--rounds", "5", "--files", "3", "--many", "1000"] if quick else ["cli.py", "--many", "3000"]
