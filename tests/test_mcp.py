@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,48 @@ def test_streamable_http_on_the_daemon(tmp_path: Path, home: Path) -> None:
 
         anyio.run(scenario)
         assert daemon.stop() == 0
+
+
+def test_the_status_tool_names_as_many_projects_as_its_text(tmp_path: Path, home: Path) -> None:
+    """Claude Code gives the model a tool's structured content in place of
+    its text: the status tool's names the 10 most recently active projects
+    and the first 10 transcripts due for the clean-up, and says how many
+    there are, as its text does; ``status --json`` has them all."""
+    old = time.time() - 28 * 86400  # Claude Code deletes these in 2 days (30 by default)
+    for n in range(12):
+        folder = home / "projects" / f"-p{n}"
+        folder.mkdir()
+        record = {
+            "type": "user",
+            "uuid": f"u{n}",
+            "sessionId": f"s{n}",
+            "cwd": f"/home/dev/p{n}",
+            "timestamp": f"2026-03-{n + 1:02d}T10:00:00Z",
+            "message": {"role": "user", "content": f"project {n}: set up the build"},
+        }
+        (folder / f"s{n}.jsonl").write_bytes(orjson.dumps(record) + b"\n")
+        os.utime(folder / f"s{n}.jsonl", (old, old))
+
+    async def scenario() -> tuple[dict[str, Any], str, dict[str, Any]]:
+        async with stdio_client(server(home, tmp_path / "data")) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                await wait_indexed(session)
+                with anyio.fail_after(60):
+                    while True:  # the table lags the writes by up to 10 s
+                        report, text, _ = await call(session, "status")
+                        full = json.loads(run_cli(home, tmp_path / "data", "status", "--json").stdout)
+                        if report["projects_total"] == len(full["projects"]) > 12:  # the corpus's and these
+                            return report, text, full
+                        await anyio.sleep(0.5)
+
+    report, text, full = anyio.run(scenario)
+    assert [p["project"] for p in report["projects"]] == [f"p{n}" for n in range(11, 1, -1)]
+    assert f"... and {len(full['projects']) - 10} more projects" in text
+    assert report["projects"] == full["projects"][:10]
+    assert report["cleanup"]["due"] == full["cleanup"]["due"] == 12
+    assert report["cleanup"]["transcripts"] == full["cleanup"]["transcripts"][:10]
+    assert len(full["cleanup"]["transcripts"]) == 12
 
 
 def test_several_stdio_clients_share_one_daemon(tmp_path: Path, home: Path) -> None:

@@ -35,7 +35,10 @@ log = logging.getLogger("selfreflect")
 
 CHARS_PER_TOKEN = 4
 TEXT_CHARS = 600  # chunk text per result in MCP answers: the snippet says where, show expands
-STATUS_PROJECTS = 10  # projects named in the status text (all are in the structured content)
+# The status a tool gives names this many projects and transcripts due for the clean-up, in its text
+# and in its structured content (which Claude Code gives the model in place of the text): a heavy
+# user's whole report (hundreds of projects, 50 transcripts due) would fill Claude's context.
+STATUS_PROJECTS = 10
 INSTRUCTIONS = """\
 selfreflect searches the user's past Claude Code conversations.
 - reflect_on_past: search by meaning or exact words (an error, a function, a command).
@@ -225,7 +228,14 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
         text = status_text(report, max_projects=STATUS_PROJECTS)
-        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=report)
+        cleanup = report["cleanup"]
+        shown = dict(
+            report,
+            projects=report["projects"][:STATUS_PROJECTS],
+            projects_total=len(report["projects"]),
+            cleanup=dict(cleanup, transcripts=cleanup["transcripts"][:STATUS_PROJECTS]),
+        )
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=shown)
 
     return server
 
