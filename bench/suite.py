@@ -52,7 +52,7 @@ def steps(quick: bool, scratch: Path) -> dict[str, list[list[str]]]:
         "cli": [
             ["cli.py", "--rounds", "5", "--files", "3", "--many", "1000"] if quick else ["cli.py", "--many", "3000"]
         ],
-        "mcp": [["mcp.py", "--files", "3", "--calls", "20"] if quick else ["mcp.py"]],
+        "mcp": [["mcp_calls.py", "--files", "3", "--calls", "20"] if quick else ["mcp_calls.py"]],
         "secrets": [["secrets.py", "--seeds", "2", "--per-format", "10"] if quick else ["secrets.py"]],
         "memory": [["memory.py", small]]
         if quick

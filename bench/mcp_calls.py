@@ -1,7 +1,7 @@
 """Claude's way in: one MCP call after another, over HTTP (``/mcp``) and over
 stdio (``selfreflect mcp``), against ``/api/search`` in the same run.
 
-    python bench/mcp.py [--calls 40] [--files N] [--against OTHER/src]
+    python bench/mcp_calls.py [--calls 40] [--files N] [--against OTHER/src]
 
 Makes a Claude home of the repository's transcripts (``tests/corpus/real``;
 the N smallest with ``--files``), starts ``selfreflect serve --port 0`` on
