@@ -113,7 +113,11 @@ def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
                 found, text, error = await call(
                     session, "reflect_on_past", query="list all files in the current directory", project="all"
                 )
-                assert not error and found["results"] and set(found) == {"query", "took_ms", "results", "alternatives"}
+                assert (
+                    not error
+                    and found["results"]
+                    and set(found) == {"query", "took_ms", "results", "alternatives", "note", "left_out"}
+                )
                 top = found["results"][0]
                 assert top["transcript"].endswith(FILES[0]) and "ls -la" in cited_text(top)
                 assert f"{top['transcript']}:{top['line_start']}-{top['line_end']}" in text
@@ -131,13 +135,22 @@ def test_stdio_tools_end_to_end(tmp_path: Path, home: Path) -> None:
 
                 # the client's folder is its project by default; "all" widens it
                 scoped, text, _ = await call(session, "reflect_on_past", query="ls -la")
-                assert 'project="all"' in text
+                assert 'project="all"' in text and 'project="all"' in scoped["note"]  # Claude Code shows this one
                 assert {r["project"] for r in scoped["results"]} == {"mine"}
                 # nothing strong in the client's project: it says so and widens to all projects
                 wide, text, _ = await call(
                     session, "reflect_on_past", query="Proactiveness section of the instructions"
                 )
-                assert "no strong match in " in text and "searched all projects instead" in text
+                assert "no strong match in " in text and "searched all projects instead" in wide["note"]
+                # the budget holds for what Claude Code gives the model: the structured results, not the text
+                roomy, _, _ = await call(
+                    session, "reflect_on_past", query="ls -la", project="all", limit=20, max_tokens=20000
+                )
+                tight, _, _ = await call(
+                    session, "reflect_on_past", query="ls -la", project="all", limit=20, max_tokens=600
+                )
+                assert roomy["left_out"] == 0 and len(tight["results"]) + tight["left_out"] == len(roomy["results"])
+                assert tight["left_out"] > 0 and sum(len(orjson.dumps(r)) for r in tight["results"]) <= 600 * 4
                 assert wide["results"][0]["project"] != "mine" and wide["results"][0]["relevance"] >= 0.32
                 # a project that is not indexed: an error naming the close ones
                 _, text, error = await call(session, "reflect_on_past", query="ls -la", project="/nowhere")

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
@@ -59,6 +60,8 @@ class Results(BaseModel):
     took_ms: float
     results: list[SearchResult]
     alternatives: list[str] = []
+    note: str = ""  # what the text says first: which projects were searched, how strong the best match is
+    left_out: int = 0  # results left out for the token budget (a bigger max_tokens gives them)
 
 
 class Line(BaseModel):
@@ -252,7 +255,10 @@ def _scope(project: str | None, cwd: str | None) -> tuple[tuple[str, ...], str]:
 
 def _results(response: SearchResponse, max_tokens: int, note: str, ranked: bool = True) -> CallToolResult:
     """Structured results and a readable block, within ``max_tokens``
-    (``ranked``: by relevance, which is shown; else newest first, no score)."""
+    (``ranked``: by relevance, which is shown; else newest first, no score).
+    A result costs what the longer of its two forms costs: Claude Code gives
+    the model the structured one in place of the text, and its JSON is about
+    three times the text's."""
     budget = max_tokens * CHARS_PER_TOKEN
     kept: list[SearchResult] = []
     lines = [note] if note else []
@@ -267,7 +273,7 @@ def _results(response: SearchResponse, max_tokens: int, note: str, ranked: bool 
         )
         if response.alternatives and r.found_by:
             entry += "\n   found by: " + " | ".join(repr(p) for p in r.found_by)
-        cost = len(entry) + min(len(r.text), TEXT_CHARS)
+        cost = max(len(entry) + min(len(r.text), TEXT_CHARS), len(orjson.dumps(replace(r, text=r.text[:TEXT_CHARS]))))
         if kept and cost > budget:
             lines.append(f"({len(response.results) - len(kept)} more left out for the token budget)")
             break
@@ -281,6 +287,8 @@ def _results(response: SearchResponse, max_tokens: int, note: str, ranked: bool 
         took_ms=response.took_ms,
         results=[replace(r, text=r.text[:TEXT_CHARS]) for r in kept],
         alternatives=response.alternatives,
+        note=note,
+        left_out=len(response.results) - len(kept),
     )
     return _answer("\n".join(lines), results)
 
