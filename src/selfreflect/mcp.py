@@ -35,6 +35,7 @@ from selfreflect.status import status_text
 log = logging.getLogger("selfreflect")
 
 CHARS_PER_TOKEN = 4
+BY_FILE_TOKENS = 5000  # search_by_file's budget: its 10 results
 TEXT_CHARS = 600  # chunk text per result in MCP answers: the snippet says where, show expands
 # The status a tool gives names this many projects and transcripts due for the clean-up, in its text
 # and in its structured content (which Claude Code gives the model in place of the text): a heavy
@@ -108,7 +109,7 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         since: str | None = None,
         min_score: float | None = None,
         use_decay: bool | None = None,
-        max_tokens: Annotated[int, Field(ge=200, le=20000)] = 2000,
+        max_tokens: Annotated[int, Field(ge=200, le=20000)] = 3000,  # 5 results: 1,700 on average, 2,100 at most
     ) -> Annotated[CallToolResult, Results]:
         """Search past conversations by meaning and by exact words (hybrid).
 
@@ -177,7 +178,7 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
         note = "newest first" if response.results else f"no indexed conversation touched {path}"
-        return _results(response, 2000, note, ranked=False)
+        return _results(response, BY_FILE_TOKENS, note, ranked=False)
 
     @server.tool()
     def read_conversation(
