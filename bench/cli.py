@@ -40,10 +40,7 @@ import urllib.request
 from pathlib import Path
 
 from corpus import smallest
-from served import address, caught_up
-
-SCRIPT = shutil.which("selfreflect", path=os.path.dirname(sys.executable))
-SELFREFLECT = [SCRIPT] if SCRIPT else [sys.executable, "-m", "selfreflect"]
+from served import SELFREFLECT, address, caught_up, daemons, serve
 
 
 def run(args: list[str], env: dict[str, str]) -> tuple[float, float | None]:
@@ -80,12 +77,6 @@ def biggest_imports(env: dict[str, str], count: int = 10) -> list[tuple[float, s
     return sorted(found, reverse=True)[:count]
 
 
-def serve(data: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``selfreflect serve`` on ``data``, its output to ``log``."""
-    with open(log, "wb") as out:
-        return subprocess.Popen([*SELFREFLECT, "serve", "--port", "0"], env=env, stdout=out, stderr=out)
-
-
 def many(projects: Path, count: int) -> None:
     """``count`` transcripts of one line (a session's title) over 60
     projects, last written 1 to 30 days ago."""
@@ -114,15 +105,15 @@ def main() -> None:
     many(claude / "projects", args.many)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "SELFREFLECT_CONFIG")}
     env |= {"CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data), "XDG_CONFIG_HOME": str(work / "config")}
-    daemons = [serve(data, env, work / "serve.log")]
-    if args.against:  # the version before, client and daemon, on a data dir of its own
-        before = {**env, "PYTHONPATH": str(args.against.resolve()), "SELFREFLECT_HOME": str(work / "data-against")}
-        daemons.append(serve(work / "data-against", before, work / "serve-against.log"))
-    try:
-        url = address(data, daemons[0])
+    with daemons(work) as started:
+        started.append(serve(env, work / "serve.log"))
+        if args.against:  # the version before, client and daemon, on a data dir of its own
+            before = {**env, "PYTHONPATH": str(args.against.resolve()), "SELFREFLECT_HOME": str(work / "data-against")}
+            started.append(serve(before, work / "serve-against.log"))
+        url = address(data, started[0])
         caught_up(url)
         if args.against:
-            caught_up(address(work / "data-against", daemons[1]))
+            caught_up(address(work / "data-against", started[1]))
         time.sleep(5)  # caught up: let it finish what follows (archiving, handing pages back)
         with urllib.request.urlopen(f"{url}/api/status", timeout=30) as answer:
             report = json.load(answer)
@@ -158,11 +149,6 @@ def main() -> None:
         print("biggest imports of one `selfreflect search` (cumulative ms, -X importtime):")
         for took, name in biggest_imports(env):
             print(f"  {took:6.1f}  {name}")
-    finally:
-        for daemon in daemons:
-            daemon.terminate()
-            daemon.wait(timeout=120)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,15 +46,7 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 sys.path.append(str(Path(__file__).resolve().parent))
 from corpus import QUERY_SETS, smallest  # noqa: E402
-from served import address, caught_up  # noqa: E402
-
-SCRIPT = shutil.which("selfreflect", path=os.path.dirname(sys.executable))
-SELFREFLECT = [SCRIPT] if SCRIPT else [sys.executable, "-m", "selfreflect"]
-
-
-def serve(data: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([*SELFREFLECT, "serve", "--port", "0"], env=env, stdout=out, stderr=out)
+from served import SELFREFLECT, address, caught_up, daemons, serve  # noqa: E402
 
 
 def over_api(url: str, queries: list[str]) -> list[float]:
@@ -123,12 +114,12 @@ def main() -> None:
         shutil.copyfile(path, claude / "projects" / "-bench" / path.name)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "SELFREFLECT_CONFIG")}
     env |= {"CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data), "XDG_CONFIG_HOME": str(work / "config")}
-    daemons = [serve(data, env, work / "serve.log")]
-    if args.against:
-        before = {**env, "PYTHONPATH": str(args.against.resolve()), "SELFREFLECT_HOME": str(work / "data-against")}
-        daemons.append(serve(work / "data-against", before, work / "serve-against.log"))
-    try:
-        url = address(data, daemons[0])
+    with daemons(work) as started:
+        started.append(serve(env, work / "serve.log"))
+        if args.against:
+            before = {**env, "PYTHONPATH": str(args.against.resolve()), "SELFREFLECT_HOME": str(work / "data-against")}
+            started.append(serve(before, work / "serve-against.log"))
+        url = address(data, started[0])
         caught_up(url)
         ways: dict[str, Callable[[list[str]], Any]] = {
             "/api/search (a connection each)": lambda q: (over_api(url, q), []),
@@ -136,7 +127,7 @@ def main() -> None:
             "selfreflect mcp (stdio)": lambda q: anyio.run(over_stdio(env), q),
         }
         if args.against:
-            other = address(work / "data-against", daemons[1])
+            other = address(work / "data-against", started[1])
             caught_up(other)
             ways["/mcp, --against"] = lambda q: anyio.run(over_http(other), q)
         time.sleep(3)  # caught up: let it finish what follows (archiving, handing pages back)
@@ -148,11 +139,6 @@ def main() -> None:
             print(line(name, walls))
             if pings:
                 print(line("  its ping", pings))
-    finally:
-        for daemon in daemons:
-            daemon.terminate()
-            daemon.wait(timeout=120)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ from selfreflect.windows import FIELD, Windows, flatten, pack, tiles  # noqa: E4
 
 from corpus import QUERY_SETS, default_shared, smallest  # noqa: E402
 from proc import memory_mb, watch  # noqa: E402
-from served import percentile, start  # noqa: E402
+from served import SELFREFLECT, percentile, start  # noqa: E402
 
 PROJECTS = 40
 PAUSE = 1.0  # seconds with nothing to do before each of the searches after a pause
@@ -294,12 +294,6 @@ def mcp_load(url: str, queries: list[str], clients: int, seconds: float) -> tupl
     stop = time.monotonic() + seconds
     anyio.run(run)
     return len(took) / seconds, percentile(took, 0.5), percentile(took, 0.95), errors[0]
-
-
-# the command as users run it: the script pip installed beside this Python
-# (``python -m selfreflect`` also imports runpy: 5-8 ms more), else the module
-_SCRIPT = shutil.which("selfreflect", path=os.path.dirname(sys.executable))
-SELFREFLECT = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "selfreflect"]
 
 
 def cli_wall(env: dict[str, str], args: list[str], runs: int = 10, first: bool = True) -> float:

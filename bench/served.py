@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+# the command as users run it: the script pip installed beside this Python
+# (``python -m selfreflect`` also imports runpy: 5-8 ms more), else the module
+_SCRIPT = shutil.which("selfreflect", path=os.path.dirname(sys.executable))
+SELFREFLECT = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "selfreflect"]
 
 
 def address(data: Path, daemon: subprocess.Popen[bytes], every: float = 0.05) -> str:
@@ -52,3 +61,22 @@ def percentile(values: list[float], share: float) -> float:
     """The value at ``share`` (0.5: the median) of ``values``; 0 for none."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else 0.0
+
+
+def serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``selfreflect serve --port 0`` with ``env`` (which names its data dir), its output to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([*SELFREFLECT, "serve", "--port", "0"], env=env, stdout=out, stderr=out)
+
+
+@contextmanager
+def daemons(work: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The daemons put in the list are stopped at the end, and ``work`` is removed."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for daemon in started:
+            daemon.terminate()
+            daemon.wait(timeout=120)
+        shutil.rmtree(work, ignore_errors=True)
