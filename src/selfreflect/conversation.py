@@ -34,6 +34,7 @@ from selfreflect.settings import Settings
 from selfreflect.store import SearchFilter, Store
 
 EXCERPT_CHARS = 2000
+CALL = b'"tool_use"'  # in a line that holds a tool call (a result's line says "tool_use_id")
 REFLECTIONS = "reflections.jsonl"  # selfreflect.reflection.FILE, cited by its name alone
 MAX_NAMES = 100_000  # sessions or transcripts listed to resolve a start or a file name
 _CITATION = re.compile(r"^(?P<name>.+?):(?P<first>\d+)(?:-(?P<last>\d+))?$")
@@ -210,9 +211,6 @@ def export_excerpt(
         ExcerptLine(m.number, m.sender, m.timestamp, _cut(redact("\n".join(render(p) for p in m.parts)))) for m in shown
     ]
     return first, last, lines
-
-
-CALL = b'"tool_use"'  # in a line that holds a tool call (a result's line says "tool_use_id")
 
 
 def _is_record(record: object) -> bool:

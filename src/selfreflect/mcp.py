@@ -274,19 +274,20 @@ def _results(response: SearchResponse, max_tokens: int, note: str, ranked: bool 
         )
         if response.alternatives and r.found_by:
             entry += "\n   found by: " + " | ".join(repr(p) for p in r.found_by)
-        cost = max(len(entry) + min(len(r.text), TEXT_CHARS), len(orjson.dumps(replace(r, text=r.text[:TEXT_CHARS]))))
+        shown = replace(r, text=r.text[:TEXT_CHARS])
+        cost = max(len(entry) + len(shown.text), len(orjson.dumps(shown)))
         if kept and cost > budget:
             lines.append(f"({len(response.results) - len(kept)} more left out for the token budget)")
             break
         budget -= cost
-        kept.append(r)
+        kept.append(shown)
         lines.append(entry)
     if not kept:
         lines.append(f"No results for {response.query!r}.")
     results = Results(
         query=response.query,
         took_ms=response.took_ms,
-        results=[replace(r, text=r.text[:TEXT_CHARS]) for r in kept],
+        results=kept,
         alternatives=response.alternatives,
         note=note,
         left_out=len(response.results) - len(kept),
