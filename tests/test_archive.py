@@ -326,11 +326,14 @@ def test_the_daemons_status_follows_the_file_events_between_its_scans(tmp_path: 
     on_disk = tmp_path / "data" / "archive"
 
     def status() -> dict[str, Any]:
-        report = daemon.get("/api/status")
+        return dict(daemon.get("/api/status"))
+
+    def as_on_disk(report: dict[str, Any]) -> bool:  # once nothing is being archived
         archives = list(on_disk.rglob("*.zst"))
-        assert report["archive"]["transcripts"] == len(archives)
-        assert report["archive"]["bytes"] == sum(a.stat().st_size for a in archives)
-        return report
+        return (report["archive"]["transcripts"], report["archive"]["bytes"]) == (
+            len(archives),
+            sum(a.stat().st_size for a in archives),
+        )
 
     def scans() -> int:
         return int(daemon.get("/metrics").split("\nselfreflect_rescans_total ")[1].split()[0])
@@ -339,7 +342,7 @@ def test_the_daemons_status_follows_the_file_events_between_its_scans(tmp_path: 
         daemon.wait_idle()
         eventually(lambda: scans() >= 2)  # at start, and when the watcher watches: from then on, its events
         first = status()
-        assert (first["archive"]["transcripts"], first["archive"]["only_in_archive"]) == (2, 0)
+        assert (first["archive"]["transcripts"], first["archive"]["only_in_archive"]) == (2, 0) and as_on_disk(first)
         assert [Path(t["transcript"]).name for t in first["cleanup"]["transcripts"]] == ["due.jsonl"]
         (folder / "due.jsonl").unlink()  # Claude Code's clean-up
         eventually(lambda: status()["archive"]["only_in_archive"] == 1)
@@ -349,6 +352,7 @@ def test_the_daemons_status_follows_the_file_events_between_its_scans(tmp_path: 
         os.utime(late, (time.time() - 27 * 86400, time.time() - 27 * 86400))
         late.rename(folder / late.name)
         eventually(lambda: status()["archive"]["transcripts"] == 3)
+        assert as_on_disk(status())
         cleanup = status()["cleanup"]
         assert [(Path(t["transcript"]).name, t["archived"]) for t in cleanup["transcripts"]] == [("late.jsonl", True)]
         assert scans() == 2
