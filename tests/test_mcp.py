@@ -295,6 +295,36 @@ def test_the_status_tool_names_as_many_projects_as_its_text(tmp_path: Path, home
     assert len(full["cleanup"]["transcripts"]) == 12
 
 
+def test_the_stdio_server_asks_the_daemon_without_the_model_or_the_store(tmp_path: Path, home: Path) -> None:
+    """Claude Code starts one ``selfreflect mcp`` a session: with a daemon
+    running, it only asks it, and loads neither numpy, the model, the
+    store's engine nor SQLite (83 MB of memory a session with them, 69
+    without)."""
+    heavy = {"numpy", "onnxruntime", "tokenizers", "qdrant_edge", "sqlite3", "zstandard"}
+    log = tmp_path / "imports.txt"
+    with DaemonProcess(home, tmp_path / "data") as daemon:
+        daemon.wait_idle()
+        params = server(home, tmp_path / "data")
+        params.args = ["-X", "importtime", *params.args]
+
+        async def scenario() -> None:
+            with open(log, "w") as errlog:
+                async with stdio_client(params, errlog=errlog) as (read, write):
+                    async with ClientSession(read, write) as session:
+                        await session.initialize()
+                        found, _, error = await call(session, "reflect_on_past", query="Proactiveness", project="all")
+                        assert not error and found["results"]
+                        report, _, error = await call(session, "status")
+                        assert not error and report["daemon"]["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+
+        anyio.run(scenario)
+        assert daemon.stop() == 0
+    imported = {
+        line.rsplit("|", 1)[1].strip() for line in log.read_text().splitlines() if line.startswith("import time:")
+    }
+    assert "selfreflect.client" in imported and not imported & heavy
+
+
 def test_several_stdio_clients_share_one_daemon(tmp_path: Path, home: Path) -> None:
     pids: list[int] = []
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from mcp.server.mcpserver import MCPServer
@@ -25,12 +25,14 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
 from selfreflect import __version__
-from selfreflect.backend import Backend
 from selfreflect.errors import SelfReflectError
 from selfreflect.projects import ProjectNotFound
 from selfreflect.query import MAX_ALTERNATIVES, STRONG, SearchRequest, SearchResponse, SearchResult
 from selfreflect.settings import Settings
 from selfreflect.status import status_text
+
+if TYPE_CHECKING:  # the backend's module brings the model's and the store's: the stdio server asks a daemon
+    from selfreflect.backend import Backend
 
 log = logging.getLogger("selfreflect")
 
