@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,14 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=default_shared(), help="optional extra transcripts")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="selfreflect-fresh-"))
+    try:
+        measure(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # the generated backlog and its store: hundreds of MB
+
+
+def measure(args: argparse.Namespace, root: Path) -> None:
+    """Appends timed until searchable, idle and then during a backfill of a generated backlog."""
     claude, data = root / "claude", root / "data"
     live = claude / "projects" / "-home-dev-live" / "live.jsonl"
     live.parent.mkdir(parents=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,10 +48,18 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=7200)
     args = parser.parse_args()
     corpus_bytes = sum(p.stat().st_size for p in args.claude_dir.rglob("*.jsonl"))
-    corpus_mb = corpus_bytes / 2**20
     bare = int(subprocess.run([sys.executable, "-c", BARE], capture_output=True, text=True, check=True).stdout) // 1024
 
     data = Path(tempfile.mkdtemp(prefix="selfreflect-bench-"))
+    try:
+        backfill(args, data, corpus_bytes, bare)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)  # the store of a 520 MB corpus is 600 MB
+
+
+def backfill(args: argparse.Namespace, data: Path, corpus_bytes: int, bare: int) -> None:
+    """The daemon on ``data`` reads the corpus; its memory is sampled and reported."""
+    corpus_mb = corpus_bytes / 2**20
     env = {**os.environ, "CLAUDE_CONFIG_DIR": str(args.claude_dir), "SELFREFLECT_HOME": str(data)}
     env["MAX_MEMORY_MB"] = str(args.max_memory_mb)
     log = open(data / "serve.log", "wb")
