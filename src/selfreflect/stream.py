@@ -259,9 +259,10 @@ class Streamer:
         with self._lock:
             self._seen = {transcript.key: transcript for transcript in files}
             for transcript in files:
+                if not self.importer.needs_reading(transcript, now):
+                    continue  # most of them: the path is made once, there
                 path = str(transcript.path)
-                changed = self.importer.needs_reading(transcript, now)
-                if changed and not any(path in q for q in self._queues.values()):
+                if not any(path in q for q in self._queues.values()):
                     self._queues["active" if transcript.active(now) else "backlog"][path] = now
             history = str(self.importer.settings.history_file)
             if self.importer.history_changed() and not any(history in q for q in self._queues.values()):
