@@ -131,10 +131,6 @@ class Importer:
         self.embed_seconds = 0.0
         self.archive = Archive.of(settings)
 
-    def transcripts(self, report: Callable[[str, str], None] | None = None) -> list[TranscriptFile]:
-        """Every transcript on disk, then those only the archive still holds (:meth:`Archive.transcripts`)."""
-        return self.archive.transcripts(report)
-
     def locate(self, path: str) -> TranscriptFile | None:
         """The transcript at ``path``: on disk, else in the archive, else ``None``."""
         found = describe(self.settings.projects_dir, Path(path))
@@ -164,7 +160,7 @@ class Importer:
             log.warning("%s: skipped: %s", path, why)
             summary.skipped.append((path, why))
 
-        files = self.transcripts(report=skipped)
+        files = self.archive.transcripts(report=skipped)
         summary.files = len(files)
         for transcript in files:
             self.import_file(transcript, summary)

@@ -246,7 +246,7 @@ class Streamer:
         """Queue every transcript with lines not indexed yet or bytes the archive should take."""
         skipped: list[tuple[str, str]] = []
         try:
-            files = self.importer.transcripts(report=lambda path, why: skipped.append((path, why)))
+            files = self.importer.archive.transcripts(report=lambda path, why: skipped.append((path, why)))
         except ClaudeDirMissing:
             with self._lock:
                 self._seen = {}
