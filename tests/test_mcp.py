@@ -19,10 +19,14 @@ import httpx
 import orjson
 import psutil
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
+
+from selfreflect.mcp import Conversation, _conversation
 
 from conftest import REAL, write_session
 from daemon_process import DaemonProcess, run_cli
@@ -248,9 +252,64 @@ def test_streamable_http_on_the_daemon(tmp_path: Path, home: Path) -> None:
                     assert "Proactiveness" in cited_text(top)
                     around, _, error = await call(session, "read_conversation", session_id=top["session_id"], line=2)
                     assert not error and any(x["line"] == 2 for x in around["lines"])
+                    await a_wide_window_keeps_to_its_budget(
+                        session, daemon, home / "projects" / "-workspace" / FILES[0]
+                    )
 
         anyio.run(scenario)
         assert daemon.stop() == 0
+
+
+async def a_wide_window_keeps_to_its_budget(session: ClientSession, daemon: DaemonProcess, transcript: Path) -> None:
+    """read_conversation's answer keeps to its token budget (counted on the
+    JSON Claude Code gives the model): the cited line and the run of lines
+    nearest it, the rest counted; a budget big enough gives the whole window,
+    as ``/api/conversation`` does, and the default window fits the default."""
+    line, wide, name = len(transcript.read_bytes().splitlines()) // 2, {"before": 50, "after": 50}, str(transcript)
+    window = daemon.get("/api/conversation", session_id=name, line=line, **wide)["lines"]
+    numbers = [x["line"] for x in window]
+    whole, _, _ = await call(session, "read_conversation", session_id=name, line=line, max_tokens=20000, **wide)
+    assert whole["lines"] == window and whole["left_out"] == 0
+    budget = max(200, sum(len(orjson.dumps(x)) for x in window) // 4 // 3)  # a third of the window
+    cut, text, error = await call(session, "read_conversation", session_id=name, line=line, max_tokens=budget, **wide)
+    kept = [x["line"] for x in cut["lines"]]
+    assert not error and cut["left_out"] > 0 and len(kept) + cut["left_out"] == len(window)
+    assert line in kept and kept == numbers[numbers.index(kept[0]) : numbers.index(kept[-1]) + 1]  # one run
+    assert sum(len(orjson.dumps(x)) for x in cut["lines"]) <= budget * 4 < sum(len(orjson.dumps(x)) for x in window)
+    assert f"{cut['left_out']} lines left out for the token budget" in text
+    shows = lambda x: any(f"\n{m}{x['line']} {x['kind']} {(x['timestamp'] or '')[:16]}\n" in text for m in " >")  # noqa: E731
+    assert all(shows(x) for x in cut["lines"]) and not any(shows(x) for x in window if x["line"] not in kept)
+    default, _, _ = await call(session, "read_conversation", session_id=name, line=line)
+    assert default["left_out"] == 0
+    assert default["lines"] == daemon.get("/api/conversation", session_id=name, line=line)["lines"]
+
+
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=40),
+    data=st.data(),
+    tokens=st.integers(200, 20000),
+)
+def test_a_window_kept_to_its_budget_is_the_run_of_lines_nearest_the_cited_ones(
+    sizes: list[int], data: st.DataObject, tokens: int
+) -> None:
+    """Whatever the lines' sizes: one run of lines with the first cited line
+    in it, within the budget unless that line alone is over it, the rest
+    counted, and neither line beside the run would have fit."""
+    first = data.draw(st.integers(1, len(sizes)))
+    last = data.draw(st.integers(first, len(sizes)))
+    lines = [{"line": n, "kind": "user", "timestamp": None, "text": "x" * size} for n, size in enumerate(sizes, 1)]
+    window = Conversation(session_id="s", transcript="t.jsonl", line=first, line_end=last, lines=lines)  # type: ignore[arg-type]
+    kept = _conversation(window, tokens).structured_content
+    assert kept is not None
+    numbers = [x["line"] for x in kept["lines"]]
+    assert first in numbers and numbers == list(range(numbers[0], numbers[-1] + 1))
+    assert kept["left_out"] == len(sizes) - len(numbers)
+    room = tokens * 4 - len("t.jsonl around " + (f"line {first}:" if first == last else f"lines {first}-{last}:"))
+    used = sum(len(orjson.dumps(x)) for x in kept["lines"])
+    assert len(numbers) == 1 or used <= room
+    for beside in (numbers[0] - 1, numbers[-1] + 1):
+        if 1 <= beside <= len(sizes):
+            assert used + len(orjson.dumps(lines[beside - 1])) > room
 
 
 def test_the_status_tool_names_as_many_projects_as_its_text(tmp_path: Path, home: Path) -> None:

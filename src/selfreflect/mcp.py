@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -38,6 +38,9 @@ log = logging.getLogger("selfreflect")
 
 CHARS_PER_TOKEN = 4
 BY_FILE_TOKENS = 5000  # search_by_file's budget: its 10 results
+# read_conversation's default budget: the default window (5 lines each side) of the real transcripts
+# takes 3.2k chars of JSON at the median, 9.4k at most; a window of 50 each side 26k, 49k at most.
+CONVERSATION_TOKENS = 4000
 TEXT_CHARS = 600  # chunk text per result in MCP answers: the snippet says where, show expands
 # The status a tool gives names this many projects and transcripts due for the clean-up, in its text
 # and in its structured content (which Claude Code gives the model in place of the text): a heavy
@@ -80,6 +83,7 @@ class Conversation(BaseModel):
     line: int
     line_end: int
     lines: list[Line]
+    left_out: int = 0  # lines of the window left out for the token budget, the farthest from the cited ones
 
 
 class Stored(BaseModel):
@@ -188,6 +192,7 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
         line: Annotated[int | None, Field(ge=1)] = None,
         before: Annotated[int, Field(ge=0, le=50)] = 5,
         after: Annotated[int, Field(ge=0, le=50)] = 5,
+        max_tokens: Annotated[int, Field(ge=200, le=20000)] = CONVERSATION_TOKENS,
     ) -> Annotated[CallToolResult, Conversation]:
         """The conversation around a line of an indexed session (expand a search hit).
 
@@ -198,18 +203,14 @@ def build_server(backend: Backend, cwd: Callable[[], str | None]) -> MCPServer:
                 cited lines, else line 1.
             before: lines before it.
             after: lines after it.
+            max_tokens: budget for the whole answer; the lines farthest from
+                the cited ones are left out first (left_out counts them).
         """
         try:
             found = backend.read_conversation(session_id, line, before, after)
         except SelfReflectError as exc:
             raise ToolError(str(exc)) from exc
-        c = Conversation.model_validate(found)
-        cited = f"line {c.line}" if c.line == c.line_end else f"lines {c.line}-{c.line_end}"
-        text = [f"{c.transcript} around {cited}:"]
-        for entry in c.lines:
-            marker = ">" if c.line <= entry.line <= c.line_end else " "
-            text.append(f"{marker}{entry.line} {entry.kind} {(entry.timestamp or '')[:16]}\n{entry.text}")
-        return _answer("\n".join(text), c)
+        return _conversation(Conversation.model_validate(found), max_tokens)
 
     @server.tool()
     def store_reflection(content: str, tags: list[str] | None = None) -> Annotated[CallToolResult, Stored]:
@@ -295,6 +296,55 @@ def _results(response: SearchResponse, max_tokens: int, note: str, ranked: bool 
         left_out=len(response.results) - len(kept),
     )
     return _answer("\n".join(lines), results)
+
+
+def _conversation(c: Conversation, max_tokens: int) -> CallToolResult:
+    """A window of a conversation and its readable block, within
+    ``max_tokens``: the cited lines first (at least one), then the nearest
+    on either side, so that what is kept is one run of lines. A line costs
+    what the longer of its two forms costs (its JSON, as for search results)."""
+    cited = f"line {c.line}" if c.line == c.line_end else f"lines {c.line}-{c.line_end}"
+    head = f"{c.transcript} around {cited}:"
+    entries = [
+        f"{'>' if c.line <= x.line <= c.line_end else ' '}{x.line} {x.kind} {(x.timestamp or '')[:16]}\n{x.text}"
+        for x in c.lines
+    ]
+    costs = [max(len(e), len(orjson.dumps(x.model_dump()))) for e, x in zip(entries, c.lines, strict=True)]
+    budget = max_tokens * CHARS_PER_TOKEN - len(head)
+    inside = [i for i, x in enumerate(c.lines) if c.line <= x.line <= c.line_end]
+    if not inside and c.lines:
+        inside = [min(range(len(c.lines)), key=lambda i: abs(c.lines[i].line - c.line))]
+    lo, hi = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    first = last = lo  # the kept run: lines[first:last]
+    closed: set[str] = set()
+    for i in _nearest_first(len(c.lines), lo, hi):
+        side = "before" if i < lo else "after"  # the cited lines and those after them: one side
+        if side in closed:
+            continue
+        if last > first and costs[i] > budget:
+            closed.add(side)
+            continue
+        budget -= costs[i]
+        first, last = min(first, i), max(last, i + 1)
+    kept = c.model_copy(update={"lines": c.lines[first:last], "left_out": len(c.lines) - (last - first)})
+    text = [head, *entries[first:last]]
+    if kept.left_out:
+        text.append(f"({kept.left_out} lines left out for the token budget: a bigger max_tokens gives them)")
+    return _answer("\n".join(text), kept)
+
+
+def _nearest_first(count: int, lo: int, hi: int) -> Iterator[int]:
+    """The indices of ``count`` lines: ``lo`` to ``hi`` (the cited ones) in
+    order, then outwards by distance from them, the line after first on a tie."""
+    yield from range(lo, hi)
+    before, after = lo - 1, hi
+    while before >= 0 or after < count:
+        if after < count and (before < 0 or after - hi < lo - before):
+            yield after
+            after += 1
+        else:
+            yield before
+            before -= 1
 
 
 def _answer(text: str, structured: BaseModel) -> CallToolResult:
