@@ -76,6 +76,48 @@ def test_a_damaged_database_is_moved_aside_and_rebuilt(tmp_path: Path, caplog: p
     assert State.load(path).get("/a.jsonl").offset == 1
 
 
+def test_a_database_damaged_past_its_first_rows_gives_none_of_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rows are read one by one; a damaged page halfway through moves the
+    whole state aside, and none of the rows read before it are kept."""
+    path = tmp_path / "state.sqlite3"
+    state = State.load(path)
+    for n in range(3000):
+        state.set(f"/p/{n:06d}.jsonl", TranscriptPosition(offset=n, end=n, size=n))
+    state.save()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = path.stat().st_size // 4096
+    with open(path, "r+b") as f:
+        f.seek(pages * 7 // 10 * 4096)
+        f.write(b"\xff" * 4096)
+    with caplog.at_level(logging.WARNING, "selfreflect"):
+        loaded = State.load(path)
+    assert loaded.positions == {} and "malformed" in caplog.text
+    assert list(tmp_path.glob("state.sqlite3.damaged-*"))
+
+
+def test_a_locked_state_is_an_error_and_stays_where_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state another process holds locked cannot be read now: that is an
+    error, and the state is neither moved aside nor read again from scratch."""
+    path = tmp_path / "state.sqlite3"
+    state = State.load(path)
+    state.set("/a.jsonl", TranscriptPosition(offset=5, end=5))
+    state.save()
+    monkeypatch.setattr("selfreflect.state.BUSY_SECONDS", 0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO meta VALUES ('held', 'by another process')")
+    with pytest.raises(SelfReflectError, match="cannot read the state at .*: database is locked"):
+        State.load(path)
+    holder.rollback()
+    holder.close()
+    assert not list(tmp_path.glob("*.damaged-*"))
+    assert State.load(path).get("/a.jsonl").offset == 5
+
+
 def test_damaged_rows_are_dropped_and_read_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "state.sqlite3"
     state = State.load(path)

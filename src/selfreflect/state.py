@@ -47,9 +47,13 @@ log = logging.getLogger("selfreflect")
 
 FORMAT = 3  # 1: state.json; 2: SQLite; 3: + archive, titles
 LEGACY_FILE = "state.json"
+BUSY_SECONDS = 30.0  # how long a reader or writer waits for another process's lock
+# SQLite's result codes that say a file is not a state database: moved aside and rebuilt. The others
+# (busy, locked, I/O, cannot open, read-only) say it cannot be read now: an error, and nothing is moved.
+_NOT_A_STATE = {1, 11, 24, 26}  # SQLITE_ERROR (another schema), SQLITE_CORRUPT, SQLITE_FORMAT, SQLITE_NOTADB
 
 
-@dataclass
+@dataclass(slots=True)
 class TranscriptPosition:
     """Where to resume one transcript.
 
@@ -96,7 +100,7 @@ class TranscriptPosition:
     held_back: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class ArchiveEntry:
     """How much of one transcript its archive holds (:mod:`selfreflect.archive`).
 
@@ -167,37 +171,39 @@ class State:
                     )
                 if version < FORMAT:
                     _create(db)
-                rows = db.execute("SELECT path, position FROM positions").fetchall()
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
                 state.tombstones = tuple(db.execute("SELECT kind, value FROM forgotten ORDER BY kind, value"))
-                archived = db.execute("SELECT key, entry FROM archive").fetchall()
-                titles = db.execute("SELECT session_id, rank, title FROM titles").fetchall()
-        except sqlite3.DatabaseError as exc:
+                # row by row, never all at once: a heavy user's tens of thousands of transcripts
+                for key, blob in db.execute("SELECT path, position FROM positions"):
+                    position = _position(blob)
+                    if position is None:
+                        log.warning("%s: the saved position of %s is damaged; that transcript is read again", path, key)
+                        state._dirty.add(key)  # dropped from the file at the next save
+                        continue
+                    state.positions[key] = position
+                for key, blob in db.execute("SELECT key, entry FROM archive"):
+                    entry = _archive_entry(blob)
+                    if entry is None:
+                        log.warning(
+                            "%s: the archive record of %s is damaged; that transcript is archived anew", path, key
+                        )
+                        state._archive_dirty.add(key)
+                        continue
+                    state.archive[key] = entry
+                for session, rank, title in db.execute("SELECT session_id, rank, title FROM titles"):
+                    state.titles[str(session)] = (int(rank), str(title))
+        except sqlite3.Error as exc:
+            if not _not_a_state(exc):  # busy, locked, I/O, cannot open: the state is left as it is
+                raise SelfReflectError(f"cannot read the state at {path}: {exc}") from exc
+            state = cls(path)  # nothing of what was read before the damage
             state._move_aside(path, f"it is not a state database ({exc})")
             return state
-        except sqlite3.Error as exc:
-            raise SelfReflectError(f"cannot read the state at {path}: {exc}") from exc
         state.store_id = str(meta.get("store_id", ""))
         try:
             exports = orjson.loads(meta.get("exports", "[]"))
         except orjson.JSONDecodeError:
             exports = []
         state.exports = tuple(str(e) for e in exports if isinstance(e, str)) if isinstance(exports, list) else ()
-        for key, blob in rows:
-            position = _position(blob)
-            if position is None:
-                log.warning("%s: the saved position of %s is damaged; that transcript is read again", path, key)
-                state._dirty.add(key)  # dropped from the file at the next save
-                continue
-            state.positions[key] = position
-        for key, blob in archived:
-            entry = _archive_entry(blob)
-            if entry is None:
-                log.warning("%s: the archive record of %s is damaged; that transcript is archived anew", path, key)
-                state._archive_dirty.add(key)
-                continue
-            state.archive[key] = entry
-        state.titles = {str(s): (int(r), str(t)) for s, r, t in titles}
         return state
 
     def get(self, path: str) -> TranscriptPosition:
@@ -375,8 +381,15 @@ class State:
         log.info("moved the read positions of %d transcripts from %s to %s", len(self.positions), legacy, self.path)
 
 
+def _not_a_state(error: sqlite3.Error) -> bool:
+    """``error`` says the file is not a state database (damaged, another
+    file, another schema), not that it cannot be read now."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.DatabaseError) and (code is None or code & 0xFF in _NOT_A_STATE)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(str(path), timeout=30)
+    db = sqlite3.connect(str(path), timeout=BUSY_SECONDS)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
