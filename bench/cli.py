@@ -39,6 +39,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from corpus import smallest
 from served import SELFREFLECT, address, caught_up, daemons, serve
 
@@ -106,18 +108,21 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "SELFREFLECT_CONFIG")}
     env |= {"CLAUDE_CONFIG_DIR": str(claude), "SELFREFLECT_HOME": str(data), "XDG_CONFIG_HOME": str(work / "config")}
     with daemons(work) as started:
+        began = time.perf_counter()
         started.append(serve(env, work / "serve.log"))
         if args.against:  # the version before, client and daemon, on a data dir of its own
             before = {**env, "PYTHONPATH": str(args.against.resolve()), "SELFREFLECT_HOME": str(work / "data-against")}
             started.append(serve(before, work / "serve-against.log"))
         url = address(data, started[0])
         caught_up(url)
+        reading = time.perf_counter() - began
         if args.against:
             caught_up(address(work / "data-against", started[1]))
         time.sleep(5)  # caught up: let it finish what follows (archiving, handing pages back)
         with urllib.request.urlopen(f"{url}/api/status", timeout=30) as answer:
             report = json.load(answer)
         chunks, transcripts = report["chunks"], report["transcripts"]
+        resident = psutil.Process(started[0].pid).memory_info().rss / 2**20
         commands = {
             "python -c pass": ([sys.executable, "-c", "pass"], env),
             "import click": ([sys.executable, "-c", "import click"], env),
@@ -142,6 +147,7 @@ def main() -> None:
             f" {report['cleanup']['due']} due for the clean-up); {args.rounds} rounds, interleaved;"
             f" load average {os.getloadavg()[0]:.1f}"
         )
+        print(f"the daemon read them all in {reading:.1f} s; resident 5 s later: {resident:.0f} MB")
         print(f"{'':22} {'wall p50':>9} {'wall min':>9} {'CPU p50':>9}   (ms)")
         for name in commands:
             cpu_p50 = f"{statistics.median(cpus[name]):9.0f}" if cpus[name] else f"{'-':>9}"
