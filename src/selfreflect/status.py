@@ -52,7 +52,8 @@ def status_report(
             transcripts = Archive.of(settings).transcripts()
         except ClaudeDirMissing:
             transcripts = []
-    positions = list(state.positions.values())  # at once: the importer adds to them meanwhile
+    known = dict(state.positions)  # at once: the importer adds to them meanwhile
+    positions = known.values()
     if store is None:  # what the first import will use
         chosen = make_embedder(settings)
         model, dim = chosen.name, chosen.dim
@@ -71,7 +72,7 @@ def status_report(
         "store_bytes": remembered(store, "store_bytes", store.size_bytes, LAG) if store else 0,
         "chunks": remembered(store, "chunks", lambda: store.count(SearchFilter())) if store else 0,
         "compact": store.needs_compaction() if store else False,
-        "transcripts": len(set(state.positions) - {str(settings.history_file)}),
+        "transcripts": len(known) - (str(settings.history_file) in known),
         "bad_lines": sum(p.bad_lines for p in positions),
         "oversized_lines": sum(p.oversized_lines for p in positions),
         "archive": archive_report(settings, state, transcripts),
